@@ -1,0 +1,427 @@
+"""The local Apache Kafka cluster: jars from Maven Central, KRaft storage, JVM lifecycle.
+
+``hub broker start|stop|status`` and the test fixtures drive this module. Everything an instance
+needs lives under ``<runtime_dir>/<name>/``: one folder per node with its rendered config, pid file,
+logs and data, plus ``cluster.json`` describing the layout (so ``stop`` and ``status`` need no flags).
+The jars are shared by all instances under ``<runtime_dir>/kafka-<version>/libs``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from string import Template
+
+from hub.exceptions import BrokerStartError, PortInUseError, ToolMissingError
+from hub.logging import get_logger
+from hub.settings import KAFKA_VERSION, REPO_ROOT, HubSettings, get_settings
+
+DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
+READY_LINE = "Kafka Server started"
+log = get_logger(component="broker")
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    """Default progress sink: say nothing."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which nodes an instance has and on which ports; saved as ``cluster.json``."""
+
+    nodes: int
+    port: int
+    cluster_id: str
+
+    def broker_port(self, node_id: int) -> int:
+        return self.port + (node_id - 1)
+
+    def controller_port(self, node_id: int) -> int:
+        return self.port + 100 + (node_id - 1)
+
+    @property
+    def node_ids(self) -> list[int]:
+        return list(range(1, self.nodes + 1))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{self.broker_port(n)}" for n in self.node_ids)
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: int
+    pid: int | None
+    running: bool
+    broker_port: int
+    controller_port: int
+    log_file: Path
+
+
+def new_cluster_id() -> str:
+    """22 characters of base64url over 16 random bytes, as KRaft expects."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(size: int = 101) -> int:
+    """A base port such that ``base`` and ``base + 100`` are both free (one node's two listeners)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = sock.getsockname()[1]
+        if base + size < 65535 and port_is_free(base) and port_is_free(base + 100):
+            return base
+    raise PortInUseError("could not find two free local ports for a test broker")
+
+
+def require_tool(name: str, why: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise ToolMissingError(
+            f"`{name}` is not on PATH; it is needed {why}",
+            hint=f"Install it (Debian: `apt-get install {'maven' if name == 'mvn' else 'openjdk-17-jre-headless'}`).",
+        )
+    return path
+
+
+class KafkaJars:
+    """The broker's runtime classpath, copied from Maven Central by ``deploy/kafka/pom.xml``."""
+
+    def __init__(self, settings: HubSettings | None = None) -> None:
+        self.home = (settings or get_settings()).kafka_home
+        self.libs = self.home / "libs"
+        self._complete_marker = self.home / ".complete"
+
+    @property
+    def present(self) -> bool:
+        return self._complete_marker.exists() and any(self.libs.glob("kafka_2.13-*.jar"))
+
+    @property
+    def classpath(self) -> str:
+        return str(self.libs / "*")
+
+    def fetch(self, progress: Progress = _quiet) -> None:
+        """Resolve and copy the jars (idempotent: does nothing when a complete copy exists)."""
+        if self.present:
+            progress(f"Kafka {KAFKA_VERSION} jars already in {self.libs}")
+            return
+        mvn = require_tool("mvn", "to fetch the Kafka jars from Maven Central")
+        shutil.rmtree(self.libs, ignore_errors=True)
+        self.libs.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            mvn, "-B", "-f", str(DEPLOY_DIR / "pom.xml"), f"-Dkafka.version={KAFKA_VERSION}",
+            "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={self.libs}",
+        ]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        tail: list[str] = []
+        downloaded = copied = 0
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail = (tail + [line.rstrip()])[-30:]
+            if "Downloaded from" in line:
+                downloaded += 1
+                progress(f"downloading Kafka {KAFKA_VERSION} from Maven Central: {downloaded} artifacts")
+            elif line.startswith("[INFO] Copying"):
+                copied += 1
+                progress(f"copying jars into {self.libs}: {copied}")
+        if proc.wait() != 0:
+            raise BrokerStartError(
+                "Maven could not fetch the Kafka jars:\n" + "\n".join(tail),
+                hint="Check that Maven Central is reachable (`mvn -v`, proxy settings) and run `hub broker fetch` again.",
+            )
+        self._complete_marker.write_text(KAFKA_VERSION)
+        progress(f"Kafka {KAFKA_VERSION}: {len(list(self.libs.glob('*.jar')))} jars in {self.libs}")
+
+
+class LocalBroker:
+    """One local KRaft cluster of 1 or 3 nodes on 127.0.0.1, managed through files under its directory."""
+
+    def __init__(self, settings: HubSettings | None = None, name: str = "broker") -> None:
+        self.settings = settings or get_settings()
+        self.dir = self.settings.runtime_dir / name
+        self.jars = KafkaJars(self.settings)
+        self._layout_file = self.dir / "cluster.json"
+        self._launched: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- layout and per-node files ---------------------------------------------------------------
+    @property
+    def layout(self) -> Layout | None:
+        if not self._layout_file.exists():
+            return None
+        return Layout(**json.loads(self._layout_file.read_text()))
+
+    def node_dir(self, node_id: int) -> Path:
+        return self.dir / f"node-{node_id}"
+
+    def _pid_file(self, node_id: int) -> Path:
+        return self.node_dir(node_id) / "kafka.pid"
+
+    def log_file(self, node_id: int) -> Path:
+        return self.node_dir(node_id) / "logs" / "server.log"
+
+    def _config_file(self, node_id: int) -> Path:
+        return self.node_dir(node_id) / "server.properties"
+
+    def _live_pid(self, node_id: int) -> int | None:
+        """The node's JVM pid if it is alive and really is this node's broker; stale pid files are removed."""
+        pid_file = self._pid_file(node_id)
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            pid_file.unlink(missing_ok=True)
+            return None
+        if "kafka.Kafka" not in cmdline or str(self._config_file(node_id)) not in cmdline or not _alive(pid):
+            pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def status(self) -> list[NodeStatus]:
+        layout = self.layout
+        if layout is None:
+            return []
+        result = []
+        for node_id in layout.node_ids:
+            pid = self._live_pid(node_id)
+            result.append(
+                NodeStatus(node_id, pid, pid is not None, layout.broker_port(node_id),
+                           layout.controller_port(node_id), self.log_file(node_id))
+            )
+        return result
+
+    @property
+    def running(self) -> bool:
+        nodes = self.status()
+        return bool(nodes) and all(n.running for n in nodes)
+
+    @property
+    def bootstrap_servers(self) -> str | None:
+        layout = self.layout
+        return layout.bootstrap_servers if layout else None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, nodes: int = 1, port: int = 9092, heap: str = "512m", timeout: float = 120.0,
+              progress: Progress = _quiet) -> Layout:
+        """Start the cluster and wait until it answers a metadata request; a running cluster is left as is."""
+        if nodes not in (1, 3):
+            raise BrokerStartError(f"--nodes must be 1 or 3, not {nodes}", hint="Use `--nodes 1` or `--nodes 3`.")
+        current = self.layout
+        if current and self.running:
+            progress(f"broker already running at {current.bootstrap_servers}")
+            return current
+        if any(n.running for n in self.status()):
+            progress("some nodes of a previous start are still up; stopping them first")
+            self.stop(progress=progress)
+        require_tool("java", "to run the Kafka broker")
+        self.jars.fetch(progress)
+
+        if current and (current.nodes, current.port) != (nodes, port):
+            progress(f"layout changed ({current.nodes} node(s) on {current.port} -> {nodes} on {port}): wiping old data")
+            shutil.rmtree(self.dir)
+            current = None
+        layout = current or Layout(nodes=nodes, port=port, cluster_id=new_cluster_id())
+        taken = [p for n in layout.node_ids for p in (layout.broker_port(n), layout.controller_port(n))
+                 if not port_is_free(p)]
+        if taken:
+            raise PortInUseError(
+                f"port(s) {', '.join(map(str, taken))} on 127.0.0.1 are already in use",
+                hint="Stop whatever holds them (`ss -ltnp`), or start on other ports with `hub broker start --port N`.",
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._layout_file.write_text(json.dumps(asdict(layout)))
+
+        started = time.monotonic()
+        for node_id in layout.node_ids:
+            self._render_config(layout, node_id)
+            self._format_storage(layout, node_id)
+        for node_id in layout.node_ids:
+            self._launch(node_id, heap)
+        progress(f"started {nodes} JVM(s); waiting for the broker to answer at {layout.bootstrap_servers}")
+        self._wait_ready(layout, timeout)
+        log.info("broker ready", bootstrap=layout.bootstrap_servers, seconds=round(time.monotonic() - started, 2))
+        return layout
+
+    def _render_config(self, layout: Layout, node_id: int) -> None:
+        template = Template((DEPLOY_DIR / "node.properties.template").read_text())
+        replication = 1 if layout.nodes == 1 else 3
+        text = template.substitute(
+            node_id=node_id,
+            quorum_voters=",".join(f"{n}@127.0.0.1:{layout.controller_port(n)}" for n in layout.node_ids),
+            listeners=f"PLAINTEXT://127.0.0.1:{layout.broker_port(node_id)},"
+                      f"CONTROLLER://127.0.0.1:{layout.controller_port(node_id)}",
+            advertised_listeners=f"PLAINTEXT://127.0.0.1:{layout.broker_port(node_id)}",
+            protocol_map="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            inter_broker_listener="PLAINTEXT",
+            data_dir=self.node_dir(node_id) / "data",
+            replication=replication,
+            min_isr=1 if layout.nodes == 1 else 2,
+            extra="",
+        )
+        self.node_dir(node_id).mkdir(parents=True, exist_ok=True)
+        (self.node_dir(node_id) / "logs").mkdir(exist_ok=True)
+        self._config_file(node_id).write_text(text)
+
+    def _java(self, main_class: str, *args: str, heap: str = "256m", node_id: int) -> list[str]:
+        return [
+            "java", f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.node_dir(node_id) / 'logs'}",
+            f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
+            "-cp", self.jars.classpath, main_class, *args,
+        ]
+
+    def _format_storage(self, layout: Layout, node_id: int) -> None:
+        cmd = self._java("kafka.tools.StorageTool", "format", "-t", layout.cluster_id,
+                         "-c", str(self._config_file(node_id)), "--ignore-formatted", node_id=node_id)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BrokerStartError(
+                f"formatting KRaft storage of node {node_id} failed:\n{result.stdout}{result.stderr}",
+                hint=f"Remove {self.dir} (`hub broker stop --wipe`) and start again.",
+            )
+
+    def _launch(self, node_id: int, heap: str) -> None:
+        cmd = self._java("kafka.Kafka", str(self._config_file(node_id)), heap=heap, node_id=node_id)
+        out = open(self.node_dir(node_id) / "logs" / "stdout.log", "ab")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=self.node_dir(node_id))
+        out.close()
+        self._pid_file(node_id).write_text(str(proc.pid))
+        self._launched[node_id] = proc
+
+    def _wait_ready(self, layout: Layout, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(layout.node_ids)
+        while pending and time.monotonic() < deadline:
+            for node_id in sorted(pending):
+                launched = self._launched.get(node_id)
+                if launched is not None and launched.poll() is not None:
+                    self._fail(node_id, f"exited during start-up (exit code {launched.returncode})")
+                log_file = self.log_file(node_id)
+                if log_file.exists() and READY_LINE in log_file.read_text(errors="replace"):
+                    pending.discard(node_id)
+            time.sleep(0.2)
+        if pending:
+            self._fail(min(pending), f"did not log '{READY_LINE}' within {timeout:.0f}s")
+        while time.monotonic() < deadline:
+            if self._metadata_brokers(layout) >= layout.nodes:
+                return
+            time.sleep(0.3)
+        self._fail(1, f"did not answer a metadata request with {layout.nodes} broker(s) within {timeout:.0f}s")
+
+    def _metadata_brokers(self, layout: Layout) -> int:
+        """How many brokers the cluster reports in a metadata response (0 when nothing answers)."""
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=layout.bootstrap_servers.split(","),
+                                     request_timeout_ms=5000, bootstrap_timeout_ms=2000,
+                                     client_id="hub-broker-probe")
+        except (KafkaError, OSError):
+            return 0
+        try:
+            return len(admin.describe_cluster().get("brokers", []))
+        except (KafkaError, OSError):
+            return 0
+        finally:
+            admin.close()
+
+    def _fail(self, node_id: int, what: str) -> None:
+        tail = self.log_tail(node_id)
+        self.stop()
+        raise BrokerStartError(
+            f"Kafka node {node_id} {what}. Last lines of its logs in {self.log_file(node_id).parent}:\n{tail}",
+            hint="Read the log above; `hub broker stop --wipe` clears a corrupt data directory.",
+        )
+
+    def log_tail(self, node_id: int, lines: int = 25) -> str:
+        texts = []
+        for path in (self.log_file(node_id), self.node_dir(node_id) / "logs" / "stdout.log"):
+            if path.exists():
+                texts += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(texts[-lines:]) or "(no log output)"
+
+    def stop(self, timeout: float = 30.0, wipe: bool = False, progress: Progress = _quiet) -> int:
+        """SIGTERM every node together, SIGKILL whatever is left after ``timeout``; returns how many were up."""
+        layout = self.layout
+        pids = {n: p for n in (layout.node_ids if layout else []) if (p := self._live_pid(n)) is not None}
+        for pid in pids.values():
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+            time.sleep(0.2)
+        for node_id, pid in pids.items():
+            if _alive(pid):
+                progress(f"node {node_id} (pid {pid}) ignored SIGTERM for {timeout:.0f}s; sending SIGKILL")
+                _signal(pid, signal.SIGKILL)
+            _wait_gone(pid)
+            self._pid_file(node_id).unlink(missing_ok=True)
+        if wipe and self.dir.exists():
+            shutil.rmtree(self.dir)
+        return len(pids)
+
+    def kill_node(self, node_id: int) -> None:
+        """SIGKILL one node (for failure tests): no controlled shutdown."""
+        pid = self._live_pid(node_id)
+        if pid is not None:
+            _signal(pid, signal.SIGKILL)
+            _wait_gone(pid)
+
+    def restart_node(self, node_id: int, heap: str = "512m", timeout: float = 120.0) -> None:
+        """Start one stopped node of an existing layout again and wait for the cluster."""
+        layout = self.layout
+        if layout is None:
+            raise BrokerStartError("no broker layout to restart", hint="Run `hub broker start` first.")
+        if self._live_pid(node_id) is None:
+            self.log_file(node_id).unlink(missing_ok=True)
+            self._launch(node_id, heap)
+        self._wait_ready(layout, timeout)
+
+
+def _alive(pid: int) -> bool:
+    """True until every thread of ``pid`` has exited (a JVM's main thread turns zombie before the rest)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reaps our own children once they are done
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+    except (OSError, IndexError):
+        return False
+    return not (state == "Z" and threads <= 1)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -1,0 +1,56 @@
+"""The ``hub`` command: one entry point with a sub-command per job.
+
+Every sub-command module registers itself on :data:`app`; :func:`main` turns any :class:`HubError`
+into a short message with what to do next and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from hub.exceptions import HubError
+from hub.logging import configure_logging
+from hub.settings import HubSettings, get_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _env_help() -> str:
+    rows = [f"HUB_{name.upper():<22} {field.description}" for name, field in HubSettings.model_fields.items()]
+    return "Settings come from environment variables:\n\n\b\n" + "\n".join(rows)
+
+
+app = typer.Typer(
+    name="hub",
+    help="Task Force Hub: share counter-drug case and seizure events between agencies over Apache Kafka.\n\n"
+    "Quick start: `hub broker start`, then `hub demo`.\n\n" + _env_help(),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _configure() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+def _register() -> None:
+    from hub.cli import broker, demo  # noqa: F401  (each module adds its commands to `app`)
+
+
+def main() -> None:
+    _register()
+    try:
+        app()
+    except HubError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err_console.print(f"[yellow]next:[/] {exc.hint}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,51 @@
+"""The root of every error the hub raises.
+
+Each package (``schemas``, ``producers``, ``consumers``) has its own ``exceptions.py`` whose classes
+derive from :class:`HubError`, so a caller can catch one type and still print a precise message.
+Every error carries a ``hint``: what the user should do next.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Base class of all hub errors; ``str()`` gives the message followed by what to do next."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  -> {self.hint}" if self.hint else self.message
+
+
+class ConfigError(HubError):
+    """A setting is missing or malformed."""
+
+    hint = "Check the HUB_* environment variables (`hub --help` lists them)."
+
+
+class KafkaUnavailableError(HubError):
+    """No broker answered at the configured bootstrap servers."""
+
+    hint = "Start the local broker with `hub broker start`, or point HUB_BOOTSTRAP_SERVERS at a running cluster."
+
+
+class BrokerError(HubError):
+    """The local broker managed by `hub broker` could not be fetched, started or stopped."""
+
+
+class ToolMissingError(BrokerError):
+    """A program the local broker needs (java, mvn) is not on PATH."""
+
+
+class PortInUseError(BrokerError):
+    """A port the local broker wants is already bound by another process."""
+
+
+class BrokerStartError(BrokerError):
+    """The broker JVM exited or did not become ready in time."""

@@ -1,0 +1,42 @@
+"""Structured logging: JSON lines for machines, a readable console for people.
+
+A pipeline's log lines carry the ``stage`` and, where there is one, the ``event_id``:
+``get_logger(stage="dedup").bind(event_id=...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from hub.settings import LogFormat
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> None:
+    """Set up structlog once per process; logs go to stderr so stdout stays for command output."""
+    as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    renderer = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # kafka-python logs through the standard library; keep its chatter at warnings and above.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def get_logger(**context: object) -> structlog.stdlib.BoundLogger:
+    """A logger bound to ``context`` (typically ``stage=...``)."""
+    return structlog.get_logger().bind(**context)

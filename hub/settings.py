@@ -1,0 +1,72 @@
+"""One typed settings object, read from ``HUB_``-prefixed environment variables.
+
+Defaults point at the local broker that ``hub broker start`` runs, so a fresh checkout works with no
+configuration at all.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KAFKA_VERSION = "4.3.1"
+
+SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+class HubSettings(BaseSettings):
+    """Everything that differs between a laptop, CI and a production cluster."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of the Kafka cluster."
+    )
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="Kafka security protocol.")
+    sasl_mechanism: SaslMechanism = Field("SCRAM-SHA-512", description="SASL mechanism when SASL is on.")
+    sasl_username: str | None = Field(None, description="SASL principal name.")
+    sasl_password: str | None = Field(None, description="SASL password.")
+    ssl_cafile: Path | None = Field(None, description="CA certificate for TLS listeners.")
+    topic_prefix: str = Field("", description="Prepended to every topic name (isolates tenants and tests).")
+    runtime_dir: Path = Field(
+        REPO_ROOT / ".hub", description="Where the local broker keeps jars, pid files, logs and data."
+    )
+    connect_timeout_s: float = Field(10.0, description="Seconds to wait for the first broker to answer.")
+    client_id: str = Field("task-force-hub", description="Kafka client id sent to the broker.")
+    log_format: LogFormat = Field("auto", description="auto: console on a terminal, JSON lines otherwise.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum log level.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _has_host_and_port(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        bad = [s for s in servers if ":" not in s or not s.rsplit(":", 1)[1].isdigit()]
+        if not servers or bad:
+            raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return ",".join(servers)
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return self.bootstrap_servers.split(",")
+
+    @property
+    def kafka_home(self) -> Path:
+        """Cache of the broker's jars, shared by every broker instance under the runtime directory."""
+        return self.runtime_dir / f"kafka-{KAFKA_VERSION}"
+
+    def topic(self, name: str) -> str:
+        """The physical topic name for a logical one."""
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> HubSettings:
+    """The process-wide settings, read once from the environment."""
+    return HubSettings()

@@ -1,0 +1,83 @@
+"""One real Kafka for the whole test session, and isolated names for each test.
+
+Where the cluster comes from, in order:
+1. ``HUB_BOOTSTRAP_SERVERS`` is set: that cluster.
+2. A Docker engine answers: testcontainers' KafkaContainer in KRaft mode.
+3. Otherwise: the local broker from ``deploy/`` (``hub.broker.LocalBroker``), on free ports under
+   ``.hub/test-broker``, started here and stopped when the session ends.
+Kafka is never mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from hub.broker import LocalBroker, free_port_block
+from hub.settings import HubSettings
+
+
+@dataclass
+class KafkaUnderTest:
+    bootstrap_servers: str
+    source: str  # "env", "testcontainers" or "local"
+    local: LocalBroker | None = None
+
+
+def _docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaUnderTest]:
+    if servers := os.environ.get("HUB_BOOTSTRAP_SERVERS"):
+        yield KafkaUnderTest(servers, "env")
+        return
+    if _docker_engine_answers():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield KafkaUnderTest(container.get_bootstrap_server(), "testcontainers")
+        return
+    broker = LocalBroker(HubSettings(), name="test-broker")
+    broker.stop(wipe=True)
+    layout = broker.start(port=free_port_block(), heap="768m")
+    try:
+        yield KafkaUnderTest(layout.bootstrap_servers, "local", broker)
+    finally:
+        broker.stop(wipe=True)
+
+
+@pytest.fixture
+def local_kafka(kafka: KafkaUnderTest) -> LocalBroker:
+    """The session broker when this suite manages it (tests that stop or restart the broker need that)."""
+    if kafka.local is None:
+        pytest.skip(f"needs the suite's own local broker; this run uses a {kafka.source} cluster")
+    return kafka.local
+
+
+def unique(name: str) -> str:
+    """A topic, group or transactional id no other test (or earlier run) uses."""
+    return f"{name}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def hub_settings(kafka: KafkaUnderTest, tmp_path) -> HubSettings:
+    """Settings pointing at the session cluster, with a topic prefix of this test's own."""
+    return HubSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topic_prefix=unique("t") + ".",
+        runtime_dir=tmp_path / "runtime",
+        log_format="json",
+    )

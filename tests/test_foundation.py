@@ -1,0 +1,191 @@
+"""The foundation: settings, the local broker's lifecycle, and a round trip through the real broker."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka.admin import NewTopic
+
+from hub.broker import LocalBroker, free_port_block
+from hub.exceptions import BrokerStartError, KafkaUnavailableError, PortInUseError
+from hub.kafka import make_admin, make_consumer, make_producer
+from hub.settings import HubSettings
+from tests.conftest import unique
+
+HUB = [sys.executable, "-m", "hub"]
+
+
+# -- settings (no broker) ------------------------------------------------------------------------
+def test_settings_read_hub_prefixed_environment(monkeypatch):
+    monkeypatch.setenv("HUB_BOOTSTRAP_SERVERS", "a:1, b:2")
+    monkeypatch.setenv("HUB_TOPIC_PREFIX", "x.")
+    settings = HubSettings()
+    assert settings.bootstrap_list == ["a:1", "b:2"]
+    assert settings.topic("ingest") == "x.ingest"
+
+
+@pytest.mark.parametrize("value", ["", "localhost", "host:port", "a:1,b"])
+def test_settings_reject_malformed_bootstrap(value):
+    with pytest.raises(ValueError, match="host:port"):
+        HubSettings(bootstrap_servers=value)
+
+
+def test_settings_reject_unknown_security_protocol():
+    with pytest.raises(ValueError, match="security_protocol"):
+        HubSettings(security_protocol="KERBEROS")
+
+
+def test_unreachable_cluster_is_a_clear_error():
+    settings = HubSettings(bootstrap_servers=f"127.0.0.1:{free_port_block()}", connect_timeout_s=1)
+    with pytest.raises(KafkaUnavailableError, match="no Kafka broker answered") as info:
+        make_producer(settings)
+    assert "hub broker start" in str(info.value)
+
+
+# -- the real broker -----------------------------------------------------------------------------
+def _create(settings: HubSettings, name: str, partitions: int = 3) -> str:
+    topic = settings.topic(name)
+    admin = make_admin(settings)
+    admin.create_topics([NewTopic(topic, partitions, 1)])
+    admin.close()
+    return topic
+
+
+def test_produce_consume_round_trip(hub_settings):
+    topic = _create(hub_settings, "roundtrip")
+    producer = make_producer(hub_settings)
+    sent = {f"key-{i}".encode(): f"value-{i}".encode() for i in range(50)}
+    for key, value in sent.items():
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+    consumer = make_consumer(topic, settings=hub_settings, group_id=unique("g"), consumer_timeout_ms=5000)
+    received = {m.key: m.value for m in consumer}
+    consumer.close()
+    assert received == sent
+
+
+def test_kcat_sees_the_broker(kafka, hub_settings):
+    if shutil.which("kcat") is None:
+        pytest.skip("kcat is not installed (`apt-get install kcat`); .ci/run installs it")
+    topic = _create(hub_settings, "kcat")
+    listing = subprocess.run(["kcat", "-b", kafka.bootstrap_servers, "-L", "-t", topic],
+                             capture_output=True, text=True, timeout=30)
+    assert listing.returncode == 0, listing.stderr
+    assert f'topic "{topic}" with 3 partitions' in listing.stdout
+
+
+# -- the local broker's lifecycle ----------------------------------------------------------------
+@pytest.fixture
+def spare_broker(tmp_path):
+    """A second local broker instance of its own, so lifecycle tests never disturb the session broker."""
+    broker = LocalBroker(HubSettings(runtime_dir=Path(".hub").resolve()), name=unique("lifecycle"))
+    yield broker
+    broker.stop(wipe=True)
+
+
+def _java_pids_for(broker: LocalBroker) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", str(broker.dir)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_start_is_idempotent_and_stop_leaves_no_jvm(spare_broker):
+    port = free_port_block()
+    first = spare_broker.start(port=port, heap="256m")
+    pid = spare_broker.status()[0].pid
+    second = spare_broker.start(port=port, heap="256m")
+    assert first == second
+    assert spare_broker.status()[0].pid == pid, "a second start must not launch another JVM"
+    assert spare_broker.stop() == 1
+    assert _java_pids_for(spare_broker) == []
+    assert not spare_broker.running
+
+
+def test_stale_pid_file_is_ignored(spare_broker):
+    port = free_port_block()
+    spare_broker.start(port=port, heap="256m")
+    spare_broker.kill_node(1)
+    pid_file = spare_broker.node_dir(1) / "kafka.pid"
+    pid_file.write_text("999999")  # no such process
+    assert not spare_broker.running
+    assert not pid_file.exists(), "a stale pid file is removed when noticed"
+    spare_broker.start(port=port, heap="256m")
+    assert spare_broker.running
+
+
+def test_port_taken_is_reported(spare_broker):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(PortInUseError, match=str(port)):
+            spare_broker.start(port=port, heap="256m")
+
+
+def test_failed_start_shows_the_log_tail(spare_broker):
+    with pytest.raises(BrokerStartError, match="--nodes must be 1 or 3"):
+        spare_broker.start(nodes=2)
+    port = free_port_block()
+    # A heap too small for the JVM makes it exit at once: start must say so, with the log, and clean up.
+    with pytest.raises(BrokerStartError, match=r"node 1 exited during start-up \(exit code 1\)") as info:
+        spare_broker.start(port=port, heap="1k", timeout=60)
+    assert "Error occurred during initialization of VM" in str(info.value)
+    assert _java_pids_for(spare_broker) == []
+
+
+def test_corrupt_storage_is_reported(spare_broker):
+    port = free_port_block()
+    spare_broker.start(port=port, heap="256m")
+    spare_broker.stop()
+    (spare_broker.node_dir(1) / "data" / "meta.properties").write_text("node.id=7\nversion=1\ncluster.id=x\n")
+    with pytest.raises(BrokerStartError, match="formatting KRaft storage of node 1 failed") as info:
+        spare_broker.start(port=port, heap="256m")
+    assert "Invalid cluster.id" in str(info.value) and "--wipe" in str(info.value)
+
+
+@pytest.mark.slow
+def test_three_node_cluster_survives_losing_a_node(spare_broker):
+    layout = spare_broker.start(nodes=3, port=free_port_block(), heap="256m")
+    settings = HubSettings(bootstrap_servers=layout.bootstrap_servers, runtime_dir=spare_broker.dir)
+    topic = settings.topic(unique("replicated"))
+    admin = make_admin(settings)
+    admin.create_topics([NewTopic(topic, 3, 3)])
+    admin.close()
+    spare_broker.kill_node(3)
+    producer = make_producer(settings)
+    for i in range(100):
+        producer.send(topic, value=str(i).encode())
+    producer.flush(timeout=60)
+    producer.close()
+    consumer = make_consumer(topic, settings=settings, group_id=unique("g"), consumer_timeout_ms=8000)
+    values = sorted(int(m.value) for m in consumer)
+    consumer.close()
+    assert values == list(range(100))
+    assert spare_broker.stop() == 2
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+def test_cli_help_answers_questions():
+    out = subprocess.run([*HUB, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "HUB_BOOTSTRAP_SERVERS" in out.stdout and "broker" in out.stdout
+
+
+def test_cli_bad_input_is_one_clear_line(tmp_path):
+    env = {"HUB_RUNTIME_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([*HUB, "broker", "start", "--nodes", "2"], capture_output=True, text=True, env=env)
+    assert out.returncode == 1
+    assert "--nodes must be 1 or 3" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_status_without_broker_exits_nonzero(tmp_path):
+    out = subprocess.run([*HUB, "broker", "status"], capture_output=True, text=True,
+                         env={"HUB_RUNTIME_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 1
+    assert "hub broker start" in out.stdout
