@@ -97,9 +97,9 @@ def _java_pids_for(broker: LocalBroker) -> list[int]:
 
 def test_start_is_idempotent_and_stop_leaves_no_jvm(spare_broker):
     port = free_port_block()
-    first = spare_broker.start(port=port, heap="256m")
+    first = spare_broker.start(port=port)
     pid = spare_broker.status()[0].pid
-    second = spare_broker.start(port=port, heap="256m")
+    second = spare_broker.start(port=port)
     assert first == second
     assert spare_broker.status()[0].pid == pid, "a second start must not launch another JVM"
     assert spare_broker.stop() == 1
@@ -109,13 +109,13 @@ def test_start_is_idempotent_and_stop_leaves_no_jvm(spare_broker):
 
 def test_stale_pid_file_is_ignored(spare_broker):
     port = free_port_block()
-    spare_broker.start(port=port, heap="256m")
+    spare_broker.start(port=port)
     spare_broker.kill_node(1)
     pid_file = spare_broker.node_dir(1) / "kafka.pid"
     pid_file.write_text("999999")  # no such process
     assert not spare_broker.running
     assert not pid_file.exists(), "a stale pid file is removed when noticed"
-    spare_broker.start(port=port, heap="256m")
+    spare_broker.start(port=port)
     assert spare_broker.running
 
 
@@ -125,7 +125,7 @@ def test_port_taken_is_reported(spare_broker):
         holder.listen()
         port = holder.getsockname()[1]
         with pytest.raises(PortInUseError, match=str(port)):
-            spare_broker.start(port=port, heap="256m")
+            spare_broker.start(port=port)
 
 
 def test_failed_start_shows_the_log_tail(spare_broker):
@@ -141,17 +141,17 @@ def test_failed_start_shows_the_log_tail(spare_broker):
 
 def test_corrupt_storage_is_reported(spare_broker):
     port = free_port_block()
-    spare_broker.start(port=port, heap="256m")
+    spare_broker.start(port=port)
     spare_broker.stop()
     (spare_broker.node_dir(1) / "data" / "meta.properties").write_text("node.id=7\nversion=1\ncluster.id=x\n")
     with pytest.raises(BrokerStartError, match="formatting KRaft storage of node 1 failed") as info:
-        spare_broker.start(port=port, heap="256m")
+        spare_broker.start(port=port)
     assert "Invalid cluster.id" in str(info.value) and "--wipe" in str(info.value)
 
 
 @pytest.mark.slow
 def test_three_node_cluster_survives_losing_a_node(spare_broker):
-    layout = spare_broker.start(nodes=3, port=free_port_block(), heap="256m")
+    layout = spare_broker.start(nodes=3, port=free_port_block())
     settings = HubSettings(bootstrap_servers=layout.bootstrap_servers, runtime_dir=spare_broker.dir)
     topic = settings.topic(unique("replicated"))
     admin = make_admin(settings)
