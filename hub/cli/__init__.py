@@ -16,7 +16,7 @@ from hub.logging import configure_logging
 from hub.settings import HubSettings, get_settings
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _env_help() -> str:
@@ -42,7 +42,7 @@ def _configure() -> None:
 
 
 def _register() -> None:
-    from hub.cli import broker, demo  # noqa: F401  (each module adds its commands to `app`)
+    from hub.cli import broker, demo, publish, schemas  # noqa: F401  (each module adds its commands to `app`)
 
 
 def main() -> None:

@@ -1,0 +1,43 @@
+"""Errors of the wire contract: invalid records, undecodable bytes, incompatible schema changes."""
+
+from __future__ import annotations
+
+from hub.exceptions import HubError
+
+
+class SchemaError(HubError):
+    """Root of the contract's errors."""
+
+
+class SchemaLoadError(SchemaError):
+    """An .avsc file is missing, malformed or refers to an unknown type."""
+
+    hint = "Fix the .avsc file named above; `hub schemas check` validates every version."
+
+
+class RecordInvalidError(SchemaError):
+    """A record does not satisfy the contract; ``problems`` lists (field, reason) pairs."""
+
+    hint = "Correct the fields listed and submit the record again."
+
+    def __init__(self, message: str, problems: list[tuple[str, str]], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
+
+
+class DecodeError(SchemaError):
+    """Bytes that are not a hub message: wrong framing, unknown fingerprint or corrupt Avro."""
+
+    hint = "The message did not come from a hub publisher of a known schema version; it belongs in the dead-letter topic."
+
+
+class UnknownSchemaError(DecodeError):
+    """The message names a schema fingerprint that no version in ``schemas/avsc`` has."""
+
+    hint = "Upgrade this consumer to a release whose schemas/avsc holds the writer's schema version."
+
+
+class IncompatibleSchemaError(SchemaError):
+    """A schema version cannot read data written with an earlier one."""
+
+    hint = "Give new fields a default, keep removed fields' readers tolerant, add enum symbols only with a default."

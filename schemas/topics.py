@@ -1,0 +1,85 @@
+"""Topics are part of the contract: names, partitions, keys, retention and cleanup, declared here only.
+
+``hub topics init`` creates or verifies them. Every ingest topic has the same partition count and the
+same key rule, so records the dedup stage must compare (one real-world seizure reported by several
+agencies) land in the same partition number of every agency's topic and reach the same stage instance.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.models import CaseEvent, Location
+from schemas.reference import PORTS_OF_ENTRY
+
+CleanupPolicy = Literal["delete", "compact"]
+FOREVER = -1
+# A location within this distance of a port of entry belongs to that port's county for keying.
+NEAREST_PORT_KM = 50.0
+
+
+class TopicSpec(BaseModel):
+    """One topic family; ``pattern`` may name parameters, e.g. ``ingest.{ori}``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pattern: str
+    purpose: str
+    partitions: int
+    key: str
+    value: str
+    cleanup_policy: CleanupPolicy
+    retention_ms: int
+
+    def name(self, prefix: str = "", **params: str) -> str:
+        return prefix + self.pattern.format(**params)
+
+    @property
+    def configs(self) -> dict[str, str]:
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+
+
+INGEST = TopicSpec(
+    pattern="ingest.{ori}",
+    purpose="Events one agency publishes; the broker can restrict each agency to its own topic.",
+    partitions=6,
+    key="location area: 'county:<FIPS>' (ports and points near a port map to the port's county), "
+    "else 'state:<XX>', else 'agency:<ORI>'",
+    value="CaseEvent, Avro single-object encoding (schemas/avsc)",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,  # the audit replay re-reads ingest history; purges are handled by retention sweeps
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (INGEST,)
+
+
+def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine) in kilometres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(a))
+
+
+def location_area(location: Location) -> str | None:
+    """The coarse area a location falls in, shared by every report of the same real-world event."""
+    if location.port_of_entry:
+        return f"county:{PORTS_OF_ENTRY[location.port_of_entry].county_fips}"
+    if location.county_fips:
+        return f"county:{location.county_fips}"
+    if location.latitude is not None and location.longitude is not None:
+        lat, lon = location.latitude, location.longitude
+        distance, port = min((_km(lat, lon, p.latitude, p.longitude), p) for p in PORTS_OF_ENTRY.values())
+        if distance <= NEAREST_PORT_KM:
+            return f"county:{port.county_fips}"
+    if location.state:
+        return f"state:{location.state}"
+    return None
+
+
+def ingest_key(event: CaseEvent) -> bytes:
+    """The record key of an event on its ingest topic (see :data:`INGEST`)."""
+    return (location_area(event.location) or f"agency:{event.agency_ori}").encode()
