@@ -292,7 +292,8 @@ class LocalBroker:
         ]
 
     def _format_storage(self, layout: Layout, node_id: int) -> None:
-        cmd = self._java("kafka.tools.StorageTool", "format", "-t", layout.cluster_id,
+        # `--cluster-id=` form: a base64url id may start with '-', which argparse would take for an option.
+        cmd = self._java("kafka.tools.StorageTool", "format", f"--cluster-id={layout.cluster_id}",
                          "-c", str(self._config_file(node_id)), "--ignore-formatted", node_id=node_id)
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:

@@ -33,8 +33,10 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> No
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # kafka-python logs through the standard library; keep its chatter at warnings and above.
+    # kafka-python logs every failed reconnect through the standard library; the hub reports outages itself
+    # (one structured line), so its chatter is shown only when debugging.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
 
 
 def get_logger(**context: object) -> structlog.stdlib.BoundLogger:

@@ -143,8 +143,9 @@ def test_broker_killed_mid_publish_then_drain_leaves_every_record_exactly_once(h
         time.sleep(0.05)
     consumer.close()
     local_kafka.kill_node(1)  # SIGKILL: no controlled shutdown, batches in flight
+    assert not local_kafka.running
     stdout, stderr = publishing.communicate(timeout=300)
-    assert publishing.returncode == 3, stdout + stderr
+    assert publishing.returncode == 3, f"exit {publishing.returncode}\n{stdout}\n{stderr[-3000:]}"
     assert "wait in the spool" in stdout
     local_kafka.restart_node(1)
     drained = subprocess.run([*HUB, "publish", "--agency", AGENCY, "--drain"], capture_output=True, text=True,
@@ -153,3 +154,23 @@ def test_broker_killed_mid_publish_then_drain_leaves_every_record_exactly_once(h
     on_broker = _ids_on(hub_settings, topic)
     assert sum(on_broker.values()) == total, "nothing lost, nothing doubled"
     assert on_broker == expected
+
+
+@pytest.mark.slow
+def test_hundred_thousand_generated_events_all_reach_the_broker(hub_settings, tmp_path):
+    from producers.sample import generate, write_sample
+
+    sample = generate(100_000, seed=3)
+    files = write_sample(sample, tmp_path / "sample")
+    env = hub_env(hub_settings)
+    init = subprocess.run([*HUB, "topics", "init"], capture_output=True, text=True, env=env, timeout=120)
+    assert init.returncode == 0, init.stdout + init.stderr
+    for ori, path in files.items():
+        out = subprocess.run([*HUB, "publish", "--agency", ori, str(path)], capture_output=True, text=True,
+                             env=env, timeout=600, cwd=tmp_path)
+        assert out.returncode == 0, f"{ori}: {out.stdout}{out.stderr}"
+    on_broker: Counter = Counter()
+    for ori in files:
+        on_broker += _ids_on(hub_settings, INGEST.name(hub_settings.topic_prefix, ori=ori))
+    assert sum(on_broker.values()) == 100_000
+    assert on_broker == Counter(e.event_id for e in sample.events)

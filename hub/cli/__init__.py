@@ -15,7 +15,8 @@ from hub.exceptions import HubError
 from hub.logging import configure_logging
 from hub.settings import HubSettings, get_settings
 
-console = Console()
+# Piped output (CI logs, `| less`) gets wide tables instead of rich's 80-column default.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -42,7 +43,7 @@ def _configure() -> None:
 
 
 def _register() -> None:
-    from hub.cli import broker, demo, publish, schemas  # noqa: F401  (each module adds its commands to `app`)
+    from hub.cli import bench, broker, demo, publish, sample, schemas  # noqa: F401  (each module adds its commands to `app`)
 
 
 def main() -> None:

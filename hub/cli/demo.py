@@ -1,39 +1,105 @@
-"""``hub demo``: the whole flow on the local broker, end to end."""
+"""``hub demo``: the whole flow on the local broker, end to end (grows with each capability)."""
 
 from __future__ import annotations
 
-import json
-import uuid
+import subprocess
+import sys
+
+import typer
+from rich.table import Table
 
 from hub.broker import LocalBroker
 from hub.cli import app, console
-from hub.kafka import make_admin, make_consumer, make_producer
+from hub.kafka import make_consumer
 from hub.settings import get_settings
+from hub.topics import ensure_topics
+from producers.directory import load_agencies
+from producers.sample import generate, write_sample
+from schemas.codec import Codec
+from schemas.models import EventType
+from schemas.topics import INGEST
 
 
 @app.command("demo")
-def demo() -> None:
-    """Start the local broker if needed, publish a few sample events and print them back from the topic."""
-    from kafka.admin import NewTopic
-
+def demo(count: int = typer.Option(2000, "--count", help="Sample events to generate and publish.")) -> None:
+    """Start the local broker if needed, create the topics, generate multi-agency sample traffic, publish each
+    agency's file with `hub publish`, and read the events back from the broker."""
     settings = get_settings()
     with console.status("starting Kafka") as status:
         LocalBroker().start(progress=lambda m: status.update(m))
-    topic = settings.topic(f"demo.events.{uuid.uuid4().hex[:8]}")
-    admin = make_admin()
-    admin.create_topics([NewTopic(topic, 1, 1)])
-    admin.close()
-    events = [
-        {"event_type": "seizure", "agency": "CBP OFO San Ysidro", "drug": "fentanyl", "net_weight_lb": 12.4},
-        {"event_type": "arrest", "agency": "HSI San Diego", "subject_role": "driver"},
-        {"event_type": "lab_result", "agency": "CBP Forward Operating Lab", "purity": 0.08},
-    ]
-    producer = make_producer()
-    for event in events:
-        producer.send(topic, json.dumps(event).encode()).get(timeout=30)
-    producer.close()
-    console.print(f"published {len(events)} events to {topic}")
-    consumer = make_consumer(topic, consumer_timeout_ms=5000, group_id=None)
-    for message in consumer:
-        console.print(f"  offset {message.offset}: {message.value.decode()}")
-    consumer.close()
+    console.rule("1. topics (schemas/topics.py)")
+    agencies = load_agencies()
+    topics = {ori: INGEST.name(settings.topic_prefix, ori=ori) for ori in agencies}
+    statuses = ensure_topics([(t, INGEST) for t in topics.values()], settings)
+    console.print(f"{len(statuses)} ingest topics: "
+                  + ", ".join(f"{a} {sum(s.action == a for s in statuses)}" for a in ("created", "ok", "drift")))
+
+    console.rule("2. sample traffic (hub sample)")
+    sample = generate(count, seed=2026)
+    files = write_sample(sample, settings.runtime_dir / "demo")
+    labels = sample.labels
+    console.print(f"{len(sample.events)} events from {len(files)} agencies; planted: "
+                  f"{len(labels.duplicate_groups)} cross-agency duplicate groups, {len(labels.resubmissions)} "
+                  f"resubmissions, {len(labels.target_correlations)} shared targets, "
+                  f"{len(labels.event_conflicts)} operation conflicts")
+
+    console.rule("3. each agency publishes its own file (hub publish)")
+    before = _counts(settings, topics)
+    for ori, path in sorted(files.items()):
+        done = subprocess.run([sys.executable, "-m", "hub", "publish", "--agency", ori, str(path),
+                               "--rejects", str(path.with_suffix(".rejects.jsonl"))],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            console.print(done.stdout, done.stderr, highlight=False)
+            raise typer.Exit(done.returncode)
+        summary = done.stdout.strip().splitlines()  # the summary table: border, header, rule, row, border
+        if ori == min(files):
+            console.print(f"  {'agency':<10}{summary[1]}", highlight=False)
+        console.print(f"  {ori:<10}{summary[3]}", highlight=False)
+
+    console.rule("4. what is on the broker now")
+    after = _counts(settings, topics)
+    table = Table("agency", "topic", "new events on broker", "in the file")
+    per_agency = sample.by_agency()
+    for ori in sorted(files):
+        table.add_row(ori, topics[ori], str(after[ori] - before[ori]), str(len(per_agency[ori])))
+    console.print(table)
+    _show_examples(settings, topics)
+
+
+def _counts(settings, topics: dict[str, str]) -> dict[str, int]:
+    from kafka import TopicPartition
+
+    consumer = make_consumer(settings=settings, group_id=None)
+    try:
+        counts = {}
+        for ori, topic in topics.items():
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+            counts[ori] = sum(consumer.end_offsets(partitions).values())
+        return counts
+    finally:
+        consumer.close()
+
+
+def _show_examples(settings, topics: dict[str, str]) -> None:
+    """Decode a few events back from the broker: a seizure with its estimated doses, a lab result, an arrest."""
+    wanted = {EventType.SEIZURE, EventType.LAB_RESULT, EventType.ARREST}
+    consumer = make_consumer(*topics.values(), settings=settings, group_id=None, consumer_timeout_ms=5000)
+    codec = Codec()
+    try:
+        for message in consumer:
+            event = codec.decode(message.value)
+            if event.event_type not in wanted or (
+                    event.event_type == EventType.SEIZURE and not event.payload.estimated_doses()):
+                continue
+            wanted.discard(event.event_type)
+            summary = {"event_id": event.event_id, "agency": event.source_agency.name,
+                       "at": event.location.port_of_entry or event.location.state, "key": message.key.decode()}
+            if event.event_type == EventType.SEIZURE:
+                summary["drugs"] = ", ".join(f"{d.drug_type} {d.form}" for d in event.payload.drugs)
+                summary["estimated fentanyl doses"] = f"{event.payload.estimated_doses():,.0f}"
+            console.print(f"[bold]{event.event_type}[/] from {message.topic}", summary)
+            if not wanted:
+                break
+    finally:
+        consumer.close()

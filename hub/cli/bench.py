@@ -1,0 +1,31 @@
+"""``hub bench``: throughput figures, always next to a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from hub.bench import BenchResult, bench_publish
+from hub.cli import app, console
+
+bench_app = typer.Typer(help="Benchmarks against the configured cluster (default: the local broker).",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def print_results(results: list[BenchResult], baseline: str) -> None:
+    base = next(r for r in results if r.name.startswith(baseline))
+    table = Table("stage", "events", "seconds", "events/s", "vs baseline", "peak RSS MB")
+    for r in results:
+        table.add_row(r.name, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}",
+                      f"{r.rate / base.rate:.2f}x", f"{r.peak_rss_mb:,.0f}")
+    console.print(table)
+
+
+@bench_app.command("publish")
+def publish(count: int = typer.Option(50_000, "--count", help="Sample events to generate and publish.")) -> None:
+    """Events/s for validation and encoding alone, a raw kafka-python produce of the same bytes, and the
+    full Publisher path (durable spool, idempotent acks=all producer, confirmation)."""
+    with console.status("running the publish benchmark"):
+        results = bench_publish(count)
+    print_results(results, "baseline")
