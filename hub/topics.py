@@ -10,7 +10,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from hub.kafka import make_admin
 from hub.settings import HubSettings, get_settings
-from schemas.topics import TopicSpec
+from schemas.topics import CANONICAL, CHANGELOG, DEADLETTER, INGEST, TopicSpec
 
 Action = Literal["created", "ok", "drift"]
 
@@ -54,3 +54,13 @@ def _verify(admin, name: str, spec: TopicSpec) -> TopicStatus:
     drift = [f"partitions {partitions} != {spec.partitions}"] if partitions != spec.partitions else []
     drift += [f"{key}={actual.get(key)} != {value}" for key, value in spec.configs.items() if actual.get(key) != value]
     return TopicStatus(name, "drift", "; ".join(drift)) if drift else TopicStatus(name, "ok")
+
+
+def hub_topics(prefix: str, agencies: list[str], stages: list[str]) -> list[tuple[str, TopicSpec]]:
+    """Every topic the hub needs: one ingest topic per agency, the canonical stream, and per stage its
+    changelog and dead-letter topics."""
+    wanted = [(INGEST.name(prefix, ori=ori), INGEST) for ori in agencies]
+    wanted.append((CANONICAL.name(prefix), CANONICAL))
+    for stage in stages:
+        wanted += [(CHANGELOG.name(prefix, stage=stage), CHANGELOG), (DEADLETTER.name(prefix, stage=stage), DEADLETTER)]
+    return wanted

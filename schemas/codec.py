@@ -15,8 +15,8 @@ import fastavro
 from pydantic import ValidationError
 
 from schemas.exceptions import DecodeError, RecordInvalidError
-from schemas.models import CaseEvent
-from schemas.store import SchemaStore, SchemaVersion, default_store
+from schemas.models import MODELS_BY_NAME, AvroModel, CaseEvent
+from schemas.store import SchemaStore, TypeSchema, default_store
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -37,54 +37,86 @@ def parse_event(data: dict[str, Any]) -> CaseEvent:
     raise RecordInvalidError(f"invalid event: {summary}", problems)
 
 
-def to_avro_datum(event: CaseEvent) -> dict[str, Any]:
-    """The event as fastavro expects it: the payload union branch named explicitly."""
-    datum = event.model_dump()
-    datum["payload"] = (type(event.payload).avro_name, datum["payload"])
+def to_avro_datum(model: AvroModel) -> dict[str, Any]:
+    """The model as fastavro expects it: each record union's branch named explicitly (``payload``)."""
+    datum = model.model_dump()
+    _name_union_branches(model, datum)
+    return datum
+
+
+def _name_union_branches(model: AvroModel, datum: dict[str, Any]) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, AvroModel):
+            _name_union_branches(value, datum[name])
+            if name in type(model).record_unions:
+                datum[name] = (value.avro_name, datum[name])
+        elif isinstance(value, list):
+            for item, item_datum in zip(value, datum[name]):
+                if isinstance(item, AvroModel):
+                    _name_union_branches(item, item_datum)
+
+
+def _unname_union_branches(datum: Any) -> Any:
+    """Undo ``return_record_name``: ("gov...ItemSeizure", {...}) becomes {...}."""
+    if isinstance(datum, tuple) and len(datum) == 2 and isinstance(datum[0], str):
+        return _unname_union_branches(datum[1])
+    if isinstance(datum, dict):
+        return {k: _unname_union_branches(v) for k, v in datum.items()}
+    if isinstance(datum, list):
+        return [_unname_union_branches(v) for v in datum]
     return datum
 
 
 class Codec:
-    """Encode events with one schema version (default: the latest) and decode any known version into it."""
+    """Encode models with one schema version (default: each type's newest) and decode any known version."""
 
     def __init__(self, store: SchemaStore | None = None, version: int | None = None) -> None:
         self.store = store or default_store()
-        self.schema: SchemaVersion = self.store.latest if version is None else self.store.version(version)
-        self._header = MAGIC + self.schema.fingerprint
+        self._pinned = None if version is None else self.store.version(version)
 
-    def encode(self, event: CaseEvent) -> bytes:
-        return self.encode_datum(to_avro_datum(event))
+    def schema_for(self, name: str) -> TypeSchema:
+        """The schema this codec writes and reads ``name`` with."""
+        return self._pinned.type(name) if self._pinned is not None else self.store.history(name)[-1]
 
-    def encode_datum(self, datum: dict[str, Any]) -> bytes:
+    def encode(self, model: AvroModel) -> bytes:
+        return self.encode_datum(type(model).avro_name, to_avro_datum(model))
+
+    def encode_datum(self, name: str, datum: dict[str, Any]) -> bytes:
+        schema = self.schema_for(name)
         buffer = io.BytesIO()
-        buffer.write(self._header)
+        buffer.write(MAGIC + schema.fingerprint)
         try:
-            fastavro.schemaless_writer(buffer, self.schema.parsed, datum)
+            fastavro.schemaless_writer(buffer, schema.parsed, datum)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise RecordInvalidError(f"record does not fit schema v{self.schema.version}: {exc}",
+            raise RecordInvalidError(f"record does not fit {name} v{schema.version}: {exc}",
                                      [("(record)", str(exc))]) from exc
         return buffer.getvalue()
 
-    def writer_of(self, data: bytes) -> SchemaVersion:
-        """The schema version a message was written with (raises on bytes that are not hub messages)."""
+    def writer_of(self, data: bytes) -> TypeSchema:
+        """The type and version a message was written with (raises on bytes that are not hub messages)."""
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise DecodeError(f"not an Avro single-object message: expected marker c301, got {data[:2].hex() or 'nothing'}"
                               f" ({len(data)} bytes)")
         return self.store.by_fingerprint(data[2:HEADER_SIZE])
 
-    def decode_datum(self, data: bytes) -> dict[str, Any]:
+    def decode_datum(self, data: bytes) -> tuple[str, dict[str, Any]]:
         writer = self.writer_of(data)
+        reader = self.schema_for(writer.name)
         try:
-            datum = fastavro.schemaless_reader(
-                io.BytesIO(data[HEADER_SIZE:]), writer.parsed, self.schema.parsed,
-                return_record_name=True, return_record_name_override=True,
-            )
+            datum = fastavro.schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), writer.parsed, reader.parsed,
+                                               return_record_name=True, return_record_name_override=True)
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError... on corrupt bodies
-            raise DecodeError(f"corrupt Avro body (writer schema v{writer.version}): {type(exc).__name__}: {exc}") from exc
-        payload = datum.get("payload")
-        if isinstance(payload, tuple):
-            datum["payload"] = payload[1]
-        return datum
+            raise DecodeError(f"corrupt Avro body ({writer.name} v{writer.version}): {type(exc).__name__}: {exc}") from exc
+        return writer.name, _unname_union_branches(datum)
 
-    def decode(self, data: bytes) -> CaseEvent:
-        return parse_event(self.decode_datum(data))
+    def decode(self, data: bytes) -> AvroModel:
+        name, datum = self.decode_datum(data)
+        model = MODELS_BY_NAME[name]
+        if model is CaseEvent:
+            return parse_event(datum)
+        try:
+            return model.model_validate(datum)
+        except ValidationError as exc:
+            problems = problems_of(exc)
+            raise RecordInvalidError(f"invalid {name}: {problems[0][0]}: {problems[0][1]}", problems) from None

@@ -13,13 +13,14 @@ from typing import Literal
 import avro.compatibility
 import avro.schema
 
-from schemas.store import SchemaStore, SchemaVersion
+from schemas.store import TOP_LEVEL_TYPES, SchemaStore, TypeSchema
 
 Direction = Literal["backward", "forward"]
 
 
 @dataclass(frozen=True)
 class CompatibilityResult:
+    type_name: str
     reader: int
     writer: int
     direction: Direction
@@ -41,7 +42,7 @@ def field_path(schema: dict, pointer: str) -> str:
     return ".".join(names) or "(top-level record)"
 
 
-def _check(reader: SchemaVersion, writer: SchemaVersion, direction: Direction) -> CompatibilityResult:
+def _check(reader: TypeSchema, writer: TypeSchema, direction: Direction) -> CompatibilityResult:
     result = avro.compatibility.ReaderWriterCompatibilityChecker().get_compatibility(
         avro.schema.parse(reader.schema_json), avro.schema.parse(writer.schema_json)
     )
@@ -53,7 +54,7 @@ def _check(reader: SchemaVersion, writer: SchemaVersion, direction: Direction) -
         details = "; ".join(sorted(str(m) for m in result.messages))
         problems = (f"{kinds} in {fields or 'the top-level record'} ({details})",
                     *diagnose(reader.schema, writer.schema))
-    return CompatibilityResult(reader.version, writer.version, direction, compatible, problems)
+    return CompatibilityResult(reader.name, reader.version, writer.version, direction, compatible, problems)
 
 
 def named_types(schema: object, found: dict[str, dict] | None = None) -> dict[str, dict]:
@@ -106,12 +107,14 @@ def _type_name(schema: object) -> str:
 
 
 def check_store(store: SchemaStore) -> list[CompatibilityResult]:
-    """Every (newer, older) pair, both directions."""
+    """Every (newer, older) pair of each top-level type's definitions, both directions."""
     results = []
-    for index, newer in enumerate(store.versions):
-        for older in store.versions[:index]:
-            results.append(_check(newer, older, "backward"))
-            results.append(_check(older, newer, "forward"))
+    for name in TOP_LEVEL_TYPES:
+        history = store.history(name)
+        for index, newer in enumerate(history):
+            for older in history[:index]:
+                results.append(_check(newer, older, "backward"))
+                results.append(_check(older, newer, "forward"))
     return results
 
 

@@ -38,6 +38,8 @@ class AvroModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     avro_name: ClassVar[str]
+    #: Fields holding a union of several records, whose branch the codec must name when writing.
+    record_unions: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -498,6 +500,8 @@ PAYLOAD_FOR_EVENT: dict[EventType, type[AvroModel]] = {
 class CaseEvent(AvroModel):
     """The envelope of every published event."""
 
+    record_unions: ClassVar[tuple[str, ...]] = ("payload",)
+
     event_id: str
     event_type: EventType
     source_agency: Agency
@@ -549,13 +553,104 @@ class CaseEvent(AvroModel):
         return self.source_agency.ori
 
 
+# -- what the hub derives: canonical events and deconfliction alerts ----------------------------------
+class DedupRule(StrEnum):
+    NEW_EVENT = "NEW_EVENT"
+    EXACT_DUPLICATE = "EXACT_DUPLICATE"
+    RESUBMISSION_DUPLICATE = "RESUBMISSION_DUPLICATE"
+    RESUBMISSION_UPDATE = "RESUBMISSION_UPDATE"
+    CROSS_REFERENCE = "CROSS_REFERENCE"
+    CROSS_AGENCY_MATCH = "CROSS_AGENCY_MATCH"
+
+
+class DedupDecision(AvroModel):
+    rule: DedupRule
+    score: Fraction
+    explanation: str
+    event_id: str
+
+
+class ReportCredit(AvroModel):
+    event_id: str
+    agency: Agency
+    source_system: str
+    source_record_id: str
+    record_version: int
+    report_time: AwareDatetime
+    rule: DedupRule
+    score: Fraction
+
+
+class CanonicalEvent(AvroModel):
+    """One real-world event; the highest revision per ``canonical_id`` is the current one."""
+
+    canonical_id: str
+    revision: int = Field(ge=1)
+    event_type: EventType
+    primary: CaseEvent
+    reports: list[ReportCredit] = Field(min_length=1)
+    decision: DedupDecision
+
+    @property
+    def agencies(self) -> list[str]:
+        return sorted({r.agency.ori for r in self.reports})
+
+
+class AlertKind(StrEnum):
+    TARGET = "TARGET"
+    EVENT = "EVENT"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "OPEN"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    RESOLVED = "RESOLVED"
+    ESCALATED = "ESCALATED"
+
+
+class AlertParty(AvroModel):
+    agency: Agency
+    event_id: str
+    canonical_id: str
+    case_numbers: list[str] = []
+    contact: ContactInformation | None = None
+
+
+class DeconflictionAlert(AvroModel):
+    alert_id: str
+    alert_kind: AlertKind
+    status: AlertStatus
+    urgent: bool
+    matched: str
+    parties: list[AlertParty] = Field(min_length=2)
+    raised_at: AwareDatetime
+    updated_at: AwareDatetime
+    explanation: str
+
+
+class AlertActionKind(StrEnum):
+    ACKNOWLEDGE = "ACKNOWLEDGE"
+    RESOLVE = "RESOLVE"
+
+
+class AlertAction(AvroModel):
+    alert_id: str
+    action: AlertActionKind
+    agency_ori: str
+    actor: str = Field(min_length=1)
+    at: AwareDatetime
+    note: str | None = None
+
+
 ALL_MODELS: tuple[type[AvroModel], ...] = (
     ContactInformation, Agency, Location, IntelligenceMarking, Handling, EntityIdentifier, EntityReference,
     RecordReference, Weight, Drug, PillPress, ItemSeizure, Charge, Arrest, Case, Indictment, LabResult,
-    PlannedOperation, CaseEvent,
+    PlannedOperation, CaseEvent, DedupDecision, ReportCredit, CanonicalEvent, AlertParty, DeconflictionAlert,
+    AlertAction,
 )
 ALL_ENUMS: tuple[type[StrEnum], ...] = (
     EventType, AgencyLevel, DisseminationLevel, TrafficLightProtocol, CuiCategory, Sensitivity, Confidence,
     EntityKind, EntityRole, IdentifierScheme, DrugType, DrugForm, WeightUnit, ConveyanceType, ConcealmentMethod,
-    ChargeSeverity, LaboratoryKind, OperationKind,
+    ChargeSeverity, LaboratoryKind, OperationKind, DedupRule, AlertKind, AlertStatus, AlertActionKind,
 )
+MODELS_BY_NAME: dict[str, type[AvroModel]] = {m.avro_name: m for m in ALL_MODELS}

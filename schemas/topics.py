@@ -53,10 +53,10 @@ INGEST = TopicSpec(
     retention_ms=FOREVER,  # the audit replay re-reads ingest history; purges are handled by retention sweeps
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (INGEST,)
 
 
-def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle distance (haversine) in kilometres."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
@@ -72,7 +72,7 @@ def location_area(location: Location) -> str | None:
         return f"county:{location.county_fips}"
     if location.latitude is not None and location.longitude is not None:
         lat, lon = location.latitude, location.longitude
-        distance, port = min((_km(lat, lon, p.latitude, p.longitude), p) for p in PORTS_OF_ENTRY.values())
+        distance, port = min((distance_km(lat, lon, p.latitude, p.longitude), p) for p in PORTS_OF_ENTRY.values())
         if distance <= NEAREST_PORT_KM:
             return f"county:{port.county_fips}"
     if location.state:
@@ -83,3 +83,42 @@ def location_area(location: Location) -> str | None:
 def ingest_key(event: CaseEvent) -> bytes:
     """The record key of an event on its ingest topic (see :data:`INGEST`)."""
     return (location_area(event.location) or f"agency:{event.agency_ori}").encode()
+
+
+CANONICAL = TopicSpec(
+    pattern="events.canonical",
+    purpose="One record per real-world event: each revision of a canonical event crediting every reporting agency.",
+    partitions=6,
+    key="canonical_id (the latest revision per key is the current state)",
+    value="CanonicalEvent, Avro single-object encoding",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+)
+
+CHANGELOG = TopicSpec(
+    pattern="changelog.{stage}",
+    purpose="A stage's state changes, written in the same transaction as its outputs; restores local stores.",
+    partitions=INGEST.partitions,  # partition N holds the state of input partition N
+    key="namespace + key of the state entry",
+    value="JSON of the entry and its event-time expiry; tombstone for deletes",
+    cleanup_policy="compact",
+    retention_ms=FOREVER,
+)
+
+DEADLETTER = TopicSpec(
+    pattern="deadletter.{stage}",
+    purpose="Messages a stage could not decode or process, with the reason and origin in headers.",
+    partitions=1,
+    key="the original key",
+    value="the original bytes, untouched",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+)
+
+
+def changelog_topic(stage: str) -> str:
+    return CHANGELOG.name(stage=stage)
+
+
+def deadletter_topic(stage: str) -> str:
+    return DEADLETTER.name(stage=stage)

@@ -27,7 +27,9 @@ HUB = [sys.executable, "-m", "hub"]
 
 # -- the models cannot drift from the .avsc files --------------------------------------------------
 def test_every_schema_type_has_a_model_with_the_same_fields():
-    types = named_types(default_store().latest.schema)
+    types = {}
+    for top_level in default_store().latest.types.values():
+        types.update(named_types(top_level.schema))
     models = {m.avro_name: m for m in ALL_MODELS}
     enums = {f"gov.taskforce.hub.{e.__name__}": e for e in ALL_ENUMS}
     records = {n: t for n, t in types.items() if t["type"] == "record"}
@@ -43,7 +45,8 @@ def test_every_schema_type_has_a_model_with_the_same_fields():
 def test_every_version_folder_has_one_file_per_named_type():
     for version in default_store().versions:
         files = {p.name.removesuffix(".avsc") for p in version.path.glob("*.avsc")}
-        assert files == set(named_types(version.schema)), version.path
+        defined = {name for t in version.types.values() for name in named_types(t.schema)}
+        assert files == defined, version.path
 
 
 # -- validation that matters to users --------------------------------------------------------------
@@ -118,14 +121,14 @@ def test_estimated_doses_are_derived_with_stated_purity():
     assert pills.estimated_doses() == 5000
     meth = Drug(drug_type="METHAMPHETAMINE", form="CRYSTAL", net_weight={"value": 10, "unit": "LB"})
     assert meth.estimated_doses() == 0
-    assert "estimated_doses" not in json.dumps(default_store().latest.schema), "doses are never typed in"
+    assert "estimated_doses" not in default_store().latest.type().schema_json, "doses are never typed in"
 
 
 # -- codec -----------------------------------------------------------------------------------------
 def test_round_trip_is_lossless():
     event = make_event(handling__intelligence=_intelligence())
     data = Codec().encode(event)
-    assert data[:2] == MAGIC and data[2:HEADER_SIZE] == default_store().latest.fingerprint
+    assert data[:2] == MAGIC and data[2:HEADER_SIZE] == default_store().latest.type().fingerprint
     assert Codec().decode(data) == event
 
 
@@ -161,7 +164,7 @@ def test_decode_rejects_bytes_that_are_not_hub_messages():
 def test_official_avro_reads_what_the_hub_writes():
     event = make_event(handling__intelligence=_intelligence())
     data = Codec().encode(event)
-    writer = avro.schema.parse(default_store().latest.schema_json)
+    writer = avro.schema.parse(default_store().latest.type().schema_json)
     decoded = avro.io.DatumReader(writer).read(avro.io.BinaryDecoder(io.BytesIO(data[HEADER_SIZE:])))
     assert decoded["event_id"] == event.event_id
     assert decoded["payload"]["drugs"][0]["net_weight"] == {"value": 12.4, "unit": "LB"}
@@ -171,14 +174,14 @@ def test_official_avro_reads_what_the_hub_writes():
 
 def test_hub_reads_what_official_avro_writes():
     event = make_event()
-    writer = avro.schema.parse(default_store().latest.schema_json)
+    writer = avro.schema.parse(default_store().latest.type().schema_json)
     body = io.BytesIO()
     datum = to_avro_datum(event)
     datum["payload"] = datum["payload"][1]  # the avro package picks the union branch itself
     avro.io.DatumWriter(writer).write(datum, avro.io.BinaryEncoder(body))
     # The framing's fingerprint comes from the hub's store: avro-python's canonical form keeps
     # {"type": "long"} for logical types, so its CRC-64 differs from Java's and fastavro's.
-    assert Codec().decode(MAGIC + default_store().latest.fingerprint + body.getvalue()) == event
+    assert Codec().decode(MAGIC + default_store().latest.type().fingerprint + body.getvalue()) == event
 
 
 # -- schema evolution check --------------------------------------------------------------------------
@@ -188,36 +191,38 @@ def test_schemas_check_passes_on_the_shipped_contract():
     assert "every version reads all earlier data" in out.stdout
 
 
-def _add_version(root, number, edit):
+def _add_version(root, type_name, edit):
+    """Copy the newest vN to v(N+1) with one type edited; returns N+1."""
     previous = max(int(p.name[1:]) for p in root.iterdir())
-    shutil.copytree(root / f"v{previous}", root / f"v{number}")
-    path = root / f"v{number}" / "gov.taskforce.hub.ItemSeizure.avsc"
+    shutil.copytree(root / f"v{previous}", root / f"v{previous + 1}")
+    path = root / f"v{previous + 1}" / f"gov.taskforce.hub.{type_name}.avsc"
     schema = json.loads(path.read_text())
     edit(schema)
     path.write_text(json.dumps(schema))
+    return previous + 1
 
 
 def test_schemas_check_catches_a_new_field_without_default(tmp_path):
     root = tmp_path / "avsc"
     shutil.copytree(AVSC_DIR, root)
-    _add_version(root, 3, lambda s: s["fields"].append({"name": "k9_alert", "type": "boolean"}))
+    new = _add_version(root, "ItemSeizure", lambda s: s["fields"].append({"name": "k9_alert", "type": "boolean"}))
     out = subprocess.run([*HUB, "schemas", "check", "--dir", str(root)], capture_output=True, text=True)
     assert out.returncode == 1
-    assert "v3 cannot read v1 data" in out.stderr and "v3 cannot read v2 data" in out.stderr
+    for old in range(1, new):
+        assert f"CaseEvent: v{new} cannot read v{old} data" in out.stderr
     assert "ItemSeizure.k9_alert: new field without a default" in out.stderr
 
 
 def test_schemas_check_catches_a_removed_enum_symbol(tmp_path):
     root = tmp_path / "avsc"
     shutil.copytree(AVSC_DIR, root)
-    path = root / "v2" / "gov.taskforce.hub.DrugType.avsc"
-    shutil.copytree(root / "v2", root / "v3")
-    schema = json.loads(path.read_text())
-    schema["symbols"].remove("XYLAZINE")
-    schema.pop("default")
-    (root / "v3" / path.name).write_text(json.dumps(schema))
-    store = SchemaStore(root)
-    assert [v.version for v in store.versions] == [1, 2, 3]
+
+    def remove_xylazine(schema):
+        schema["symbols"].remove("XYLAZINE")
+        schema.pop("default")
+
+    new = _add_version(root, "DrugType", remove_xylazine)
+    assert [v.version for v in SchemaStore(root).versions] == list(range(1, new + 1))
     out = subprocess.run([*HUB, "schemas", "check", "--dir", str(root)], capture_output=True, text=True)
     assert out.returncode == 1 and "DrugType: symbols XYLAZINE removed and no enum default" in out.stderr
 

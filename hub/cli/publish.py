@@ -12,7 +12,7 @@ from rich.table import Table
 
 from hub.cli import app, console, err_console
 from hub.settings import get_settings
-from hub.topics import ensure_topics
+from hub.topics import ensure_topics, hub_topics
 from producers.directory import DEFAULT_DIRECTORY, agency as find_agency, load_agencies
 from producers.publisher import PublishReport, Publisher
 from producers.readers import InputFormat, Rejected, read_events
@@ -34,10 +34,17 @@ def topics_init(
     agency: Optional[list[str]] = typer.Option(None, "--agency", help="Only this agency's ingest topic (repeatable)."),
     agencies: Path = AgenciesOption,
 ) -> None:
-    """Create missing topics and verify existing ones (exit 1 when a topic drifted from its declaration)."""
+    """Create missing topics and verify existing ones (exit 1 when a topic drifted from its declaration).
+
+    Without --agency: every agency's ingest topic plus the processing stages' topics."""
+    from consumers.stages import STAGES
+
     settings = get_settings()
-    oris = agency or sorted(load_agencies(agencies))
-    statuses = ensure_topics([(INGEST.name(settings.topic_prefix, ori=ori), INGEST) for ori in oris], settings)
+    if agency:
+        wanted = [(INGEST.name(settings.topic_prefix, ori=ori), INGEST) for ori in agency]
+    else:
+        wanted = hub_topics(settings.topic_prefix, sorted(load_agencies(agencies)), sorted(STAGES))
+    statuses = ensure_topics(wanted, settings)
     table = Table("topic", "state", "details")
     colour = {"created": "green", "ok": "dim", "drift": "red"}
     for s in statuses:

@@ -22,9 +22,10 @@ DirOption = typer.Option(AVSC_DIR, "--dir", help="Folder holding v1/, v2/, ... (
 def list_versions(directory: Path = DirOption) -> None:
     """Show each version with its single-object fingerprint."""
     store = SchemaStore(directory)
-    table = Table("version", "fingerprint (CRC-64-AVRO)", "types", "folder")
+    table = Table("version", "top-level type", "fingerprint (CRC-64-AVRO)", "folder")
     for v in store.versions:
-        table.add_row(f"v{v.version}", v.fingerprint.hex(), str(len(list(v.path.glob("*.avsc")))), str(v.path))
+        for t in v.types.values():
+            table.add_row(f"v{v.version}", t.name.rsplit(".", 1)[-1], t.fingerprint.hex(), str(v.path))
     console.print(table)
 
 
@@ -37,17 +38,18 @@ def check(directory: Path = DirOption) -> None:
     """
     store = SchemaStore(directory)
     results = check_store(store)
-    table = Table("reader", "writer", "direction", "result", "problems")
+    table = Table("type", "reader", "writer", "direction", "result", "problems")
     for r in results:
         verdict = "[green]compatible[/]" if r.compatible else (
             "[red]BREAKING[/]" if r.direction == "backward" else "[yellow]consumers first[/]")
-        table.add_row(f"v{r.reader}", f"v{r.writer}", r.direction, verdict, "\n".join(r.problems))
+        table.add_row(r.type_name.rsplit(".", 1)[-1], f"v{r.reader}", f"v{r.writer}", r.direction, verdict,
+                      "\n".join(r.problems))
     if results:
         console.print(table)
     bad = breaking(results)
     if bad:
         for r in bad:
-            err_console.print(f"[bold red]v{r.reader} cannot read v{r.writer} data:[/] {'; '.join(r.problems)}",
+            err_console.print(f"[bold red]{r.type_name}: v{r.reader} cannot read v{r.writer} data:[/] {'; '.join(r.problems)}",
                               highlight=False)
         err_console.print("Give new fields defaults; never remove enum symbols or change a field's type.")
         raise typer.Exit(1)

@@ -1,0 +1,259 @@
+"""The one runner every stage uses: consume, transform, produce, exactly once.
+
+Each batch is one Kafka transaction holding the stage's outputs, its state changes (to a compacted
+changelog topic, partition for partition) and the input offsets (``send_offsets_to_transaction``), so a
+process killed at any point either committed all of a batch or none of it. The local state store is
+updated only after the transaction commits and is restored from the changelog on start or reassignment.
+Messages that cannot be decoded or processed go to the stage's dead-letter topic with the reason and
+their origin; they never stop the stage.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.structs import OffsetAndMetadata
+from prometheus_client import Counter, Gauge
+
+from hub.kafka import make_consumer, make_producer
+from hub.logging import get_logger
+from hub.settings import HubSettings, get_settings
+from consumers.exceptions import StageError
+from consumers.stage import Message, Output, Stage
+from consumers.state import SqlitePartitionStore, State, StateWrite
+from schemas.codec import Codec
+from schemas.exceptions import SchemaError
+from schemas.topics import changelog_topic, deadletter_topic
+
+STATE_ENTRIES = Gauge("hub_state_entries", "Entries in a stage's local state store", ["stage", "partition"])
+PROCESSED = Counter("hub_messages_processed_total", "Input messages processed", ["stage"])
+DEAD_LETTERS = Counter("hub_dead_letters_total", "Messages sent to the dead-letter topic", ["stage"])
+
+
+class StageRunner(ConsumerRebalanceListener):
+    """Runs one stage in this process as member ``instance`` of the stage's consumer group."""
+
+    def __init__(self, stage: Stage, settings: HubSettings | None = None, *, instance: int = 0,
+                 commit_interval_s: float = 0.5, max_batch: int = 2000, state_dir: Path | None = None) -> None:
+        self.stage = stage
+        self.settings = settings or get_settings()
+        self.instance = instance
+        self.commit_interval_s = commit_interval_s
+        self.max_batch = max_batch
+        self.state_dir = state_dir or self.settings.runtime_dir / "state" / f"{self.settings.topic_prefix}{stage.name}"
+        self.codec = Codec()
+        self.log = get_logger(stage=stage.name, instance=instance)
+        self._stores: dict[int, SqlitePartitionStore] = {}
+        self._states: dict[int, State] = {}
+        self._stream_time: dict[TopicPartition, float] = {}  # newest event time read, per input partition
+        self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._in_transaction = False
+        self._batch_started = 0.0
+        self._batch_size = 0
+        self._stopping = False
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+
+    # -- topics ----------------------------------------------------------------------------------
+    @property
+    def group_id(self) -> str:
+        return f"{self.settings.topic_prefix}hub.{self.stage.name}"
+
+    @property
+    def changelog(self) -> str:
+        return self.settings.topic(changelog_topic(self.stage.name))
+
+    @property
+    def deadletter(self) -> str:
+        return self.settings.topic(deadletter_topic(self.stage.name))
+
+    # -- main loop -------------------------------------------------------------------------------
+    def run(self, until: Callable[[], bool] = lambda: False) -> None:
+        """Process until SIGTERM/SIGINT (or ``until()`` is true), committing the last batch before leaving."""
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._open()
+            while not self._stopping and not until():
+                self.poll_once()
+            if self._in_transaction:
+                self._commit()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close()
+
+    def _request_stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def _open(self) -> None:
+        self._producer = make_producer(
+            self.settings, transactional_id=f"{self.group_id}.{self.instance}", transaction_timeout_ms=30_000,
+            linger_ms=10, batch_size=256 * 1024, client_id=f"{self.group_id}.{self.instance}")
+        self._producer.init_transactions()
+        self._consumer = make_consumer(
+            settings=self.settings, group_id=self.group_id, max_poll_records=self.max_batch,
+            partition_assignment_strategy=[RangePartitionAssignor],  # co-partitioned inputs share state
+            client_id=f"{self.group_id}.{self.instance}")
+        pattern = "^" + re.escape(self.settings.topic_prefix) + self.stage.input_pattern.lstrip("^")
+        self._consumer.subscribe(pattern=pattern, listener=self)
+        self.log.info("stage started", group=self.group_id, inputs=pattern)
+
+    def poll_once(self, timeout_ms: int = 200) -> int:
+        """One poll and, when due, one commit; returns how many messages were processed."""
+        assert self._consumer is not None and self._producer is not None
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch)
+        processed = 0
+        for tp, records in batches.items():
+            for record in records:
+                self._begin()
+                self._handle(record)
+                self._offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+                processed += 1
+        self._batch_size += processed
+        if self._in_transaction and (self._batch_size >= self.max_batch
+                                     or time.monotonic() - self._batch_started >= self.commit_interval_s):
+            self._commit()
+        return processed
+
+    def _begin(self) -> None:
+        if not self._in_transaction:
+            assert self._producer is not None
+            self._producer.begin_transaction()
+            self._in_transaction = True
+            self._batch_started = time.monotonic()
+            self._batch_size = 0
+
+    def _handle(self, record: Any) -> None:
+        state = self._states[record.partition]
+        try:
+            message = Message(record.topic, record.partition, record.offset, record.key,
+                              self.codec.decode(record.value), record.timestamp)
+            outputs = self.stage.process(message, state)
+        except (SchemaError, StageError, ValueError, KeyError, TypeError) as exc:
+            state.discard_last()
+            self._dead_letter(record, exc)
+            return
+        state.keep_last()
+        tp = TopicPartition(record.topic, record.partition)
+        self._stream_time[tp] = max(self._stream_time.get(tp, 0.0), self.stage.event_time(message))
+        for output in outputs:
+            self._send(output)
+        PROCESSED.labels(self.stage.name).inc()
+
+    def _send(self, output: Output) -> None:
+        assert self._producer is not None
+        value = output.value if isinstance(output.value, bytes) else self.codec.encode(output.value)
+        self._producer.send(self.settings.topic(output.topic), key=output.key, value=value, headers=output.headers)
+
+    def _dead_letter(self, record: Any, exc: BaseException) -> None:
+        assert self._producer is not None
+        reason = f"{type(exc).__name__}: {exc}"
+        self.log.warning("message sent to dead-letter topic", topic=record.topic, partition=record.partition,
+                         offset=record.offset, reason=reason.splitlines()[0])
+        headers = [("dlq.stage", self.stage.name.encode()), ("dlq.reason", reason.encode()),
+                   ("dlq.source_topic", record.topic.encode()), ("dlq.source_partition", str(record.partition).encode()),
+                   ("dlq.source_offset", str(record.offset).encode()),
+                   ("dlq.trace", "".join(traceback.format_exception_only(exc)).encode())]
+        self._producer.send(self.deadletter, key=record.key, value=record.value, headers=headers)
+        DEAD_LETTERS.labels(self.stage.name).inc()
+
+    def _commit(self) -> None:
+        """Changelog the batch's state writes, add the offsets, commit; then apply the writes locally."""
+        assert self._producer is not None and self._consumer is not None
+        pending: dict[int, tuple[list[StateWrite], Any]] = {}
+        for partition, state in self._states.items():
+            state.expire(self._watermark(partition))
+            writes = state.take_writes()
+            last = None
+            for write in writes:
+                last = self._producer.send(self.changelog, key=write.store_key.encode(), value=write.encode(),
+                                           partition=partition)
+            pending[partition] = (writes, last)
+        if self._offsets:
+            self._producer.send_offsets_to_transaction(self._offsets, self._consumer.group_metadata())
+        self._producer.commit_transaction()
+        for partition, (writes, last) in pending.items():
+            if writes:
+                offset = last.get(timeout=30).offset + 1 if last is not None else None
+                self._stores[partition].apply(writes, offset)
+            STATE_ENTRIES.labels(self.stage.name, str(partition)).set(self._stores[partition].size())
+        self._offsets = {}
+        self._in_transaction = False
+
+    def _watermark(self, partition: int) -> float:
+        """Event time up to which every input topic feeding ``partition`` has been read.
+
+        Co-partitioned topics are read one after another when there is a backlog (a replay, a restart), so
+        one topic's event time can run months ahead of another's; state may only expire behind the slowest
+        topic that still has unread records, else reports of one seizure could miss each other.
+        """
+        assert self._consumer is not None
+        topics = [tp for tp in self._consumer.assignment() if tp.partition == partition]
+        lagging = []
+        for tp in topics:
+            end, seen = self._consumer.highwater(tp), self._stream_time.get(tp)
+            if end is None or self._consumer.position(tp) < end:
+                if seen is None:
+                    return 0.0  # unread backlog of unknown age: expire nothing yet
+                lagging.append(seen)
+        if lagging:
+            return min(lagging)
+        return max((self._stream_time.get(tp, 0.0) for tp in topics), default=0.0)
+
+    # -- partitions and state --------------------------------------------------------------------
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self._in_transaction:
+            self._commit()
+        for partition in {tp.partition for tp in revoked}:
+            store = self._stores.pop(partition, None)
+            self._states.pop(partition, None)
+            if store is not None:
+                store.close()
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for partition in sorted({tp.partition for tp in assigned} - set(self._stores)):
+            store = SqlitePartitionStore(self.state_dir / f"partition-{partition}.sqlite")
+            restored = self._restore(store, partition)
+            self._stores[partition] = store
+            self._states[partition] = State(store)
+            self.log.info("partition assigned", partition=partition, restored=restored, entries=store.size())
+
+    def _restore(self, store: SqlitePartitionStore, partition: int) -> int:
+        """Apply the changelog from the store's checkpoint to the end; returns how many changes were applied."""
+        tp = TopicPartition(self.changelog, partition)
+        reader = make_consumer(settings=self.settings, group_id=None, client_id=f"{self.group_id}.restore")
+        try:
+            end = reader.end_offsets([tp])[tp]
+            start = store.changelog_offset
+            if start >= end:
+                return 0
+            reader.assign([tp])
+            reader.seek(tp, start)
+            applied = 0
+            while reader.position(tp) < end:
+                for records in reader.poll(timeout_ms=1000).values():
+                    writes = [StateWrite.decode(r.key.decode(), r.value) for r in records]
+                    store.apply(writes, records[-1].offset + 1)
+                    applied += len(writes)
+            return applied
+        finally:
+            reader.close()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+        for store in self._stores.values():
+            store.close()
+        self._stores, self._states = {}, {}

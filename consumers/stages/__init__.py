@@ -1,0 +1,8 @@
+"""The processing stages: each a small class over typed events, run by ``consumers.runner.StageRunner``."""
+
+from __future__ import annotations
+
+from consumers.stage import Stage
+from consumers.stages.dedup import DedupStage
+
+STAGES: dict[str, type[Stage]] = {"dedup": DedupStage}

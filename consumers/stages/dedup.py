@@ -1,0 +1,261 @@
+"""Dedup: one canonical event per real-world event, crediting every agency that reported it.
+
+Rules, in order (each decision is explained in the canonical event it produces):
+1. exact: an event id seen before counts once (no output);
+2. re-submission: the same agency, system and record id is a duplicate at the same or a lower
+   version (no output) and an update at a higher one (a new revision);
+3. cross-reference: a seizure citing another record's number (e.g. the SEACATS seizure number in an
+   HSI report), or cited by one, joins that record's canonical event;
+4. cross-agency match: a seizure by another agency with the same drug, close in place and time to any
+   report of a canonical event and with quantities within tolerance joins the best-scoring one above the
+   threshold;
+5. otherwise it is a new canonical event.
+Candidates are looked up in the partition's state only: the ingest key (location area) puts every
+report of one seizure in the same partition.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from consumers.stage import Message, Output, Stage
+from consumers.state import State
+from schemas.models import (
+    CanonicalEvent, CaseEvent, DedupDecision, DedupRule, EventType, ItemSeizure, ReportCredit,
+)
+from schemas.reference import PORTS_OF_ENTRY
+from schemas.topics import CANONICAL, distance_km
+
+CANONICAL_NAMESPACE = uuid.UUID("0b0d3c52-5e41-4d7e-9d0e-51b1f0f6a7c4")
+HOUR = 3600.0
+
+
+class DedupConfig(BaseModel):
+    """Thresholds of the cross-agency rule (HUB_DEDUP_* in a deployment; defaults fit the sample traffic)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_hours_apart: float = Field(3.0, gt=0, description="Reports further apart in event time never match.")
+    max_km_apart: float = Field(2.0, gt=0, description="Reports further apart in place never match.")
+    quantity_tolerance: float = Field(0.10, gt=0, lt=1, description="Relative difference allowed in weight or pills.")
+    threshold: float = Field(0.55, gt=0, le=1, description="Minimum score for a cross-agency match.")
+    retention_days: int = Field(30, gt=0, description="Event-time days a report stays matchable.")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What dedup remembers of one report of a canonical seizure to compare later reports against."""
+
+    canonical_id: str
+    agencies: tuple[str, ...]
+    time: float
+    latitude: float | None
+    longitude: float | None
+    port: str | None
+    quantities: dict[str, tuple[float | None, int | None]]  # drug type -> (mg, pills)
+
+    @staticmethod
+    def of(canonical_id: str, agencies: list[str], event: CaseEvent) -> Candidate:
+        lat, lon = _coordinates(event)
+        return Candidate(canonical_id, tuple(agencies), event.event_time.timestamp(), lat, lon,
+                         event.location.port_of_entry, _quantities(event.payload))
+
+
+def _coordinates(event: CaseEvent) -> tuple[float | None, float | None]:
+    loc = event.location
+    if loc.has_coordinates:
+        return loc.latitude, loc.longitude
+    if loc.port_of_entry:
+        port = PORTS_OF_ENTRY[loc.port_of_entry]
+        return port.latitude, port.longitude
+    return None, None
+
+
+def _quantities(seizure: ItemSeizure) -> dict[str, tuple[float | None, int | None]]:
+    totals: dict[str, tuple[float | None, int | None]] = {}
+    for drug in seizure.drugs:
+        mg, pills = totals.get(drug.drug_type, (None, None))
+        if drug.net_weight is not None:
+            mg = (mg or 0.0) + drug.net_weight.milligrams
+        if drug.pill_count is not None:
+            pills = (pills or 0) + drug.pill_count
+        totals[drug.drug_type] = (mg, pills)
+    return totals
+
+
+def _relative_difference(a: float, b: float) -> float:
+    return abs(a - b) / max(a, b) if max(a, b) > 0 else 0.0
+
+
+def match_score(candidate: Candidate, event: CaseEvent, config: DedupConfig) -> tuple[float, str] | None:
+    """Score in [0, 1] that ``event`` reports the same seizure as ``candidate``, with the reasons; None if not."""
+    if event.agency_ori in candidate.agencies:
+        return None
+    hours = abs(event.event_time.timestamp() - candidate.time) / HOUR
+    if hours > config.max_hours_apart:
+        return None
+    lat, lon = _coordinates(event)
+    if candidate.port and candidate.port == event.location.port_of_entry:
+        km, place = 0.0, f"same port ({candidate.port})"
+    elif lat is not None and candidate.latitude is not None:
+        km = distance_km(lat, lon, candidate.latitude, candidate.longitude)  # type: ignore[arg-type]
+        place = f"{km:.2f} km apart"
+    else:
+        return None
+    if km > config.max_km_apart:
+        return None
+    quantities = _quantities(event.payload)
+    if set(quantities) != set(candidate.quantities):
+        return None
+    differences = []
+    for drug, (mg, pills) in quantities.items():
+        their_mg, their_pills = candidate.quantities[drug]
+        if mg is not None and their_mg is not None:
+            differences.append(_relative_difference(mg, their_mg))
+        elif pills is not None and their_pills is not None:
+            differences.append(_relative_difference(pills, their_pills))
+    if not differences or max(differences) > config.quantity_tolerance:
+        return None
+    worst = max(differences)
+    score = (0.4 * (1 - worst / config.quantity_tolerance) + 0.3 * (1 - hours / config.max_hours_apart)
+             + 0.3 * (1 - km / config.max_km_apart))
+    reasons = (f"{place}, {hours * 60:.0f} min apart, same drugs ({', '.join(sorted(quantities))}), "
+               f"quantities within {worst:.1%}")
+    return round(score, 4), reasons
+
+
+class DedupStage(Stage):
+    name = "dedup"
+    input_pattern = r"ingest\..+"
+    outputs = (CANONICAL.pattern,)
+
+    def __init__(self, config: DedupConfig | None = None) -> None:
+        self.config = config or DedupConfig()
+        self.retention = timedelta(days=self.config.retention_days)
+
+    def event_time(self, message: Message) -> float:
+        return message.value.event_time.timestamp()
+
+    def process(self, message: Message, state: State) -> list[Output]:
+        event: CaseEvent = message.value
+        expires = event.event_time + self.retention
+        if state.get("event", event.event_id) is not None:
+            return []  # rule 1: exact duplicate
+        state.put("event", event.event_id, True, expires)
+        record_key = f"{event.agency_ori}|{event.source_system}|{event.source_record_id}"
+        seen = state.get("record", record_key)
+        if seen is not None:
+            return self._resubmission(event, seen, record_key, state, expires)
+        match = self._find_match(event, state)
+        if match is None:
+            canonical = CanonicalEvent(
+                canonical_id=str(uuid.uuid5(CANONICAL_NAMESPACE, event.event_id)), revision=1,
+                event_type=event.event_type, primary=event, reports=[_credit(event, DedupRule.NEW_EVENT, 1.0)],
+                decision=DedupDecision(rule=DedupRule.NEW_EVENT, score=1.0, event_id=event.event_id,
+                                       explanation="first report of this event"))
+        else:
+            rule, score, explanation, previous = match
+            canonical = previous.model_copy(update={
+                "revision": previous.revision + 1,
+                "reports": [*previous.reports, _credit(event, rule, score)],
+                "decision": DedupDecision(rule=rule, score=score, explanation=explanation, event_id=event.event_id),
+            })
+        state.put("record", record_key, {"version": event.record_version, "canonical_id": canonical.canonical_id},
+                  expires)
+        self._remember(canonical, event, state, expires)
+        return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
+
+    # -- rules -----------------------------------------------------------------------------------
+    def _resubmission(self, event: CaseEvent, seen: dict[str, Any], record_key: str, state: State,
+                      expires: Any) -> list[Output]:
+        if event.record_version <= seen["version"]:
+            return []  # rule 2: the same or an older version again
+        previous = self._canonical(seen["canonical_id"], state)
+        if previous is None:
+            return []  # expired from state: nothing left to update
+        same_record = (event.agency_ori, event.source_system, event.source_record_id)
+        reports = [_credit(event, DedupRule.RESUBMISSION_UPDATE, 1.0)
+                   if (r.agency.ori, r.source_system, r.source_record_id) == same_record else r
+                   for r in previous.reports]
+        primary = previous.primary
+        if (primary.agency_ori, primary.source_system, primary.source_record_id) == same_record:
+            primary = event
+        canonical = previous.model_copy(update={
+            "revision": previous.revision + 1, "primary": primary, "reports": reports,
+            "decision": DedupDecision(rule=DedupRule.RESUBMISSION_UPDATE, score=1.0, event_id=event.event_id,
+                                      explanation=f"version {event.record_version} replaces {seen['version']}")})
+        state.put("record", record_key, {**seen, "version": event.record_version}, expires)
+        self._remember(canonical, event, state, expires)
+        return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
+
+    def _find_match(self, event: CaseEvent, state: State) -> tuple[DedupRule, float, str, CanonicalEvent] | None:
+        if event.event_type != EventType.SEIZURE:
+            return None
+        for number in _numbers_cited(event) + _own_numbers(event):
+            canonical_id = state.get("ref", number)
+            previous = self._canonical(canonical_id, state) if canonical_id else None
+            if previous is not None and event.agency_ori not in previous.agencies:
+                ori, system, record = number.split("|", 2)
+                return DedupRule.CROSS_REFERENCE, 1.0, f"{ori}'s {system} record {record} links the reports", previous
+        best: tuple[float, str, CanonicalEvent] | None = None
+        for bucket in _buckets(event.event_time.timestamp(), self.config.max_hours_apart):
+            for _, summary in state.scan("candidate", f"{bucket}|"):
+                scored = match_score(Candidate(**summary), event, self.config)
+                if not scored or scored[0] < self.config.threshold or (best is not None and scored[0] <= best[0]):
+                    continue
+                previous = self._canonical(summary["canonical_id"], state)
+                if previous is not None and event.agency_ori not in previous.agencies:
+                    best = (scored[0], scored[1], previous)
+        return None if best is None else (DedupRule.CROSS_AGENCY_MATCH, *best)
+
+    # -- state -----------------------------------------------------------------------------------
+    @staticmethod
+    def _canonical(canonical_id: str, state: State) -> CanonicalEvent | None:
+        stored = state.get("canonical", canonical_id)
+        return None if stored is None else CanonicalEvent.model_validate(stored)
+
+    def _remember(self, canonical: CanonicalEvent, event: CaseEvent, state: State, expires: Any) -> None:
+        state.put("canonical", canonical.canonical_id, canonical.model_dump(mode="json"), expires)
+        if event.event_type != EventType.SEIZURE:
+            return
+        for number in _numbers_cited(event) + _own_numbers(event):
+            state.put("ref", number, canonical.canonical_id, expires)
+        # Every report is a candidate, not just the first: a third report may be close to the second
+        # but not to the first, and the outcome must not depend on which arrived first.
+        bucket = _buckets(event.event_time.timestamp(), 0)[0]
+        summary = Candidate.of(canonical.canonical_id, [event.agency_ori], event)
+        state.put("candidate", f"{bucket}|{canonical.canonical_id}|{event.event_id}", summary.__dict__, expires)
+
+
+def _credit(event: CaseEvent, rule: DedupRule, score: float) -> ReportCredit:
+    return ReportCredit(event_id=event.event_id, agency=event.source_agency, source_system=event.source_system,
+                        source_record_id=event.source_record_id, record_version=event.record_version,
+                        report_time=event.report_time, rule=rule, score=score)
+
+
+def _own_numbers(event: CaseEvent) -> list[str]:
+    """The record's own numbers, scoped by agency: systems such as RMS are shared by many agencies."""
+    prefix = f"{event.agency_ori}|{event.source_system}"
+    numbers = [f"{prefix}|{event.source_record_id}"]
+    seizure_number = getattr(event.payload, "seizure_number", None)
+    if seizure_number:
+        numbers.append(f"{prefix}|{seizure_number}")
+    return numbers
+
+
+def _numbers_cited(event: CaseEvent) -> list[str]:
+    """Records the event cites; a citation without the owning agency's ORI is too ambiguous to merge on."""
+    return [f"{r.ori}|{r.system}|{r.number}" for r in event.record_references if r.ori]
+
+
+def _buckets(timestamp: float, reach_hours: float) -> list[int]:
+    """Hour buckets within ``reach_hours`` of ``timestamp`` (its own first)."""
+    own = int(timestamp // HOUR)
+    reach = math.ceil(reach_hours)
+    return [own] + [b for b in range(own - reach, own + reach + 1) if b != own]

@@ -1,0 +1,44 @@
+"""In-memory backend: for pure tests of stages and for replays that need no durability."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from consumers.state.base import PartitionStore, StateWrite
+
+
+class MemoryPartitionStore(PartitionStore):
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Any, float | None]] = {}
+        self._changelog_offset = 0
+
+    def get(self, store_key: str) -> Any | None:
+        entry = self._entries.get(store_key)
+        return None if entry is None else entry[0]
+
+    def scan(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        for key in sorted(k for k in self._entries if k.startswith(prefix)):
+            yield key, self._entries[key][0]
+
+    def apply(self, writes: list[StateWrite], changelog_offset: int | None) -> None:
+        for w in writes:
+            if w.value is None:
+                self._entries.pop(w.store_key, None)
+            else:
+                self._entries[w.store_key] = (w.value, w.expires_at)
+        if changelog_offset is not None:
+            self._changelog_offset = changelog_offset
+
+    def expired(self, before: float) -> list[str]:
+        return [k for k, (_, expiry) in self._entries.items() if expiry is not None and expiry < before]
+
+    @property
+    def changelog_offset(self) -> int:
+        return self._changelog_offset
+
+    def size(self) -> int:
+        return len(self._entries)
+
+    def close(self) -> None:
+        self._entries.clear()

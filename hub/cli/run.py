@@ -1,0 +1,50 @@
+"""``hub run``: the processing stages as long-running services."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import typer
+
+from consumers.runner import StageRunner
+from consumers.stages import STAGES
+from hub.cli import app, console
+from hub.logging import configure_logging
+from hub.settings import get_settings
+
+
+def _run_stage(name: str, instance: int, commit_interval: float, max_batch: int) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    StageRunner(STAGES[name](), settings, instance=instance, commit_interval_s=commit_interval,
+                max_batch=max_batch).run()
+
+
+@app.command("run")
+def run(
+    stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}, or 'all'."),
+    instance: int = typer.Option(0, "--instance", help="Instance number within the stage's consumer group; "
+                                 "each running copy needs its own (it names the transactional producer)."),
+    commit_interval: float = typer.Option(0.5, "--commit-interval", help="Seconds per transaction (batch)."),
+    max_batch: int = typer.Option(2000, "--max-batch", help="Messages per transaction at most."),
+) -> None:
+    """Run a stage until SIGTERM or Ctrl-C: consume, process, produce and commit exactly once.
+
+    Start more copies with different --instance numbers to scale out: partitions are shared among them.
+    Local state lives under HUB_RUNTIME_DIR/state and is rebuilt from the changelog topic when missing.
+    """
+    names = list(STAGES) if stage == "all" else [stage]
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise typer.BadParameter(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)} or all")
+    if len(names) == 1:
+        console.print(f"running stage {names[0]} (instance {instance}); Ctrl-C stops it after the current batch")
+        _run_stage(names[0], instance, commit_interval, max_batch)
+        return
+    processes = [multiprocessing.Process(target=_run_stage, args=(n, instance, commit_interval, max_batch), name=n)
+                 for n in names]
+    for p in processes:
+        p.start()
+    console.print(f"running stages {', '.join(names)} (instance {instance})")
+    for p in processes:
+        p.join()
