@@ -85,3 +85,148 @@ def bench_publish(count: int, settings: HubSettings | None = None) -> list[Bench
     finally:
         admin.delete_topics([raw_topic, ingest_topic])
         admin.close()
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    name: str
+    events: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
+                   settings: HubSettings | None = None) -> list[PipelineResult]:
+    """Dedup end to end against a raw consume-produce passthrough on the same broker and input.
+
+    Throughput: each drains a backlog of ``count`` published events. Latency: ``paced`` more events
+    published at ``rate``/s; latency is from the input's create time to the output being readable
+    (read_committed), so it includes the stage's commit interval.
+    """
+    import threading
+
+    from consumers.runner import StageRunner
+    from consumers.stages import STAGES
+    from consumers.stages.dedup import DedupStage
+    from hub.kafka import make_consumer
+    from hub.topics import hub_topics
+    from schemas.topics import CANONICAL
+
+    settings = settings or get_settings()
+    run = uuid.uuid4().hex[:8]
+    bench = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}bench.{run}.",
+                                        "runtime_dir": settings.runtime_dir / "bench" / run})
+    sample = generate(count + paced, seed=13)
+    backlog, live = sample.events[:count], sample.events[count:]
+    agencies = sorted({e.agency_ori for e in sample.events})
+    passthrough_topic = bench.topic("passthrough")
+    ensure_topics(hub_topics(bench.topic_prefix, agencies, sorted(STAGES)), bench)
+    admin = make_admin(bench)
+    admin.create_topics([NewTopic(passthrough_topic, INGEST.partitions, 1)])
+    admin.close()
+    pattern = "^" + bench.topic_prefix.replace(".", r"\.") + r"ingest\..+"
+
+    def publish(events: list, pace: float | None = None) -> dict[str, float]:
+        sent: dict[str, float] = {}
+        publishers = {}
+        for event in events:
+            publisher = publishers.get(event.agency_ori) or publishers.setdefault(
+                event.agency_ori, Publisher(event.agency_ori, bench, batch_size=1 if pace else 2000))
+            sent[event.event_id] = time.time()
+            publisher.publish(event)
+            if pace:
+                time.sleep(1 / pace)
+        for publisher in publishers.values():
+            publisher.flush()
+            publisher.close()
+        return sent
+
+    def passthrough(until_count: int, stop: threading.Event, ready: threading.Event) -> int:
+        consumer = make_consumer(settings=bench, group_id=f"{bench.topic_prefix}passthrough")
+        consumer.subscribe(pattern=pattern)
+        producer = make_producer(bench, linger_ms=5, batch_size=256 * 1024)
+        moved = 0
+        while moved < until_count and not stop.is_set():
+            polled = consumer.poll(timeout_ms=200)
+            if consumer.assignment():
+                ready.set()
+            for records in polled.values():
+                for r in records:
+                    producer.send(passthrough_topic, key=r.key, value=r.value, headers=r.headers)
+                    moved += 1
+            producer.flush()
+            consumer.commit()
+        producer.close()
+        consumer.close()
+        return moved
+
+    def dedup(until_count: int, stop: threading.Event, ready: threading.Event) -> int:
+        runner = StageRunner(DedupStage(), bench, commit_interval_s=0.1)
+        processed = 0
+
+        def done() -> bool:
+            return processed >= until_count or stop.is_set()
+
+        runner._open()
+        try:
+            while not done():
+                processed += runner.poll_once()
+                if runner._stores:  # partitions assigned and state restored
+                    ready.set()
+            runner.poll_once(timeout_ms=0)
+            if runner._in_transaction:
+                runner._commit()
+        finally:
+            runner.close()
+        return processed
+
+    def arrivals(topic: str, stop: threading.Event, seen: dict[str, float], key_of) -> None:
+        consumer = make_consumer(topic, settings=bench, group_id=None, auto_offset_reset="latest")
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                for r in records:
+                    seen.setdefault(key_of(r), now)
+        consumer.close()
+
+    codec = Codec()
+    publish(backlog)
+    results = []
+    stages = (("baseline: raw kafka-python consume-produce passthrough", passthrough, passthrough_topic,
+               lambda r: codec.decode(r.value).event_id),
+              ("hub dedup stage (transactions, state, changelog)", dedup, CANONICAL.name(bench.topic_prefix),
+               lambda r: codec.decode(r.value).decision.event_id))
+    for name, stage, output_topic, key_of in stages:
+        stop, ready = threading.Event(), threading.Event()
+        started = time.perf_counter()
+        moved = stage(count, stop, ready)
+        seconds = time.perf_counter() - started
+        seen: dict[str, float] = {}
+        stop, ready = threading.Event(), threading.Event()
+        watcher = threading.Thread(target=arrivals, args=(output_topic, stop, seen, key_of), daemon=True)
+        worker = threading.Thread(target=stage, args=(paced, stop, ready), daemon=True)
+        watcher.start()
+        worker.start()
+        ready.wait(timeout=60)  # measure steady state, not the consumer group's join and state restore
+        time.sleep(1)
+        sent = publish(live, pace=rate)
+        deadline = time.monotonic() + 60
+        while len(seen) < len(sent) * 0.95 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        worker.join(timeout=30)
+        watcher.join(timeout=10)
+        latencies = [(seen[i] - t) * 1000 for i, t in sent.items() if i in seen]
+        results.append(PipelineResult(name, moved, seconds, _percentile(latencies, 0.5), _percentile(latencies, 0.99)))
+        live = generate(paced, seed=len(results) + 100).events  # fresh event ids for the next stage's paced run
+    return results

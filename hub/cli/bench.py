@@ -29,3 +29,23 @@ def publish(count: int = typer.Option(50_000, "--count", help="Sample events to 
     with console.status("running the publish benchmark"):
         results = bench_publish(count)
     print_results(results, "baseline")
+
+
+@bench_app.command("pipeline")
+def pipeline(
+    count: int = typer.Option(20_000, "--count", help="Backlog of sample events for the throughput run."),
+    paced: int = typer.Option(1000, "--paced", help="Events published at --rate for the latency run."),
+    rate: float = typer.Option(200.0, "--rate", help="Events per second in the latency run."),
+) -> None:
+    """End-to-end events/s and p50/p99 latency of the dedup stage next to a raw kafka-python
+    consume-to-produce passthrough, on the same broker and input, in the same run."""
+    from hub.bench import bench_pipeline
+
+    with console.status("running the pipeline benchmark"):
+        results = bench_pipeline(count, paced, rate)
+    base = results[0]
+    table = Table("stage", "events", "seconds", "events/s", "vs baseline", "p50 ms", "p99 ms")
+    for r in results:
+        table.add_row(r.name, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}", f"{r.rate / base.rate:.2f}x",
+                      f"{r.p50_ms:,.0f}", f"{r.p99_ms:,.0f}")
+    console.print(table)

@@ -66,6 +66,52 @@ def demo(count: int = typer.Option(2000, "--count", help="Sample events to gener
     console.print(table)
     _show_examples(settings, topics)
 
+    console.rule("5. dedup: one canonical event per real-world event (hub run dedup)")
+    _run_dedup(settings, len(sample.events))
+
+
+def _run_dedup(settings, published: int) -> None:
+    """Run the dedup stage in-process until it has caught up, then show totals and one merged seizure."""
+    from consumers.runner import StageRunner
+    from consumers.stages.dedup import DedupStage
+    from hub.topics import hub_topics
+    from schemas.models import CanonicalEvent
+    from schemas.topics import CANONICAL
+
+    ensure_topics(hub_topics(settings.topic_prefix, [], ["dedup"]), settings)
+    runner = StageRunner(DedupStage(), settings, commit_interval_s=0.2)
+    idle_polls = processed = 0
+    with console.status("deduplicating") as status:
+        runner._open()
+        try:
+            while idle_polls < 15:
+                handled = runner.poll_once(timeout_ms=200)
+                processed += handled
+                idle_polls = 0 if handled else idle_polls + 1
+                status.update(f"deduplicating: {processed:,} reports processed")
+        finally:
+            runner.close()
+    latest: dict[str, CanonicalEvent] = {}
+    consumer = make_consumer(settings.topic(CANONICAL.pattern), settings=settings, group_id=None,
+                             consumer_timeout_ms=3000)
+    codec = Codec()
+    for message in consumer:
+        canonical = codec.decode(message.value)
+        if canonical.revision >= getattr(latest.get(canonical.canonical_id), "revision", 0):
+            latest[canonical.canonical_id] = canonical
+    consumer.close()
+    reports = sum(len(c.reports) for c in latest.values())
+    merged = [c for c in latest.values() if len(c.agencies) > 1]
+    console.print(f"processed {processed:,} reports this run; the canonical stream now holds {len(latest):,} "
+                  f"real-world events from {reports:,} reports; {len(merged):,} were reported by several agencies")
+    if merged:
+        example = max(merged, key=lambda c: len(c.reports))
+        console.print(f"[bold]canonical seizure {example.canonical_id}[/] (revision {example.revision}), credited to:")
+        for credit in example.reports:
+            console.print(f"  {credit.agency.ori} {credit.agency.name}: {credit.source_system} "
+                          f"{credit.source_record_id} ({credit.rule}, score {credit.score:.2f})", highlight=False)
+        console.print(f"  last decision: {example.decision.rule}: {example.decision.explanation}", highlight=False)
+
 
 def _counts(settings, topics: dict[str, str]) -> dict[str, int]:
     from kafka import TopicPartition
