@@ -170,7 +170,7 @@ class StageRunner(ConsumerRebalanceListener):
         assert self._producer is not None and self._consumer is not None
         pending: dict[int, tuple[list[StateWrite], Any]] = {}
         for partition, state in self._states.items():
-            state.expire(self._watermark(partition))
+            state.expire(self._watermark(partition) - self.stage.grace.total_seconds())
             writes = state.take_writes()
             last = None
             for write in writes:

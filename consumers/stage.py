@@ -46,6 +46,9 @@ class Stage(ABC):
     outputs: tuple[str, ...]
     #: How long (in event time) state entries live; bounds memory and makes replays deterministic.
     retention: timedelta = timedelta(days=30)
+    #: How far behind the stream time an input may still arrive (derived topics interleave upstream
+    #: partitions, so their event time is only roughly ordered); expiry waits this long.
+    grace: timedelta = timedelta(days=7)
 
     @abstractmethod
     def process(self, message: Message, state: State) -> list[Output]:

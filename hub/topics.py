@@ -10,7 +10,9 @@ from kafka.errors import TopicAlreadyExistsError
 
 from hub.kafka import make_admin
 from hub.settings import HubSettings, get_settings
-from schemas.topics import CANONICAL, CHANGELOG, DEADLETTER, INGEST, TopicSpec
+from schemas.topics import (
+    ALERT_CONTROL, ALERTS, ALERTS_RAISED, CANONICAL, CHANGELOG, CORRELATION_KEYS, DEADLETTER, INGEST, TopicSpec,
+)
 
 Action = Literal["created", "ok", "drift"]
 
@@ -57,10 +59,10 @@ def _verify(admin, name: str, spec: TopicSpec) -> TopicStatus:
 
 
 def hub_topics(prefix: str, agencies: list[str], stages: list[str]) -> list[tuple[str, TopicSpec]]:
-    """Every topic the hub needs: one ingest topic per agency, the canonical stream, and per stage its
+    """Every topic the hub needs: one ingest topic per agency, the derived streams, and per stage its
     changelog and dead-letter topics."""
     wanted = [(INGEST.name(prefix, ori=ori), INGEST) for ori in agencies]
-    wanted.append((CANONICAL.name(prefix), CANONICAL))
+    wanted += [(spec.name(prefix), spec) for spec in (CANONICAL, CORRELATION_KEYS, ALERTS_RAISED, ALERT_CONTROL, ALERTS)]
     for stage in stages:
         wanted += [(CHANGELOG.name(prefix, stage=stage), CHANGELOG), (DEADLETTER.name(prefix, stage=stage), DEADLETTER)]
     return wanted

@@ -122,3 +122,45 @@ def changelog_topic(stage: str) -> str:
 
 def deadletter_topic(stage: str) -> str:
     return DEADLETTER.name(stage=stage)
+
+
+CORRELATION_KEYS = TopicSpec(
+    pattern="correlate.by-key",
+    purpose="Canonical events re-keyed by each entity they touch (and by map cell for planned operations), "
+    "so one deconflict instance sees every record touching the same target or place.",
+    partitions=6,
+    key="'<SCHEME>:<canonical identifier>' or 'cell:<lat>:<lon>' (0.05 degree cells)",
+    value="CanonicalEvent, Avro single-object encoding",
+    cleanup_policy="delete",
+    retention_ms=7 * 24 * 3600 * 1000,  # a repartition topic: consumed within seconds, kept a week for replays
+)
+
+ALERTS_RAISED = TopicSpec(
+    pattern="alerts.raised",
+    purpose="Alerts as the deconflict stage raises them, before their lifecycle.",
+    partitions=6,
+    key="alert_id",
+    value="DeconflictionAlert, Avro single-object encoding",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+)
+
+ALERT_CONTROL = TopicSpec(
+    pattern="alerts.control",
+    purpose="Acknowledgements and resolutions (`hub alerts ack|resolve`), co-partitioned with alerts.raised.",
+    partitions=6,
+    key="alert_id",
+    value="AlertAction, Avro single-object encoding",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+)
+
+ALERTS = TopicSpec(
+    pattern="alerts",
+    purpose="Every state change of every alert (open, acknowledged, resolved, escalated): what parties follow.",
+    partitions=6,
+    key="alert_id",
+    value="DeconflictionAlert, Avro single-object encoding",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+)

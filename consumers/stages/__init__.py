@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from consumers.stage import Stage
+from consumers.stages.alerts import AlertLifecycleStage
+from consumers.stages.correlate import CorrelateStage, DeconflictStage
 from consumers.stages.dedup import DedupStage
 
-STAGES: dict[str, type[Stage]] = {"dedup": DedupStage}
+STAGES: dict[str, type[Stage]] = {
+    "dedup": DedupStage, "correlate": CorrelateStage, "deconflict": DeconflictStage, "alerts": AlertLifecycleStage,
+}

@@ -1,0 +1,96 @@
+"""Alert lifecycle: open, acknowledged, resolved, and escalated when nobody acknowledges in time.
+
+Existing deconfliction systems notify both parties but do not track the conflict to resolution; this
+stage does. Actions arrive on the control topic (``hub alerts ack|resolve``), co-partitioned with the
+raised alerts by alert id. Deadlines run on event time (the newest alert or action time seen in the
+partition), so a replay escalates exactly the same alerts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from consumers.exceptions import StageError
+from consumers.stage import Message, Output, Stage
+from consumers.state import State
+from schemas.models import AlertAction, AlertActionKind, AlertStatus, DeconflictionAlert
+from schemas.topics import ALERTS
+
+ALLOWED = {
+    AlertActionKind.ACKNOWLEDGE: {AlertStatus.OPEN, AlertStatus.ESCALATED},
+    AlertActionKind.RESOLVE: {AlertStatus.OPEN, AlertStatus.ESCALATED, AlertStatus.ACKNOWLEDGED},
+}
+RESULT = {AlertActionKind.ACKNOWLEDGE: AlertStatus.ACKNOWLEDGED, AlertActionKind.RESOLVE: AlertStatus.RESOLVED}
+
+
+class AlertLifecycleConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    urgent_ack_minutes: float = Field(15, gt=0, description="Operations conflicts must be acknowledged this fast.")
+    ack_hours: float = Field(24, gt=0, description="Target conflicts must be acknowledged within this.")
+    retention_days: int = Field(400, gt=0, description="Event-time days an alert's state is kept.")
+
+
+class AlertLifecycleStage(Stage):
+    name = "alerts"
+    input_pattern = r"alerts\.(raised|control)"
+    outputs = (ALERTS.pattern,)
+
+    def __init__(self, config: AlertLifecycleConfig | None = None) -> None:
+        self.config = config or AlertLifecycleConfig()
+        self.retention = timedelta(days=self.config.retention_days)
+
+    def event_time(self, message: Message) -> float:
+        value = message.value
+        return (value.updated_at if isinstance(value, DeconflictionAlert) else value.at).timestamp()
+
+    def process(self, message: Message, state: State) -> list[Output]:
+        value = message.value
+        now = datetime.fromtimestamp(self.event_time(message), tz=timezone.utc)
+        outputs = self._escalate_due(now, state)
+        if isinstance(value, DeconflictionAlert):
+            if state.get("alert", value.alert_id) is None:
+                outputs.append(self._store(value, state))
+                deadline = value.raised_at + (timedelta(minutes=self.config.urgent_ack_minutes) if value.urgent
+                                              else timedelta(hours=self.config.ack_hours))
+                state.put("due", f"{deadline.timestamp():014.0f}|{value.alert_id}", value.alert_id,
+                          deadline + self.retention)
+        elif isinstance(value, AlertAction):
+            outputs.append(self._act(value, state))
+        else:
+            raise StageError(f"unexpected {type(value).__name__} on the alerts stage's inputs")
+        return outputs
+
+    def _act(self, action: AlertAction, state: State) -> Output:
+        stored = state.get("alert", action.alert_id)
+        if stored is None:
+            raise StageError(f"no alert {action.alert_id} (acted on by {action.agency_ori} {action.actor})")
+        alert = DeconflictionAlert.model_validate(stored)
+        if action.agency_ori not in {p.agency.ori for p in alert.parties}:
+            raise StageError(f"{action.agency_ori} is not a party to alert {alert.alert_id}")
+        if alert.status not in ALLOWED[action.action]:
+            raise StageError(f"cannot {action.action.lower()} alert {alert.alert_id}: it is {alert.status}")
+        note = f": {action.note}" if action.note else ""
+        return self._store(alert.model_copy(update={
+            "status": RESULT[action.action], "updated_at": action.at,
+            "explanation": f"{action.action.lower()}d by {action.actor} ({action.agency_ori}){note}"}), state)
+
+    def _escalate_due(self, now: datetime, state: State) -> list[Output]:
+        outputs = []
+        for key, alert_id in list(state.scan("due")):
+            if float(key.split("|", 1)[0]) > now.timestamp():
+                break
+            state.delete("due", key)
+            alert = DeconflictionAlert.model_validate(state.get("alert", alert_id))
+            if alert.status == AlertStatus.OPEN:
+                outputs.append(self._store(alert.model_copy(update={
+                    "status": AlertStatus.ESCALATED, "updated_at": now,
+                    "explanation": f"not acknowledged by {now.isoformat()}; escalated to both units' supervisors"}),
+                    state))
+        return outputs
+
+    def _store(self, alert: DeconflictionAlert, state: State) -> Output:
+        state.put("alert", alert.alert_id, alert.model_dump(mode="json"), alert.updated_at + self.retention)
+        return Output(ALERTS.pattern, alert.alert_id.encode(), alert)

@@ -1,0 +1,164 @@
+"""Deconfliction in two small stages.
+
+``correlate`` re-keys each canonical event by every entity it touches (normalised identifiers) and, for a
+planned operation, by its map cell and the eight around it, so the records to compare meet in one
+partition. ``deconflict`` keeps, per key, who touched it, and raises an alert naming the match and both
+parties' points of contact when two agencies meet there: target deconfliction for shared entities, and
+urgent event deconfliction for operations close in place with overlapping time windows.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from consumers.normalize import entity_keys
+from consumers.stage import Message, Output, Stage
+from consumers.state import State
+from schemas.models import (
+    AlertKind, AlertParty, AlertStatus, CanonicalEvent, CaseEvent, DeconflictionAlert, EventType, PlannedOperation,
+)
+from schemas.topics import ALERTS_RAISED, CORRELATION_KEYS, distance_km
+
+ALERT_NAMESPACE = uuid.UUID("7c7f6a0e-3f7a-4b8e-a1c4-2d6f5b9e0c11")
+CELL_DEGREES = 0.05  # about 5 km: operations closer than that are always in neighbouring cells
+
+
+class DeconflictConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    operation_distance_m: float = Field(500.0, gt=0, le=5000,
+                                        description="Operations whose places are closer than this conflict.")
+    retention_days: int = Field(730, gt=0, description="Event-time days a record or operation stays indexed "
+                                "(case follow-ups arrive years after the seizure, interleaved with new events).")
+
+
+def cell_of(latitude: float, longitude: float) -> tuple[int, int]:
+    return math.floor(latitude / CELL_DEGREES), math.floor(longitude / CELL_DEGREES)
+
+
+def _cell_key(cell: tuple[int, int]) -> str:
+    return f"cell:{cell[0]}:{cell[1]}"
+
+
+class CorrelateStage(Stage):
+    """Stateless fan-out: one output per entity key (and per nearby cell for operations), for every revision
+    (the deconflict stage ignores what it has seen)."""
+
+    name = "correlate"
+    input_pattern = r"events\.canonical"
+    outputs = (CORRELATION_KEYS.pattern,)
+
+    def event_time(self, message: Message) -> float:
+        return message.value.primary.event_time.timestamp()
+
+    def process(self, message: Message, state: State) -> list[Output]:
+        canonical: CanonicalEvent = message.value
+        keys = [str(k) for k in entity_keys(canonical.primary)]
+        location = canonical.primary.location
+        if canonical.event_type == EventType.PLANNED_OPERATION and location.has_coordinates:
+            home = cell_of(location.latitude, location.longitude)  # type: ignore[arg-type]
+            keys += [_cell_key((home[0] + dy, home[1] + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        return [Output(CORRELATION_KEYS.pattern, key.encode(), canonical) for key in keys]
+
+
+class DeconflictStage(Stage):
+    name = "deconflict"
+    # Its input interleaves every dedup partition, so event time arrives far less ordered than on ingest.
+    grace = timedelta(days=90)
+    input_pattern = r"correlate\.by-key"
+    outputs = (ALERTS_RAISED.pattern,)
+
+    def __init__(self, config: DeconflictConfig | None = None) -> None:
+        self.config = config or DeconflictConfig()
+        self.retention = timedelta(days=self.config.retention_days)
+
+    def event_time(self, message: Message) -> float:
+        return message.value.primary.event_time.timestamp()
+
+    def process(self, message: Message, state: State) -> list[Output]:
+        canonical: CanonicalEvent = message.value
+        key = message.key.decode() if message.key else ""
+        if key.startswith("cell:"):
+            return self._operations(key, canonical, state)
+        return self._targets(key, canonical, state)
+
+    # -- target deconfliction --------------------------------------------------------------------
+    def _targets(self, key: str, canonical: CanonicalEvent, state: State) -> list[Output]:
+        primary = canonical.primary
+        expires = primary.event_time + self.retention
+        outputs = []
+        for _, seen in state.scan("touch", f"{key}|"):
+            if seen["canonical_id"] == canonical.canonical_id or seen["agency"] in canonical.agencies:
+                continue
+            pair = "|".join(sorted([seen["agency"], primary.agency_ori]))
+            if state.get("alerted", f"{key}|{pair}") is not None:
+                continue  # these two agencies already know about this target
+            state.put("alerted", f"{key}|{pair}", True, expires)
+            earlier = CanonicalEvent.model_validate(state.get("canonical", seen["canonical_id"]))
+            outputs.append(self._alert(AlertKind.TARGET, key, earlier, canonical, urgent=False,
+                                       explanation=f"{earlier.primary.agency_ori} and {primary.agency_ori} "
+                                                   f"records both touch {key}"))
+        state.put("touch", f"{key}|{canonical.canonical_id}",
+                  {"canonical_id": canonical.canonical_id, "agency": primary.agency_ori}, expires)
+        state.put("canonical", canonical.canonical_id, canonical.model_dump(mode="json"), expires)
+        return outputs
+
+    # -- event deconfliction ---------------------------------------------------------------------
+    def _operations(self, key: str, canonical: CanonicalEvent, state: State) -> list[Output]:
+        primary = canonical.primary
+        operation: PlannedOperation = primary.payload  # type: ignore[assignment]
+        expires = operation.ends_at + self.retention
+        outputs = []
+        for _, stored in state.scan("operation", f"{key}|"):
+            other = CanonicalEvent.model_validate(stored)
+            if other.canonical_id == canonical.canonical_id or other.primary.agency_ori == primary.agency_ori:
+                continue
+            pair = "|".join(sorted([other.canonical_id, canonical.canonical_id]))
+            conflict = operations_conflict(primary, other.primary, self.config.operation_distance_m)
+            if conflict and state.get("alerted", pair) is None:
+                state.put("alerted", pair, True, expires)
+                outputs.append(self._alert(AlertKind.EVENT, f"{primary.location.latitude:.5f},"
+                                           f"{primary.location.longitude:.5f}", other, canonical, urgent=True,
+                                           explanation=conflict))
+        home = _cell_key(cell_of(primary.location.latitude, primary.location.longitude))  # type: ignore[arg-type]
+        if key == home:
+            state.put("operation", f"{key}|{canonical.canonical_id}", canonical.model_dump(mode="json"), expires)
+        return outputs
+
+    @staticmethod
+    def _alert(kind: AlertKind, matched: str, earlier: CanonicalEvent, later: CanonicalEvent, *, urgent: bool,
+               explanation: str) -> Output:
+        alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{kind}|{matched}|{earlier.canonical_id}|{later.canonical_id}"))
+        now = later.primary.report_time
+        alert = DeconflictionAlert(
+            alert_id=alert_id, alert_kind=kind, status=AlertStatus.OPEN, urgent=urgent, matched=matched,
+            parties=[_party(earlier), _party(later)], raised_at=now, updated_at=now, explanation=explanation)
+        return Output(ALERTS_RAISED.pattern, alert_id.encode(), alert)
+
+
+def _party(canonical: CanonicalEvent) -> AlertParty:
+    primary = canonical.primary
+    contact = getattr(primary.payload, "on_scene_contact", None) or primary.source_agency.contact
+    cases = sorted({getattr(primary.payload, "case_number", None) or "", *(r.number for r in primary.record_references)}
+                   - {""})
+    return AlertParty(agency=primary.source_agency, event_id=primary.event_id, canonical_id=canonical.canonical_id,
+                      case_numbers=cases, contact=contact)
+
+
+def operations_conflict(a: CaseEvent, b: CaseEvent, distance_m: float) -> str | None:
+    """Why two planned operations conflict (close in place, overlapping in time), or None."""
+    op_a, op_b = a.payload, b.payload
+    assert isinstance(op_a, PlannedOperation) and isinstance(op_b, PlannedOperation)
+    if op_a.starts_at >= op_b.ends_at or op_b.starts_at >= op_a.ends_at:
+        return None
+    metres = 1000 * distance_km(a.location.latitude, a.location.longitude,  # type: ignore[arg-type]
+                                b.location.latitude, b.location.longitude)  # type: ignore[arg-type]
+    if metres > distance_m:
+        return None
+    overlap = min(op_a.ends_at, op_b.ends_at) - max(op_a.starts_at, op_b.starts_at)
+    return (f"{op_a.operation_kind} by {a.agency_ori} and {op_b.operation_kind} by {b.agency_ori} "
+            f"{metres:.0f} m apart, overlapping {overlap.total_seconds() / 3600:.1f} h")

@@ -1,0 +1,75 @@
+"""``hub alerts``: see deconfliction alerts and act on them (acknowledge, resolve)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from hub.cli import app, console
+from hub.kafka import make_consumer, make_producer
+from hub.settings import get_settings
+from schemas.codec import Codec
+from schemas.models import AlertAction, AlertActionKind, DeconflictionAlert
+from schemas.topics import ALERT_CONTROL, ALERTS
+
+alerts_app = typer.Typer(help="Deconfliction alerts: list them, acknowledge or resolve them.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+def _latest_alerts() -> dict[str, DeconflictionAlert]:
+    settings = get_settings()
+    consumer = make_consumer(settings.topic(ALERTS.pattern), settings=settings, group_id=None,
+                             consumer_timeout_ms=3000)
+    codec, latest = Codec(), {}
+    for message in consumer:
+        alert = codec.decode(message.value)
+        latest[alert.alert_id] = alert
+    consumer.close()
+    return latest
+
+
+@alerts_app.command("list")
+def list_alerts(agency: Optional[str] = typer.Option(None, "--agency", help="Only alerts this ORI is a party to."),
+                status: Optional[str] = typer.Option(None, "--status", help="OPEN, ACKNOWLEDGED, RESOLVED or ESCALATED.")) -> None:
+    """Current state of every alert (from the alerts topic)."""
+    table = Table("alert", "kind", "status", "urgent", "matched", "parties", "explanation")
+    for alert in _latest_alerts().values():
+        parties = [p.agency.ori for p in alert.parties]
+        if (agency and agency not in parties) or (status and alert.status != status.upper()):
+            continue
+        table.add_row(alert.alert_id, alert.alert_kind, alert.status, "yes" if alert.urgent else "",
+                      alert.matched, " / ".join(f"{p.agency.ori} {p.contact.name if p.contact else ''}"
+                                               for p in alert.parties), alert.explanation)
+    console.print(table)
+
+
+def _act(kind: AlertActionKind, alert_id: str, agency: str, actor: str, note: str | None) -> None:
+    settings = get_settings()
+    action = AlertAction(alert_id=alert_id, action=kind, agency_ori=agency, actor=actor,
+                         at=datetime.now(timezone.utc), note=note)
+    producer = make_producer(settings)
+    producer.send(settings.topic(ALERT_CONTROL.pattern), key=alert_id.encode(), value=Codec().encode(action)).get(30)
+    producer.close()
+    console.print(f"{kind.lower()} sent for alert {alert_id}; `hub alerts list` shows the new state once "
+                  "the alerts stage has processed it (a refused action lands in deadletter.alerts with the reason)")
+
+
+ActorOption = typer.Option(..., "--by", help="Name of the person acting (recorded in the alert).")
+AgencyOption = typer.Option(..., "--agency", help="ORI of the acting agency; it must be a party to the alert.")
+
+
+@alerts_app.command("ack")
+def ack(alert_id: str, agency: str = AgencyOption, by: str = ActorOption,
+        note: Optional[str] = typer.Option(None, "--note")) -> None:
+    """Acknowledge an alert: your unit has seen it and is in contact with the other party."""
+    _act(AlertActionKind.ACKNOWLEDGE, alert_id, agency, by, note)
+
+
+@alerts_app.command("resolve")
+def resolve(alert_id: str, agency: str = AgencyOption, by: str = ActorOption,
+            note: Optional[str] = typer.Option(None, "--note")) -> None:
+    """Resolve an alert: the conflict is settled (e.g. operations re-timed, cases joined)."""
+    _act(AlertActionKind.RESOLVE, alert_id, agency, by, note)
