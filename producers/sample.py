@@ -61,6 +61,7 @@ from schemas.models import (
     vin_check_digit_ok,
 )
 from schemas.reference import PORTS_OF_ENTRY, US_STATES
+from schemas.topics import distance_km
 
 DEFAULT_START = datetime(2025, 10, 1, tzinfo=UTC)  # first day of FY2026
 EVENTS_PER_DAY = 250  # hub-wide volume; the time span grows with the count to keep this density
@@ -274,13 +275,6 @@ _MX_NEIGHBOUR = {"CA": "MX-BCN", "AZ": "MX-SON", "NM": "MX-CHH", "TX": "MX-TAM"}
 _FIELD_OFFICE_DISTRICT = {"SAN_DIEGO": 25, "TUCSON": 26, "EL_PASO": 24, "LAREDO": 23}
 
 
-def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * 6371.0088 * math.asin(math.sqrt(a))
-
-
 def _move(lat: float, lon: float, km: float, bearing: float) -> tuple[float, float]:
     """The point ``km`` away on ``bearing`` (radians); flat-earth is exact enough below 10 km."""
     return (round(lat + km / KM_PER_DEGREE * math.cos(bearing), 5),
@@ -299,7 +293,7 @@ def _areas(places: tuple[_Place, ...]) -> dict[str, int]:
 
     for i, a in enumerate(places):
         for j in range(i):
-            if _km(a.latitude, a.longitude, places[j].latitude, places[j].longitude) < AREA_RADIUS_KM:
+            if distance_km(a.latitude, a.longitude, places[j].latitude, places[j].longitude) < AREA_RADIUS_KM:
                 parent[root(i)] = root(j)
     return {p.label: root(i) for i, p in enumerate(places)}
 
@@ -1243,7 +1237,7 @@ class _Generator:
         for cell in ((row + dr, col + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)):
             for other_lat, other_lon, other_start, other_end in self.operations.get(cell, ()):
                 if (starts < other_end + OPERATION_CLEARANCE and other_start < ends + OPERATION_CLEARANCE
-                        and _km(lat, lon, other_lat, other_lon) < OPERATION_CLEARANCE_KM):
+                        and distance_km(lat, lon, other_lat, other_lon) < OPERATION_CLEARANCE_KM):
                     return False
         return True
 
