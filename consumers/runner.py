@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -76,19 +77,43 @@ class StageRunner(ConsumerRebalanceListener):
         return self.settings.topic(deadletter_topic(self.stage.name))
 
     # -- main loop -------------------------------------------------------------------------------
-    def run(self, until: Callable[[], bool] = lambda: False) -> None:
-        """Process until SIGTERM/SIGINT (or ``until()`` is true), committing the last batch before leaving."""
-        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def run(self, until: Callable[[int], bool] = lambda handled: False) -> None:
+        """Process until SIGTERM/SIGINT, or until ``until(messages handled by the last poll)`` is true;
+        the last batch is committed before leaving."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
+            if in_main_thread else {}
         try:
             self._open()
-            while not self._stopping and not until():
-                self.poll_once()
+            while not self._stopping and not until(self.poll_once()):
+                pass
             if self._in_transaction:
                 self._commit()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.close()
+
+    def run_until_idle(self, idle_polls: int = 15, progress: Callable[[int], None] | None = None) -> int:
+        """Process until ``idle_polls`` polls in a row bring nothing (catching up on a backlog: demos, benchmarks,
+        replays); returns how many messages were processed."""
+        processed = idle = 0
+
+        def caught_up(handled: int) -> bool:
+            nonlocal processed, idle
+            processed += handled
+            idle = 0 if handled else idle + 1
+            if progress is not None:
+                progress(processed)
+            return idle >= idle_polls
+
+        self.run(until=caught_up)
+        return processed
+
+    @property
+    def ready(self) -> bool:
+        """Partitions are assigned and their state restored."""
+        return bool(self._stores)
 
     def _request_stop(self, *_: Any) -> None:
         self._stopping = True

@@ -174,20 +174,14 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
         runner = StageRunner(DedupStage(), bench, commit_interval_s=0.1)
         processed = 0
 
-        def done() -> bool:
+        def done(handled: int) -> bool:
+            nonlocal processed
+            processed += handled
+            if runner.ready:
+                ready.set()
             return processed >= until_count or stop.is_set()
 
-        runner._open()
-        try:
-            while not done():
-                processed += runner.poll_once()
-                if runner._stores:  # partitions assigned and state restored
-                    ready.set()
-            runner.poll_once(timeout_ms=0)
-            if runner._in_transaction:
-                runner._commit()
-        finally:
-            runner.close()
+        runner.run(until=done)
         return processed
 
     def arrivals(topic: str, stop: threading.Event, seen: dict[str, float], key_of) -> None:

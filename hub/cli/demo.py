@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 
 import typer
 from rich.table import Table
 
+from consumers.runner import StageRunner
+from consumers.stages import STAGES
 from hub.broker import LocalBroker
 from hub.cli import app, console
 from hub.kafka import make_consumer
 from hub.settings import get_settings
-from hub.topics import ensure_topics
+from hub.topics import ensure_topics, hub_topics
 from producers.directory import load_agencies
 from producers.sample import generate, write_sample
 from schemas.codec import Codec
 from schemas.models import EventType
-from schemas.topics import INGEST
+from schemas.topics import ALERTS, CANONICAL, INGEST
 
 
 @app.command("demo")
@@ -66,44 +69,40 @@ def demo(count: int = typer.Option(2000, "--count", help="Sample events to gener
     console.print(table)
     _show_examples(settings, topics)
 
-    console.rule("5. dedup: one canonical event per real-world event (hub run dedup)")
-    _run_dedup(settings, len(sample.events))
+    console.rule("5. dedup, correlate, deconflict, alert lifecycle (hub run all)")
+    ensure_topics(hub_topics(settings.topic_prefix, [], sorted(STAGES)), settings)
+    for name in ("dedup", "correlate", "deconflict", "alerts"):
+        processed = _catch_up(settings, name)
+        console.print(f"  {name}: {processed:,} messages processed")
+    _show_canonical(settings)
+    _show_alerts(settings)
 
 
-def _run_dedup(settings, published: int) -> None:
-    """Run the dedup stage in-process until it has caught up, then show totals and one merged seizure."""
-    from consumers.runner import StageRunner
-    from consumers.stages.dedup import DedupStage
-    from hub.topics import hub_topics
-    from schemas.models import CanonicalEvent
-    from schemas.topics import CANONICAL
+def _catch_up(settings, name: str) -> int:
+    """Run one stage in-process until its inputs are drained (the demo's stand-in for `hub run`)."""
+    runner = StageRunner(STAGES[name](), settings, commit_interval_s=0.2)
+    with console.status(f"running {name}") as status:
+        return runner.run_until_idle(progress=lambda n: status.update(f"running {name}: {n:,} messages"))
 
-    ensure_topics(hub_topics(settings.topic_prefix, [], ["dedup"]), settings)
-    runner = StageRunner(DedupStage(), settings, commit_interval_s=0.2)
-    idle_polls = processed = 0
-    with console.status("deduplicating") as status:
-        runner._open()
-        try:
-            while idle_polls < 15:
-                handled = runner.poll_once(timeout_ms=200)
-                processed += handled
-                idle_polls = 0 if handled else idle_polls + 1
-                status.update(f"deduplicating: {processed:,} reports processed")
-        finally:
-            runner.close()
-    latest: dict[str, CanonicalEvent] = {}
-    consumer = make_consumer(settings.topic(CANONICAL.pattern), settings=settings, group_id=None,
-                             consumer_timeout_ms=3000)
+
+def _latest(settings, topic: str, key_of) -> dict:
+    """The newest record per key of a derived topic (the current state of each canonical event or alert)."""
+    latest: dict = {}
+    consumer = make_consumer(settings.topic(topic), settings=settings, group_id=None, consumer_timeout_ms=3000)
     codec = Codec()
     for message in consumer:
-        canonical = codec.decode(message.value)
-        if canonical.revision >= getattr(latest.get(canonical.canonical_id), "revision", 0):
-            latest[canonical.canonical_id] = canonical
+        value = codec.decode(message.value)
+        latest[key_of(value)] = value
     consumer.close()
+    return latest
+
+
+def _show_canonical(settings) -> None:
+    latest = _latest(settings, CANONICAL.pattern, lambda c: c.canonical_id)
     reports = sum(len(c.reports) for c in latest.values())
     merged = [c for c in latest.values() if len(c.agencies) > 1]
-    console.print(f"processed {processed:,} reports this run; the canonical stream now holds {len(latest):,} "
-                  f"real-world events from {reports:,} reports; {len(merged):,} were reported by several agencies")
+    console.print(f"the canonical stream holds {len(latest):,} real-world events from {reports:,} reports; "
+                  f"{len(merged):,} were reported by several agencies")
     if merged:
         example = max(merged, key=lambda c: len(c.reports))
         console.print(f"[bold]canonical seizure {example.canonical_id}[/] (revision {example.revision}), credited to:")
@@ -111,6 +110,25 @@ def _run_dedup(settings, published: int) -> None:
             console.print(f"  {credit.agency.ori} {credit.agency.name}: {credit.source_system} "
                           f"{credit.source_record_id} ({credit.rule}, score {credit.score:.2f})", highlight=False)
         console.print(f"  last decision: {example.decision.rule}: {example.decision.explanation}", highlight=False)
+
+
+def _show_alerts(settings) -> None:
+    alerts = _latest(settings, ALERTS.pattern, lambda a: a.alert_id)
+    table = Table("kind", "status", "alerts")
+    for (kind, status), n in sorted(Counter((a.alert_kind, a.status) for a in alerts.values()).items()):
+        table.add_row(kind, status, str(n))
+    console.print(table)
+    urgent = [a for a in alerts.values() if a.urgent]
+    if urgent:
+        alert = urgent[0]
+        console.print(f"[bold red]urgent {alert.alert_kind} alert {alert.alert_id}[/] ({alert.status}): "
+                      f"{alert.explanation}", highlight=False)
+        for party in alert.parties:
+            contact = party.contact
+            who = f"{contact.name} {contact.telephone or ''}" if contact else "no contact on record"
+            console.print(f"  {party.agency.ori} {party.agency.name}: {who}", highlight=False)
+        console.print(f"  acknowledge with: hub alerts ack {alert.alert_id} --agency {alert.parties[0].agency.ori} "
+                      "--by NAME", highlight=False)
 
 
 def _counts(settings, topics: dict[str, str]) -> dict[str, int]:
