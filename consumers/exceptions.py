@@ -19,3 +19,22 @@ class StateError(ConsumerError):
     """A state store could not be opened or restored."""
 
     hint = "Delete the stage's local state folder; it is rebuilt from the changelog topic on the next start."
+
+
+class RegistryError(ConsumerError):
+    """The task-force registry cannot be read or is invalid (which file, which unit, which field, why)."""
+
+    hint = ("Fix the named unit and field in the registry file (deploy/taskforces.yaml by default); "
+            "ports and states must be in schemas/reference.py and ORIs in deploy/agencies.yaml.")
+
+
+class UnknownTaskForceError(RegistryError):
+    """No task force in the registry has the unit id asked for."""
+
+    hint = "Use a unit id listed in deploy/taskforces.yaml (slugs like best-laredo), or add the unit there."
+
+
+class FeedMissingError(ConsumerError):
+    """The unit has no feed topic on this cluster."""
+
+    hint = "Check the unit id (`hub taskforces show`) and create its feed with `hub topics init`."

@@ -43,12 +43,14 @@ class StageRunner(ConsumerRebalanceListener):
     """Runs one stage in this process as member ``instance`` of the stage's consumer group."""
 
     def __init__(self, stage: Stage, settings: HubSettings | None = None, *, instance: int = 0,
-                 commit_interval_s: float = 0.5, max_batch: int = 2000, state_dir: Path | None = None) -> None:
+                 commit_interval_s: float = 0.5, max_batch: int = 2000, state_dir: Path | None = None,
+                 on_assigned: Callable[[], None] | None = None) -> None:
         self.stage = stage
         self.settings = settings or get_settings()
         self.instance = instance
         self.commit_interval_s = commit_interval_s
         self.max_batch = max_batch
+        self.on_assigned = on_assigned  # called once new partitions' state is restored (benchmarks time from here)
         self.state_dir = state_dir or self.settings.runtime_dir / "state" / f"{self.settings.topic_prefix}{stage.name}"
         self.codec = Codec()
         self.log = get_logger(stage=stage.name, instance=instance)
@@ -62,6 +64,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._stopping = False
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
+        self._globals: KafkaConsumer | None = None
 
     # -- topics ----------------------------------------------------------------------------------
     @property
@@ -127,21 +130,56 @@ class StageRunner(ConsumerRebalanceListener):
             settings=self.settings, group_id=self.group_id, max_poll_records=self.max_batch,
             partition_assignment_strategy=[RangePartitionAssignor],  # co-partitioned inputs share state
             client_id=f"{self.group_id}.{self.instance}")
-        pattern = "^" + re.escape(self.settings.topic_prefix) + self.stage.input_pattern.lstrip("^")
+        self._open_globals()
+        pattern = input_regex(self.stage, self.settings)
         self._consumer.subscribe(pattern=pattern, listener=self)
         self.log.info("stage started", group=self.group_id, inputs=pattern)
+
+    def _open_globals(self) -> None:
+        """Read the global inputs to their end, then wait (saying why) until the stage has what it needs."""
+        if not self.stage.global_inputs:
+            return
+        self._globals = make_consumer(settings=self.settings, group_id=None, client_id=f"{self.group_id}.global")
+        topics = [self.settings.topic(name) for name in self.stage.global_inputs]
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(self._globals.partitions_for_topic(t) or [])]
+        self._globals.assign(partitions)
+        self._globals.seek_to_beginning()
+        ends = self._globals.end_offsets(partitions)
+        while any(self._globals.position(tp) < end for tp, end in ends.items()):
+            self._poll_globals(timeout_ms=500)
+        announced = 0.0
+        while (missing := self.stage.waiting_for()) and not self._stopping:
+            if time.monotonic() - announced > 10:
+                self.log.warning("stage waiting", reason=missing)
+                announced = time.monotonic()
+            self._poll_globals(timeout_ms=500)
+
+    def _poll_globals(self, timeout_ms: int = 0) -> None:
+        if self._globals is None:
+            return
+        for records in self._globals.poll(timeout_ms=timeout_ms).values():
+            for record in records:
+                try:
+                    self.stage.on_global(Message(record.topic, record.partition, record.offset, record.key,
+                                                 self.codec.decode(record.value), record.timestamp))
+                except (SchemaError, StageError, ValueError) as exc:
+                    self.log.error("global input record ignored", topic=record.topic, offset=record.offset,
+                                   reason=str(exc).splitlines()[0])
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """One poll and, when due, one commit; returns how many messages were processed."""
         assert self._consumer is not None and self._producer is not None
+        self._poll_globals()
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch)
         processed = 0
         for tp, records in batches.items():
             for record in records:
                 self._begin()
                 self._handle(record)
-                self._offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
                 processed += 1
+            # The position, not the last offset + 1: it has moved past transaction markers and aborted
+            # records too, so a caught-up group's lag is exactly zero.
+            self._offsets[tp] = OffsetAndMetadata(self._consumer.position(tp), "", -1)
         self._batch_size += processed
         if self._in_transaction and (self._batch_size >= self.max_batch
                                      or time.monotonic() - self._batch_started >= self.commit_interval_s):
@@ -250,6 +288,8 @@ class StageRunner(ConsumerRebalanceListener):
             self._stores[partition] = store
             self._states[partition] = State(store)
             self.log.info("partition assigned", partition=partition, restored=restored, entries=store.size())
+        if self.on_assigned is not None:
+            self.on_assigned()
 
     def _restore(self, store: SqlitePartitionStore, partition: int) -> int:
         """Apply the changelog from the store's checkpoint to the end; returns how many changes were applied."""
@@ -273,6 +313,9 @@ class StageRunner(ConsumerRebalanceListener):
             reader.close()
 
     def close(self) -> None:
+        if self._globals is not None:
+            self._globals.close()
+            self._globals = None
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -282,3 +325,27 @@ class StageRunner(ConsumerRebalanceListener):
         for store in self._stores.values():
             store.close()
         self._stores, self._states = {}, {}
+
+
+def input_regex(stage: Stage, settings: HubSettings) -> str:
+    """The stage's input pattern (over logical names) under the settings' topic prefix, anchored at both ends
+    (``alerts`` must not also match ``alerts.raised``)."""
+    return "^" + re.escape(settings.topic_prefix) + "(?:" + stage.input_pattern.lstrip("^").rstrip("$") + ")$"
+
+
+def stage_lag(stage: Stage, settings: HubSettings | None = None) -> dict[TopicPartition, int]:
+    """Committed records in the stage's input partitions that its consumer group has not committed yet.
+
+    End offsets are read ``read_committed`` (the last stable offset) and the runner commits positions, which
+    skip transaction markers and aborted records, so a caught-up stage has lag zero everywhere.
+    """
+    settings = settings or get_settings()
+    consumer = make_consumer(settings=settings, group_id=f"{settings.topic_prefix}hub.{stage.name}")  # never subscribes
+    try:
+        pattern = re.compile(input_regex(stage, settings))
+        topics = sorted(t for t in consumer.topics() if pattern.match(t))
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        ends = consumer.end_offsets(partitions)
+        return {tp: max(0, end - (consumer.committed(tp) or 0)) for tp, end in ends.items()}
+    finally:
+        consumer.close()

@@ -10,9 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Self
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.state import State
+from hub.exceptions import ConfigError
+from schemas.codec import problems_of
 from schemas.models import AvroModel
 
 
@@ -38,6 +43,22 @@ class Output:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+class StageConfig(BaseSettings):
+    """A stage's thresholds: defaults fit the sample traffic; a deployment overrides them with
+    ``HUB_<STAGE>_<FIELD>`` environment variables (each subclass sets its ``env_prefix``)."""
+
+    model_config = SettingsConfigDict(frozen=True)
+
+    @classmethod
+    def from_env(cls) -> Self:
+        try:
+            return cls()
+        except ValidationError as exc:
+            prefix = str(cls.model_config.get("env_prefix", ""))
+            problems = "; ".join(f"{prefix}{field.upper()}: {reason}" for field, reason in problems_of(exc))
+            raise ConfigError(f"invalid {cls.__name__}: {problems}") from None
+
+
 class Stage(ABC):
     """Subclasses set ``name``, ``input_pattern`` (a regex over logical topic names) and ``outputs``."""
 
@@ -49,6 +70,16 @@ class Stage(ABC):
     #: How far behind the stream time an input may still arrive (derived topics interleave upstream
     #: partitions, so their event time is only roughly ordered); expiry waits this long.
     grace: timedelta = timedelta(days=7)
+    #: Logical topics every instance reads in full (all partitions, outside the consumer group), such as the
+    #: task-force registry: the runner hands them to :meth:`on_global` before processing and between polls.
+    global_inputs: tuple[str, ...] = ()
+
+    def on_global(self, message: Message) -> None:
+        """Take in one record of a global input (configuration every instance must share)."""
+
+    def waiting_for(self) -> str | None:
+        """What the stage still lacks before it can process anything (None: ready); the runner waits."""
+        return None
 
     @abstractmethod
     def process(self, message: Message, state: State) -> list[Output]:

@@ -7,9 +7,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
+from kafka import ConsumerRebalanceListener
 from kafka.admin import NewTopic
 
+from hub.exceptions import BenchmarkError
 from hub.kafka import make_admin, make_producer
 from hub.settings import HubSettings, get_settings
 from hub.topics import ensure_topics
@@ -89,11 +92,14 @@ def bench_publish(count: int, settings: HubSettings | None = None) -> list[Bench
 
 @dataclass(frozen=True)
 class PipelineResult:
+    """Throughput (``events`` inputs in ``seconds``) or latency (percentiles over ``events`` samples)."""
+
     name: str
+    kind: Literal["throughput", "latency"]
     events: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
+    seconds: float = float("nan")
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -105,22 +111,62 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+class _Clock:
+    """Times work from its first processed message to its last, so joining the group, restoring state and
+    the idle polls that show a backlog is drained are left out."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.last = time.perf_counter()
+        self.processed = 0
+        self.idle_polls = 0
+
+    def count(self, handled: int) -> None:
+        """Called after each poll with how many messages it brought; the first batch's work began at the
+        end of the previous poll."""
+        now = time.perf_counter()
+        if handled and self.started is None:
+            self.started = self.last
+        self.last = now if handled or self.started is None else self.last
+        if handled:
+            self.idle_polls = 0
+        elif self.started is not None:
+            self.idle_polls += 1
+        self.processed += handled
+
+    def assigned(self) -> None:
+        """Partitions arrived (and state was restored): work counts from here at the earliest."""
+        self.last = time.perf_counter()
+
+    @property
+    def drained(self) -> bool:
+        return self.idle_polls >= 10
+
+    @property
+    def seconds(self) -> float:
+        return self.last - self.started if self.started is not None else 0.0
+
+
 def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
                    settings: HubSettings | None = None) -> list[PipelineResult]:
-    """Dedup end to end against a raw consume-produce passthrough on the same broker and input.
+    """Every stage (dedup, correlate, deconflict, alerts, route) next to a raw consume-produce passthrough on
+    the same broker and input, in one run.
 
-    Throughput: each drains a backlog of ``count`` published events. Latency: ``paced`` more events
-    published at ``rate``/s; latency is from the input's create time to the output being readable
-    (read_committed), so it includes the stage's commit interval.
+    Throughput: the passthrough drains a backlog of ``count`` published events; then each stage in pipeline
+    order drains everything its upstream produced (inputs/s). Latency: ``paced`` more events published at
+    ``rate``/s while the passthrough, or all stages at once, run; latency is from publishing to the output
+    being readable (read_committed), so it includes each stage's commit interval.
     """
     import threading
 
-    from consumers.runner import StageRunner
+    from consumers.runner import StageRunner, stage_lag
     from consumers.stages import STAGES
-    from consumers.stages.dedup import DedupStage
     from hub.kafka import make_consumer
     from hub.topics import hub_topics
-    from schemas.topics import CANONICAL
+    from consumers.registry import load_registry
+    from hub.control import apply_registry
+    from schemas.models import RoutingDecision
+    from schemas.topics import ALERTS, AUDIT, CANONICAL
 
     settings = settings or get_settings()
     run = uuid.uuid4().hex[:8]
@@ -130,11 +176,14 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     backlog, live = sample.events[:count], sample.events[count:]
     agencies = sorted({e.agency_ori for e in sample.events})
     passthrough_topic = bench.topic("passthrough")
-    ensure_topics(hub_topics(bench.topic_prefix, agencies, sorted(STAGES)), bench)
+    units = sorted(unit.unit_id for unit in load_registry().task_forces)
+    ensure_topics(hub_topics(bench.topic_prefix, agencies, sorted(STAGES), units), bench)
+    apply_registry(settings=bench, applied_by="bench")
     admin = make_admin(bench)
     admin.create_topics([NewTopic(passthrough_topic, INGEST.partitions, 1)])
     admin.close()
     pattern = "^" + bench.topic_prefix.replace(".", r"\.") + r"ingest\..+"
+    codec = Codec()
 
     def publish(events: list, pace: float | None = None) -> dict[str, float]:
         sent: dict[str, float] = {}
@@ -151,76 +200,120 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
             publisher.close()
         return sent
 
-    def passthrough(until_count: int, stop: threading.Event, ready: threading.Event) -> int:
+    def passthrough(clock: _Clock, until: Callable[[], bool], ready: threading.Event) -> None:
         consumer = make_consumer(settings=bench, group_id=f"{bench.topic_prefix}passthrough")
-        consumer.subscribe(pattern=pattern)
+
+        class Assigned(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: list) -> None:
+                pass
+
+            def on_partitions_assigned(self, assigned: list) -> None:
+                clock.assigned()
+
+        consumer.subscribe(pattern=pattern, listener=Assigned())
         producer = make_producer(bench, linger_ms=5, batch_size=256 * 1024)
-        moved = 0
-        while moved < until_count and not stop.is_set():
+        while not until():
             polled = consumer.poll(timeout_ms=200)
             if consumer.assignment():
                 ready.set()
             for records in polled.values():
                 for r in records:
                     producer.send(passthrough_topic, key=r.key, value=r.value, headers=r.headers)
-                    moved += 1
             producer.flush()
             consumer.commit()
+            clock.count(sum(len(records) for records in polled.values()))
         producer.close()
         consumer.close()
-        return moved
 
-    def dedup(until_count: int, stop: threading.Event, ready: threading.Event) -> int:
-        runner = StageRunner(DedupStage(), bench, commit_interval_s=0.1)
-        processed = 0
+    def stage_runner(name: str, clock: _Clock, until: Callable[[], bool], ready: threading.Event) -> None:
+        runner = StageRunner(STAGES[name](), bench, commit_interval_s=0.1, on_assigned=clock.assigned)
 
         def done(handled: int) -> bool:
-            nonlocal processed
-            processed += handled
+            clock.count(handled)
             if runner.ready:
                 ready.set()
-            return processed >= until_count or stop.is_set()
+            return until()
 
         runner.run(until=done)
-        return processed
 
-    def arrivals(topic: str, stop: threading.Event, seen: dict[str, float], key_of) -> None:
+    def arrivals(topic: str, stop: threading.Event, seen: dict[str, float], keys_of) -> None:
         consumer = make_consumer(topic, settings=bench, group_id=None, auto_offset_reset="latest")
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=100).values():
                 now = time.time()
                 for r in records:
-                    seen.setdefault(key_of(r), now)
+                    for key in keys_of(codec.decode(r.value)):
+                        seen.setdefault(key, now)
         consumer.close()
 
-    codec = Codec()
     publish(backlog)
-    results = []
-    stages = (("baseline: raw kafka-python consume-produce passthrough", passthrough, passthrough_topic,
-               lambda r: codec.decode(r.value).event_id),
-              ("hub dedup stage (transactions, state, changelog)", dedup, CANONICAL.name(bench.topic_prefix),
-               lambda r: codec.decode(r.value).decision.event_id))
-    for name, stage, output_topic, key_of in stages:
-        stop, ready = threading.Event(), threading.Event()
-        started = time.perf_counter()
-        moved = stage(count, stop, ready)
-        seconds = time.perf_counter() - started
-        seen: dict[str, float] = {}
-        stop, ready = threading.Event(), threading.Event()
-        watcher = threading.Thread(target=arrivals, args=(output_topic, stop, seen, key_of), daemon=True)
-        worker = threading.Thread(target=stage, args=(paced, stop, ready), daemon=True)
-        watcher.start()
-        worker.start()
-        ready.wait(timeout=60)  # measure steady state, not the consumer group's join and state restore
+    results = [_drain("baseline: raw kafka-python consume-produce passthrough", passthrough)]
+    for name in STAGES:
+        results.append(_drain(f"hub {name} stage", lambda c, u, r, name=name: stage_runner(name, c, u, r)))
+        behind = sum(stage_lag(STAGES[name](), bench).values())
+        if behind:
+            raise BenchmarkError(f"the {name} stage stopped {behind} records short of its backlog",
+                                 hint="the broker may be overloaded; rerun with a smaller --count")
+    total = sum(r.seconds for r in results[1:])
+    results.append(PipelineResult("hub whole flow, stages one after another (ingest events/s)", "throughput",
+                                  count, total))
+
+    def paced_run(workers: list[Callable], outputs: dict[str, Callable]) -> tuple[dict[str, float], dict]:
+        """Run ``workers`` while publishing ``live`` at ``rate``; returns publish times and output arrivals."""
+        stop, seen = threading.Event(), {topic: {} for topic in outputs}
+        readies = [threading.Event() for _ in workers]
+        threads = [threading.Thread(target=arrivals, args=(t, stop, seen[t], keys_of), daemon=True)
+                   for t, keys_of in outputs.items()]
+        threads += [threading.Thread(target=w, args=(_Clock(), stop.is_set, r), daemon=True)
+                    for w, r in zip(workers, readies)]
+        for thread in threads:
+            thread.start()
+        for ready in readies:
+            ready.wait(timeout=60)  # steady state, not the group join and state restore
         time.sleep(1)
         sent = publish(live, pace=rate)
+        first = next(iter(outputs))
         deadline = time.monotonic() + 60
-        while len(seen) < len(sent) * 0.95 and time.monotonic() < deadline:
+        while len(seen[first]) < len(sent) * 0.95 and time.monotonic() < deadline:
             time.sleep(0.2)
+        time.sleep(2)  # later stages finish the last inputs
         stop.set()
-        worker.join(timeout=30)
-        watcher.join(timeout=10)
-        latencies = [(seen[i] - t) * 1000 for i, t in sent.items() if i in seen]
-        results.append(PipelineResult(name, moved, seconds, _percentile(latencies, 0.5), _percentile(latencies, 0.99)))
-        live = generate(paced, seed=len(results) + 100).events  # fresh event ids for the next stage's paced run
+        for thread in threads:
+            thread.join(timeout=30)
+        return sent, seen
+
+    sent, seen = paced_run([passthrough], {passthrough_topic: lambda v: [v.event_id]})
+    results.append(_latency("baseline passthrough: publish to output", sent, seen[passthrough_topic]))
+    live = generate(paced, seed=101).events  # fresh event ids: the passthrough's already went through
+    canonical, alerts, audit = (spec.name(bench.topic_prefix) for spec in (CANONICAL, ALERTS, AUDIT))
+    parties: dict[str, list[str]] = {}
+
+    def alert_keys(alert: Any) -> list[str]:
+        parties[alert.alert_id] = [p.event_id for p in alert.parties]
+        return [alert.alert_id] if alert.status == "OPEN" else []
+
+    sent, seen = paced_run([lambda c, u, r, name=name: stage_runner(name, c, u, r) for name in STAGES],
+                           {canonical: lambda v: [v.decision.event_id], alerts: alert_keys,
+                            audit: lambda v: v.event_ids if isinstance(v, RoutingDecision) else []})
+    results.append(_latency("hub dedup: publish to canonical event", sent, seen[canonical]))
+    results.append(_latency("hub dedup+route: publish to routed to every unit's feed", sent, seen[audit]))
+    # An alert is due once its later party is published (the other may be from the backlog).
+    due = {alert_id: max(sent[e] for e in parties[alert_id] if e in sent)
+           for alert_id in seen[alerts] if any(e in sent for e in parties[alert_id])}
+    results.append(_latency("hub all stages: later party published to alert raised", due, seen[alerts]))
     return results
+
+
+def _drain(name: str, worker: Callable) -> PipelineResult:
+    """Time ``worker`` over the backlog waiting for it, from its first record to its last."""
+    import threading
+
+    clock = _Clock()
+    worker(clock, lambda: clock.drained, threading.Event())
+    return PipelineResult(name, "throughput", clock.processed, clock.seconds)
+
+
+def _latency(name: str, sent: dict[str, float], arrived: dict[str, float]) -> PipelineResult:
+    values = [(at - sent[key]) * 1000 for key, at in arrived.items() if key in sent]
+    return PipelineResult(name, "latency", len(values), p50_ms=_percentile(values, 0.5),
+                          p99_ms=_percentile(values, 0.99))

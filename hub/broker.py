@@ -4,6 +4,18 @@
 needs lives under ``<runtime_dir>/<name>/``: one folder per node with its rendered config, pid file,
 logs and data, plus ``cluster.json`` describing the layout (so ``stop`` and ``status`` need no flags).
 The jars are shared by all instances under ``<runtime_dir>/kafka-<version>/libs``.
+
+Security (``--auth scram``, ``--tls``): the client listener ``CLIENT`` speaks SASL_PLAINTEXT (SASL_SSL with TLS)
+with SCRAM-SHA-512, and ``StandardAuthorizer`` refuses whatever no ACL allows. ``User:admin`` is the only super
+user; its password is generated at the first start, kept in ``<instance>/credentials.json`` (mode 0600) and
+written into KRaft storage at format time (``StorageTool --add-scram``).
+
+Inter-broker traffic (3 nodes) goes over that same ``CLIENT`` listener, authenticated as admin with SCRAM: a
+separate PLAINTEXT inter-broker listener would authenticate as ``User:ANONYMOUS``, which then needs
+``CLUSTER_ACTION``, i.e. super user rights for any local process that connects to it. For the same reason the
+controller listener uses SASL/PLAIN as admin (a static JAAS user, since SCRAM credentials live in the metadata
+log the controllers serve and cannot authenticate the controllers themselves): on a PLAINTEXT controller
+listener ANONYMOUS would have to be a super user, and controllers also answer admin requests such as CreateAcls.
 """
 
 from __future__ import annotations
@@ -22,12 +34,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
 
+from hub.credentials import load_passwords, new_password, save_passwords, write_private
 from hub.exceptions import BrokerStartError, PortInUseError, ToolMissingError
 from hub.logging import get_logger
-from hub.settings import KAFKA_VERSION, REPO_ROOT, HubSettings, get_settings
+from hub.settings import KAFKA_VERSION, REPO_ROOT, BrokerAuth, HubSettings, get_settings
+from hub.tls import TlsFiles, ensure_tls_files
 
 DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
 READY_LINE = "Kafka Server started"
+ADMIN = "admin"
+SCRAM = "SCRAM-SHA-512"
 log = get_logger(component="broker")
 
 Progress = Callable[[str], None]
@@ -44,6 +60,18 @@ class Layout:
     nodes: int
     port: int
     cluster_id: str
+    auth: BrokerAuth = "none"
+    tls: bool = False
+
+    @property
+    def secured(self) -> bool:
+        return self.auth != "none" or self.tls
+
+    @property
+    def client_protocol(self) -> str:
+        """The client listener's security protocol, as clients must set it."""
+        return {("none", False): "PLAINTEXT", ("none", True): "SSL",
+                ("scram", False): "SASL_PLAINTEXT", ("scram", True): "SASL_SSL"}[(self.auth, self.tls)]
 
     def broker_port(self, node_id: int) -> int:
         return self.port + (node_id - 1)
@@ -163,6 +191,7 @@ class LocalBroker:
         self.dir = self.settings.runtime_dir / name
         self.jars = KafkaJars(self.settings)
         self._layout_file = self.dir / "cluster.json"
+        self.credentials_file = self.dir / "credentials.json"
         self._launched: dict[int, subprocess.Popen[bytes]] = {}
 
     # -- layout and per-node files ---------------------------------------------------------------
@@ -221,14 +250,46 @@ class LocalBroker:
         layout = self.layout
         return layout.bootstrap_servers if layout else None
 
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(self.dir / "tls" / "ca.pem", self.dir / "tls" / "server.pem")
+
+    def admin_password(self) -> str | None:
+        return load_passwords(self.credentials_file).get(ADMIN)
+
+    def client_overrides(self) -> dict[str, object]:
+        """HubSettings fields that connect to this cluster as its super user (just the address without auth)."""
+        layout = self.layout
+        if layout is None:
+            raise BrokerStartError("no local broker has been started here", hint="Run `hub broker start` first.")
+        overrides: dict[str, object] = {"bootstrap_servers": layout.bootstrap_servers,
+                                        "security_protocol": layout.client_protocol}
+        if layout.auth == "scram":
+            overrides |= {"sasl_mechanism": SCRAM, "sasl_username": ADMIN, "sasl_password": self.admin_password()}
+        if layout.tls:
+            overrides["ssl_cafile"] = self.tls_files.ca_file
+        return overrides
+
+    def client_settings(self) -> HubSettings:
+        """This instance's settings pointed at the cluster, as admin when it has authentication."""
+        return self.settings.model_copy(update=self.client_overrides())
+
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, nodes: int = 1, port: int = 9092, heap: str = "512m", timeout: float = 120.0,
-              progress: Progress = _quiet) -> Layout:
+              progress: Progress = _quiet, auth: BrokerAuth = "none", tls: bool = False) -> Layout:
         """Start the cluster and wait until it answers a metadata request; a running cluster is left as is."""
         if nodes not in (1, 3):
             raise BrokerStartError(f"--nodes must be 1 or 3, not {nodes}", hint="Use `--nodes 1` or `--nodes 3`.")
+        if auth not in ("none", "scram"):
+            raise BrokerStartError(f"--auth must be none or scram, not {auth}", hint="Use `--auth none` or `--auth scram`.")
         current = self.layout
         if current and self.running:
+            if (current.auth, current.tls) != (auth, tls):
+                raise BrokerStartError(
+                    f"the broker at {current.bootstrap_servers} is running with auth={current.auth}, "
+                    f"tls={current.tls}, not auth={auth}, tls={tls}",
+                    hint="Stop it first (`hub broker stop --wipe`: security is set when storage is formatted).",
+                )
             progress(f"broker already running at {current.bootstrap_servers}")
             return current
         if any(n.running for n in self.status()):
@@ -237,11 +298,12 @@ class LocalBroker:
         require_tool("java", "to run the Kafka broker")
         self.jars.fetch(progress)
 
-        if current and (current.nodes, current.port) != (nodes, port):
-            progress(f"layout changed ({current.nodes} node(s) on {current.port} -> {nodes} on {port}): wiping old data")
+        if current and (current.nodes, current.port, current.auth, current.tls) != (nodes, port, auth, tls):
+            progress(f"layout changed ({current.nodes} node(s) on {current.port}, auth={current.auth}, tls={current.tls}"
+                     f" -> {nodes} on {port}, auth={auth}, tls={tls}): wiping old data")
             shutil.rmtree(self.dir)
             current = None
-        layout = current or Layout(nodes=nodes, port=port, cluster_id=new_cluster_id())
+        layout = current or Layout(nodes=nodes, port=port, cluster_id=new_cluster_id(), auth=auth, tls=tls)
         taken = [p for n in layout.node_ids for p in (layout.broker_port(n), layout.controller_port(n))
                  if not port_is_free(p)]
         if taken:
@@ -251,6 +313,10 @@ class LocalBroker:
             )
         self.dir.mkdir(parents=True, exist_ok=True)
         self._layout_file.write_text(json.dumps(asdict(layout)))
+        if layout.auth == "scram" and self.admin_password() is None:
+            save_passwords(self.credentials_file, {ADMIN: new_password()})
+        if layout.tls:
+            ensure_tls_files(self.tls_files.ca_file.parent)
 
         started = time.monotonic()
         for node_id in layout.node_ids:
@@ -269,19 +335,62 @@ class LocalBroker:
         text = template.substitute(
             node_id=node_id,
             quorum_voters=",".join(f"{n}@127.0.0.1:{layout.controller_port(n)}" for n in layout.node_ids),
-            listeners=f"PLAINTEXT://127.0.0.1:{layout.broker_port(node_id)},"
-                      f"CONTROLLER://127.0.0.1:{layout.controller_port(node_id)}",
-            advertised_listeners=f"PLAINTEXT://127.0.0.1:{layout.broker_port(node_id)}",
-            protocol_map="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            inter_broker_listener="PLAINTEXT",
             data_dir=self.node_dir(node_id) / "data",
             replication=replication,
             min_isr=1 if layout.nodes == 1 else 2,
-            extra="",
+            **(self._secured_listeners(layout, node_id) if layout.secured else self._plaintext_listeners(layout, node_id)),
         )
         self.node_dir(node_id).mkdir(parents=True, exist_ok=True)
         (self.node_dir(node_id) / "logs").mkdir(exist_ok=True)
-        self._config_file(node_id).write_text(text)
+        if layout.auth == "scram":  # the file holds the admin password
+            write_private(self._config_file(node_id), text.encode())
+        else:
+            self._config_file(node_id).write_text(text)
+
+    @staticmethod
+    def _plaintext_listeners(layout: Layout, node_id: int) -> dict[str, str]:
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{layout.broker_port(node_id)},"
+                         f"CONTROLLER://127.0.0.1:{layout.controller_port(node_id)}",
+            "advertised_listeners": f"PLAINTEXT://127.0.0.1:{layout.broker_port(node_id)}",
+            "protocol_map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter_broker_listener": "PLAINTEXT",
+            "extra": "",
+        }
+
+    def _secured_listeners(self, layout: Layout, node_id: int) -> dict[str, str]:
+        """Listener ``CLIENT`` for clients and brokers, ``CONTROLLER`` for the quorum (see the module docstring)."""
+        scram = layout.auth == "scram"
+        lines: list[str] = []
+        if layout.tls:
+            tls = self.tls_files
+            lines += ["# TLS on the client listener: PEM files written by hub/tls.py.",
+                      "ssl.keystore.type=PEM", f"ssl.keystore.location={tls.keystore}",
+                      "ssl.truststore.type=PEM", f"ssl.truststore.location={tls.ca_file}"]
+        if scram:
+            password = self.admin_password()
+            lines += [
+                "# SASL/SCRAM for clients and brokers; SASL/PLAIN between controllers; admin is the only super user.",
+                f"sasl.enabled.mechanisms={SCRAM}",
+                f"sasl.mechanism.inter.broker.protocol={SCRAM}",
+                f"listener.name.client.{SCRAM.lower()}.sasl.jaas.config=org.apache.kafka.common.security.scram."
+                f'ScramLoginModule required username="{ADMIN}" password="{password}";',
+                "sasl.mechanism.controller.protocol=PLAIN",
+                "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain."
+                f'PlainLoginModule required username="{ADMIN}" password="{password}" user_{ADMIN}="{password}";',
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "allow.everyone.if.no.acl.found=false",
+                f"super.users=User:{ADMIN}",
+            ]
+        return {
+            "listeners": f"CLIENT://127.0.0.1:{layout.broker_port(node_id)},"
+                         f"CONTROLLER://127.0.0.1:{layout.controller_port(node_id)}",
+            "advertised_listeners": f"CLIENT://127.0.0.1:{layout.broker_port(node_id)}",
+            "protocol_map": f"CLIENT:{layout.client_protocol},CONTROLLER:{'SASL_PLAINTEXT' if scram else 'PLAINTEXT'}",
+            "inter_broker_listener": "CLIENT",
+            "extra": "\n".join(lines) + "\n",
+        }
 
     def _java(self, main_class: str, *args: str, heap: str = "256m", node_id: int) -> list[str]:
         return [
@@ -293,8 +402,9 @@ class LocalBroker:
 
     def _format_storage(self, layout: Layout, node_id: int) -> None:
         # `--cluster-id=` form: a base64url id may start with '-', which argparse would take for an option.
+        scram = ["--add-scram", f"{SCRAM}=[name={ADMIN},password={self.admin_password()}]"] if layout.auth == "scram" else []
         cmd = self._java("kafka.tools.StorageTool", "format", f"--cluster-id={layout.cluster_id}",
-                         "-c", str(self._config_file(node_id)), "--ignore-formatted", node_id=node_id)
+                         "-c", str(self._config_file(node_id)), "--ignore-formatted", *scram, node_id=node_id)
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise BrokerStartError(
@@ -336,10 +446,11 @@ class LocalBroker:
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        from hub.kafka import connection_config
+
         try:
-            admin = KafkaAdminClient(bootstrap_servers=layout.bootstrap_servers.split(","),
-                                     request_timeout_ms=5000, bootstrap_timeout_ms=2000,
-                                     client_id="hub-broker-probe")
+            admin = KafkaAdminClient(**connection_config(self.client_settings()) | {
+                "request_timeout_ms": 5000, "bootstrap_timeout_ms": 2000, "client_id": "hub-broker-probe"})
         except (KafkaError, OSError):
             return 0
         try:

@@ -35,6 +35,13 @@ class KafkaUnavailableError(HubError):
     hint = "Start the local broker with `hub broker start`, or point HUB_BOOTSTRAP_SERVERS at a running cluster."
 
 
+class AuthenticationFailedError(HubError):
+    """The broker refused the SASL user name or password (retrying will not help, unlike an unreachable broker)."""
+
+    hint = ("Check HUB_SASL_USERNAME and HUB_SASL_PASSWORD: `hub broker status` prints the admin's, "
+            "`hub access apply --show-passwords` every principal's.")
+
+
 class BrokerError(HubError):
     """The local broker managed by `hub broker` could not be fetched, started or stopped."""
 
@@ -49,3 +56,25 @@ class PortInUseError(BrokerError):
 
 class BrokerStartError(BrokerError):
     """The broker JVM exited or did not become ready in time."""
+
+
+class AccessError(HubError):
+    """Users or ACLs could not be read or changed on the broker."""
+
+    hint = "Run `hub access apply` as the super user against a broker started with `hub broker start --auth scram`."
+
+
+class AccessConfigError(AccessError):
+    """The principals or passwords asked for do not fit the access model."""
+
+
+class CredentialsMissingError(AccessError):
+    """No password is known for a principal."""
+
+    hint = "Run `hub access apply` (it creates the principal and stores its password under the runtime dir)."
+
+
+class BenchmarkError(HubError):
+    """A benchmark could not produce a trustworthy figure (so it prints none)."""
+
+    hint = "Rerun on a quieter machine or with a smaller --count; `hub broker status` shows the broker's state."

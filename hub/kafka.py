@@ -6,12 +6,13 @@ and timeouts are set once.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaTimeoutError, SaslAuthenticationFailedError
 
-from hub.exceptions import KafkaUnavailableError
+from hub.exceptions import AuthenticationFailedError, KafkaUnavailableError
 from hub.settings import HubSettings, get_settings
 
 
@@ -35,12 +36,33 @@ def connection_config(settings: HubSettings | None = None) -> dict[str, Any]:
     return config
 
 
+class _SaslFailures(logging.Handler):
+    """Collects the SASL failures kafka-python only logs: its bootstrap then times out as if no broker answered."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[SaslAuthenticationFailedError] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.seen += [arg for arg in args if isinstance(arg, SaslAuthenticationFailedError)]
+
+
 def _connect(factory: Any, settings: HubSettings | None, **overrides: Any) -> Any:
     config = connection_config(settings) | overrides
+    failures, kafka_log = _SaslFailures(), logging.getLogger("kafka")
+    kafka_log.addHandler(failures)
     try:
         return factory(**config)
     except KafkaTimeoutError as exc:
-        raise KafkaUnavailableError(f"no Kafka broker answered at {','.join(config['bootstrap_servers'])}") from exc
+        where = ",".join(config["bootstrap_servers"])
+        if failures.seen:
+            raise AuthenticationFailedError(
+                f"the broker at {where} refused the credentials of {config.get('sasl_plain_username')!r}"
+            ) from failures.seen[-1]
+        raise KafkaUnavailableError(f"no Kafka broker answered at {where}") from exc
+    finally:
+        kafka_log.removeHandler(failures)
 
 
 def make_producer(settings: HubSettings | None = None, **overrides: Any) -> KafkaProducer:

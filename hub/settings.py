@@ -19,6 +19,7 @@ KAFKA_VERSION = "4.3.1"
 SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 LogFormat = Literal["auto", "json", "console"]
+BrokerAuth = Literal["none", "scram"]
 
 
 class HubSettings(BaseSettings):
@@ -38,6 +39,10 @@ class HubSettings(BaseSettings):
     runtime_dir: Path = Field(
         REPO_ROOT / ".hub", description="Where the local broker keeps jars, pid files, logs and data."
     )
+    broker_auth: BrokerAuth = Field(
+        "none", description="Local broker started by `hub broker start`: none, or scram (SASL/SCRAM + ACLs)."
+    )
+    broker_tls: bool = Field(False, description="Local broker: TLS on the client listener (`hub broker start --tls`).")
     connect_timeout_s: float = Field(10.0, description="Seconds to wait for the first broker to answer.")
     client_id: str = Field("task-force-hub", description="Kafka client id sent to the broker.")
     log_format: LogFormat = Field("auto", description="auto: console on a terminal, JSON lines otherwise.")

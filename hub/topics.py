@@ -11,7 +11,8 @@ from kafka.errors import TopicAlreadyExistsError
 from hub.kafka import make_admin
 from hub.settings import HubSettings, get_settings
 from schemas.topics import (
-    ALERT_CONTROL, ALERTS, ALERTS_RAISED, CANONICAL, CHANGELOG, CORRELATION_KEYS, DEADLETTER, INGEST, TopicSpec,
+    ALERT_CONTROL, ALERTS, ALERTS_RAISED, AUDIT, CANONICAL, CHANGELOG, CORRELATION_KEYS, DEADLETTER, FEED, INGEST,
+    REGISTRY, TopicSpec,
 )
 
 Action = Literal["created", "ok", "drift"]
@@ -58,11 +59,14 @@ def _verify(admin, name: str, spec: TopicSpec) -> TopicStatus:
     return TopicStatus(name, "drift", "; ".join(drift)) if drift else TopicStatus(name, "ok")
 
 
-def hub_topics(prefix: str, agencies: list[str], stages: list[str]) -> list[tuple[str, TopicSpec]]:
-    """Every topic the hub needs: one ingest topic per agency, the derived streams, and per stage its
-    changelog and dead-letter topics."""
+def hub_topics(prefix: str, agencies: list[str], stages: list[str],
+               units: list[str] = ()) -> list[tuple[str, TopicSpec]]:
+    """Every topic the hub needs: one ingest topic per agency, the derived streams, one feed per task force,
+    and per stage its changelog and dead-letter topics."""
     wanted = [(INGEST.name(prefix, ori=ori), INGEST) for ori in agencies]
-    wanted += [(spec.name(prefix), spec) for spec in (CANONICAL, CORRELATION_KEYS, ALERTS_RAISED, ALERT_CONTROL, ALERTS)]
+    wanted += [(spec.name(prefix), spec) for spec in (CANONICAL, CORRELATION_KEYS, ALERTS_RAISED, ALERT_CONTROL, ALERTS,
+                                                      AUDIT, REGISTRY)]
+    wanted += [(FEED.name(prefix, unit=unit), FEED) for unit in units]
     for stage in stages:
         wanted += [(CHANGELOG.name(prefix, stage=stage), CHANGELOG), (DEADLETTER.name(prefix, stage=stage), DEADLETTER)]
     return wanted

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from hub.exceptions import KafkaUnavailableError
 from hub.kafka import make_consumer, make_producer
@@ -207,8 +207,14 @@ class Publisher:
         return self.report
 
     def close(self) -> None:
+        """Close the producer and the spool. A broker that died meanwhile cannot make closing fail: whatever was
+        not confirmed is still in the spool for ``--drain``."""
         if self._producer is not None:
-            self._producer.close(timeout=self.delivery_timeout_s)
+            try:
+                self._producer.close(timeout=self.delivery_timeout_s)
+            except KafkaTimeoutError:
+                log.warning("producer closed with unconfirmed sends; they stay in the spool",
+                            agency=self.agency_ori, spooled=self.spool.count())
             self._producer = None
         self.spool.close()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
@@ -579,6 +579,7 @@ class ReportCredit(AvroModel):
     report_time: AwareDatetime
     rule: DedupRule
     score: Fraction
+    dissemination: DisseminationLevel = DisseminationLevel.WHITE
 
 
 class CanonicalEvent(AvroModel):
@@ -614,6 +615,7 @@ class AlertParty(AvroModel):
     canonical_id: str
     case_numbers: list[str] = []
     contact: ContactInformation | None = None
+    dissemination: DisseminationLevel = DisseminationLevel.WHITE
 
 
 class DeconflictionAlert(AvroModel):
@@ -642,15 +644,86 @@ class AlertAction(AvroModel):
     note: str | None = None
 
 
+# -- routing to task forces (v4) --------------------------------------------------------------------
+class ShareForm(StrEnum):
+    FULL = "FULL"
+    POINTER = "POINTER"
+    WITHHELD = "WITHHELD"
+
+
+class SharedRecordKind(StrEnum):
+    CANONICAL_EVENT = "CANONICAL_EVENT"
+    ALERT = "ALERT"
+
+
+class RecordPointer(AvroModel):
+    """That a record exists and whom to ask: never its place, entities or drugs (LEXS gray)."""
+
+    record_id: str
+    record_kind: SharedRecordKind
+    event_type: EventType | None = None
+    alert_kind: AlertKind | None = None
+    owners: list[Agency] = []
+
+
+class FeedItem(AvroModel):
+    item_id: str
+    unit_id: str
+    form: ShareForm
+    rule: str
+    subscription_id: str | None = None
+    registry_version: int
+    routed_at: AwareDatetime
+    event: CanonicalEvent | None = None
+    alert: DeconflictionAlert | None = None
+    pointer: RecordPointer | None = None
+
+    @model_validator(mode="after")
+    def _one_body(self) -> FeedItem:
+        bodies = [b for b in (self.event, self.alert, self.pointer) if b is not None]
+        if len(bodies) != 1 or (self.form == ShareForm.POINTER) != (self.pointer is not None) \
+                or self.form == ShareForm.WITHHELD:
+            raise ValueError("a feed item holds exactly one of event, alert (FULL) or pointer (POINTER)")
+        return self
+
+
+class RoutingDecision(AvroModel):
+    decision_id: str
+    record_id: str
+    record_kind: SharedRecordKind
+    revision: str
+    event_ids: list[str] = []
+    owner_oris: list[str] = []
+    unit_id: str
+    principal: str
+    form: ShareForm
+    rule: str
+    reason: str
+    subscription_id: str | None = None
+    registry_version: int
+    decided_at: AwareDatetime
+    component: str
+
+
+class RegistryRevision(AvroModel):
+    version: int = Field(ge=1)
+    document: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    applied_by: str = Field(min_length=1)
+    applied_at: AwareDatetime
+    changes: list[str] = []
+
+
 ALL_MODELS: tuple[type[AvroModel], ...] = (
     ContactInformation, Agency, Location, IntelligenceMarking, Handling, EntityIdentifier, EntityReference,
     RecordReference, Weight, Drug, PillPress, ItemSeizure, Charge, Arrest, Case, Indictment, LabResult,
     PlannedOperation, CaseEvent, DedupDecision, ReportCredit, CanonicalEvent, AlertParty, DeconflictionAlert,
-    AlertAction,
+    AlertAction, RecordPointer, FeedItem, RoutingDecision, RegistryRevision,
 )
 ALL_ENUMS: tuple[type[StrEnum], ...] = (
     EventType, AgencyLevel, DisseminationLevel, TrafficLightProtocol, CuiCategory, Sensitivity, Confidence,
     EntityKind, EntityRole, IdentifierScheme, DrugType, DrugForm, WeightUnit, ConveyanceType, ConcealmentMethod,
-    ChargeSeverity, LaboratoryKind, OperationKind, DedupRule, AlertKind, AlertStatus, AlertActionKind,
+    ChargeSeverity, LaboratoryKind, OperationKind, DedupRule, AlertKind, AlertStatus, AlertActionKind, ShareForm,
+    SharedRecordKind,
 )
 MODELS_BY_NAME: dict[str, type[AvroModel]] = {m.avro_name: m for m in ALL_MODELS}

@@ -21,7 +21,8 @@ NAMESPACE = "gov.taskforce.hub"
 CASE_EVENT = f"{NAMESPACE}.CaseEvent"
 # Records that travel on their own (topic values); every other named type is part of one of them.
 TOP_LEVEL_TYPES = (CASE_EVENT, f"{NAMESPACE}.CanonicalEvent", f"{NAMESPACE}.DeconflictionAlert",
-                   f"{NAMESPACE}.AlertAction")
+                   f"{NAMESPACE}.AlertAction", f"{NAMESPACE}.FeedItem", f"{NAMESPACE}.RoutingDecision",
+                   f"{NAMESPACE}.RegistryRevision")
 
 
 @dataclass(frozen=True)

@@ -164,3 +164,35 @@ ALERTS = TopicSpec(
     cleanup_policy="delete",
     retention_ms=FOREVER,
 )
+
+FEED = TopicSpec(
+    pattern="feed.{unit}",
+    purpose="What one BEST task force may see: full records and pointers, after the sharing rules; the broker "
+    "lets only that unit's principal read it.",
+    partitions=3,
+    key="record id (canonical id or alert id)",
+    value="FeedItem, Avro single-object encoding",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+)
+
+AUDIT = TopicSpec(
+    pattern="audit",
+    purpose="Every dissemination decision (sent, sent as pointer, withheld, and why) and every registry change, "
+    "written in the same transaction as what it records (28 CFR 23, CJIS audit).",
+    partitions=6,
+    key="record id, or 'registry'",
+    value="RoutingDecision or RegistryRevision, Avro single-object encoding",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+)
+
+REGISTRY = TopicSpec(
+    pattern="control.taskforces",
+    purpose="The applied task-force registry (`hub taskforces apply`); every router reads all of it.",
+    partitions=1,
+    key="'registry'",
+    value="RegistryRevision, Avro single-object encoding",
+    cleanup_policy="compact",
+    retention_ms=FOREVER,
+)

@@ -15,7 +15,10 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,11 +53,23 @@ def kafka() -> Iterator[KafkaUnderTest]:
         with KafkaContainer().with_kraft() as container:
             yield KafkaUnderTest(container.get_bootstrap_server(), "testcontainers")
         return
-    broker = LocalBroker(HubSettings(), name="test-broker")
+    with running_local_broker("test-broker", heap="768m") as broker:
+        yield KafkaUnderTest(broker.bootstrap_servers or "", "local", broker)
+
+
+@contextmanager
+def running_local_broker(name: str, runtime_dir: Path | None = None, **start: Any) -> Iterator[LocalBroker]:
+    """A LocalBroker on free ports, wiped before and after. With its own ``runtime_dir`` it borrows the shared
+    jar cache (a symlink) instead of fetching the jars again."""
+    settings = HubSettings() if runtime_dir is None else HubSettings(runtime_dir=runtime_dir)
+    if runtime_dir is not None and not settings.kafka_home.exists():
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        settings.kafka_home.symlink_to(HubSettings().kafka_home, target_is_directory=True)
+    broker = LocalBroker(settings, name=name)
     broker.stop(wipe=True)
-    layout = broker.start(port=free_port_block(), heap="768m")
+    broker.start(port=free_port_block(), **start)
     try:
-        yield KafkaUnderTest(layout.bootstrap_servers, "local", broker)
+        yield broker
     finally:
         broker.stop(wipe=True)
 
@@ -104,6 +119,20 @@ def topic_records(settings: HubSettings, topic: str, timeout_s: float = 60.0) ->
         return records
     finally:
         consumer.close()
+
+
+def publish_events(settings: HubSettings, events: list) -> None:
+    """Publish events the way agencies do: one Publisher per agency, every event confirmed."""
+    from producers.publisher import Publisher
+
+    by_agency: dict[str, list] = {}
+    for event in events:
+        by_agency.setdefault(event.agency_ori, []).append(event)
+    for ori, batch in by_agency.items():
+        with Publisher(ori, settings) as publisher:
+            for event in batch:
+                publisher.publish(event)
+            assert publisher.flush().published == len(batch)
 
 
 def hub_env(settings: HubSettings) -> dict[str, str]:

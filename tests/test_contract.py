@@ -20,7 +20,7 @@ from schemas.exceptions import DecodeError, RecordInvalidError, UnknownSchemaErr
 from schemas.models import ALL_ENUMS, ALL_MODELS, Drug, vin_check_digit_ok
 from schemas.store import AVSC_DIR, SchemaStore, default_store
 from schemas.topics import ingest_key, location_area
-from tests.factories import PLANNED_RAID, SEIZURE, event_dict, make_event
+from tests.factories import PLANNED_RAID, event_dict, make_event
 
 HUB = [sys.executable, "-m", "hub"]
 

@@ -12,16 +12,18 @@ from collections import Counter
 import pytest
 from kafka import TopicPartition
 
+from consumers.registry import load_registry
+from hub.control import apply_registry
 from hub.kafka import make_consumer, make_producer
 from hub.topics import ensure_topics, hub_topics
-from producers.publisher import Publisher
 from producers.sample import generate
 from schemas.codec import Codec
-from schemas.topics import ALERTS, CANONICAL, INGEST, deadletter_topic
-from tests.conftest import hub_env, topic_records
+from schemas.topics import ALERTS, CANONICAL, FEED, INGEST, deadletter_topic
+from tests.conftest import hub_env, publish_events, topic_records
 from tests.factories import make_event
 from tests.test_dedup import PartitionedRun, final_groups
 from consumers.stages import STAGES
+from consumers.runner import stage_lag
 from consumers.stages.dedup import DedupStage
 
 HUB = [sys.executable, "-m", "hub"]
@@ -31,35 +33,14 @@ def _setup(settings, agencies):
     ensure_topics(hub_topics(settings.topic_prefix, sorted(agencies), ["dedup"]), settings)
 
 
-def _publish(settings, events):
-    by_agency: dict[str, list] = {}
-    for event in events:
-        by_agency.setdefault(event.agency_ori, []).append(event)
-    for ori, batch in by_agency.items():
-        with Publisher(ori, settings) as publisher:
-            for event in batch:
-                publisher.publish(event)
-            assert publisher.flush().published == len(batch)
-
-
 def _start_dedup(settings):
     return subprocess.Popen([*HUB, "run", "dedup", "--commit-interval", "0.3"], env=hub_env(settings),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _lag_of(settings, stage: str, topics: list[str]) -> int:
-    """Messages in a stage's (non-transactional) input topics that its consumer group has not committed yet."""
-    consumer = make_consumer(settings=settings, group_id=f"{settings.topic_prefix}hub.{stage}")  # never subscribes
-    try:
-        partitions = [TopicPartition(name, p) for name in topics for p in consumer.partitions_for_topic(name) or []]
-        ends = consumer.end_offsets(partitions)
-        return sum(end - (consumer.committed(tp) or 0) for tp, end in ends.items())
-    finally:
-        consumer.close()
-
-
-def _lag(settings, agencies) -> int:
-    return _lag_of(settings, "dedup", [INGEST.name(settings.topic_prefix, ori=ori) for ori in agencies])
+def _lag(settings, stages=("dedup",)) -> int:
+    """Input records the stages have not committed yet, checked in pipeline order (see ``hub lag``)."""
+    return sum(sum(stage_lag(STAGES[name](), settings).values()) for name in stages)
 
 
 def _canonical_outputs(settings) -> list:
@@ -79,7 +60,7 @@ def test_dedup_killed_mid_stream_emits_every_canonical_event_exactly_once(hub_se
     sample = generate(50_000, seed=21)
     agencies = {e.agency_ori for e in sample.events}
     _setup(hub_settings, agencies)
-    _publish(hub_settings, sample.events)
+    publish_events(hub_settings, sample.events)
     expected = PartitionedRun(DedupStage())
     for event in sorted(sample.events, key=lambda e: e.report_time):
         expected.feed(event)
@@ -94,10 +75,10 @@ def test_dedup_killed_mid_stream_emits_every_canonical_event_exactly_once(hub_se
     consumer.close()
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
-    assert _lag(hub_settings, agencies) > 0, "the kill must land mid-stream"
+    assert _lag(hub_settings) > 0, "the kill must land mid-stream"
 
     second = _start_dedup(hub_settings)
-    _wait(lambda: _lag(hub_settings, agencies) == 0, 600, "the restarted stage to catch up")
+    _wait(lambda: _lag(hub_settings) == 0, 600, "the restarted stage to catch up")
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=60) == 0, second.stderr.read()
 
@@ -130,10 +111,10 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_processing_continues(hu
     producer.flush()
     producer.close()
     good = make_event()
-    _publish(hub_settings, [good])
+    publish_events(hub_settings, [good])
     stage = _start_dedup(hub_settings)
     try:
-        _wait(lambda: _lag(hub_settings, ["CACBP0100"]) == 0, 120, "the stage to consume everything")
+        _wait(lambda: _lag(hub_settings) == 0, 120, "the stage to consume everything")
     finally:
         stage.send_signal(signal.SIGTERM)
         stage.wait(timeout=60)
@@ -152,8 +133,10 @@ def test_whole_flow_killed_mid_stream_raises_each_alert_once_and_tracks_acknowle
 
     sample = generate(3_000, seed=37)
     agencies = {e.agency_ori for e in sample.events}
-    ensure_topics(hub_topics(hub_settings.topic_prefix, sorted(agencies), sorted(STAGES)), hub_settings)
-    _publish(hub_settings, sample.events)
+    units = sorted(u.unit_id for u in load_registry().task_forces)
+    ensure_topics(hub_topics(hub_settings.topic_prefix, sorted(agencies), sorted(STAGES), units), hub_settings)
+    apply_registry(settings=hub_settings, applied_by="test")
+    publish_events(hub_settings, sample.events)
     expected = Deconfliction()
     for event in sorted(sample.events, key=lambda e: e.report_time):
         expected.feed(event)
@@ -186,19 +169,17 @@ def test_whole_flow_killed_mid_stream_raises_each_alert_once_and_tracks_acknowle
             return planted <= {frozenset(p.event_id for p in a.parties) for a in opened() if a.alert_kind == "EVENT"}
 
         _wait(all_conflicts_alerted, 300, "every planted operations conflict to be alerted")
-        # Derived topics are written in transactions (their end offsets include commit markers), so
-        # "caught up" is: the ingest backlog consumed and nothing new on the alerts topic for 30 s (longer
-        # than the killed members' sessions, after which the restarted ones take their partitions over).
-        counts: list[int] = []
-
-        def settled():
-            counts.append(len(raised()))
-            return _lag(hub_settings, agencies) == 0 and len(counts) > 15 and len(set(counts[-15:])) == 1
-
-        _wait(settled, 300, "the alerts topic to settle")
+        _wait(lambda: _lag(hub_settings, STAGES) == 0, 600, "every stage to catch up")
         alerts = raised()
         changes = Counter((a.alert_id, a.status) for a in alerts)
         assert changes.most_common(1)[0][1] == 1, "each state change of each alert appears once"
+        feed_records = [(r, codec.decode(r.value)) for unit in units
+                        for r in topic_records(hub_settings, FEED.name(hub_settings.topic_prefix, unit=unit))]
+        deliveries = Counter(item.item_id for _, item in feed_records)
+        doubled = [(r.topic, r.partition, r.offset, item.form, item.rule,
+                    item.event.revision if item.event else item.alert.status if item.alert else item.pointer.record_kind)
+                   for r, item in feed_records if deliveries[item.item_id] > 1]
+        assert deliveries and not doubled, f"each feed item is delivered once: {sorted(doubled)[:10]}"
         found = {a.matched for a in alerts if a.alert_kind == "TARGET"}
         print(f"target keys alerted: {len(found)} on the broker, {len(target_keys)} in the pure run "
               f"(which pair of reports meets first depends on arrival order)")

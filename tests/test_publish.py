@@ -143,11 +143,13 @@ def test_broker_killed_mid_publish_then_drain_leaves_every_record_exactly_once(h
         time.sleep(0.05)
     consumer.close()
     local_kafka.kill_node(1)  # SIGKILL: no controlled shutdown, batches in flight
-    assert not local_kafka.running
-    stdout, stderr = publishing.communicate(timeout=300)
+    try:
+        assert not local_kafka.running
+        stdout, stderr = publishing.communicate(timeout=300)
+    finally:
+        local_kafka.restart_node(1)  # the rest of the session needs the broker, whatever happened here
     assert publishing.returncode == 3, f"exit {publishing.returncode}\n{stdout}\n{stderr[-3000:]}"
     assert "wait in the spool" in stdout
-    local_kafka.restart_node(1)
     drained = subprocess.run([*HUB, "publish", "--agency", AGENCY, "--drain"], capture_output=True, text=True,
                              env=env, timeout=300, cwd=tmp_path)
     assert drained.returncode == 0, drained.stdout + drained.stderr

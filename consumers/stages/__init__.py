@@ -6,7 +6,9 @@ from consumers.stage import Stage
 from consumers.stages.alerts import AlertLifecycleStage
 from consumers.stages.correlate import CorrelateStage, DeconflictStage
 from consumers.stages.dedup import DedupStage
+from consumers.stages.route import RouteStage
 
 STAGES: dict[str, type[Stage]] = {
     "dedup": DedupStage, "correlate": CorrelateStage, "deconflict": DeconflictStage, "alerts": AlertLifecycleStage,
+    "route": RouteStage,
 }

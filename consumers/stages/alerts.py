@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from consumers.exceptions import StageError
-from consumers.stage import Message, Output, Stage
+from consumers.stage import Message, Output, Stage, StageConfig
 from consumers.state import State
 from schemas.models import AlertAction, AlertActionKind, AlertStatus, DeconflictionAlert
 from schemas.topics import ALERTS
@@ -25,8 +26,10 @@ ALLOWED = {
 RESULT = {AlertActionKind.ACKNOWLEDGE: AlertStatus.ACKNOWLEDGED, AlertActionKind.RESOLVE: AlertStatus.RESOLVED}
 
 
-class AlertLifecycleConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class AlertLifecycleConfig(StageConfig):
+    """How fast alerts must be acknowledged before they escalate (HUB_ALERTS_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_ALERTS_")
 
     urgent_ack_minutes: float = Field(15, gt=0, description="Operations conflicts must be acknowledged this fast.")
     ack_hours: float = Field(24, gt=0, description="Target conflicts must be acknowledged within this.")
@@ -39,7 +42,7 @@ class AlertLifecycleStage(Stage):
     outputs = (ALERTS.pattern,)
 
     def __init__(self, config: AlertLifecycleConfig | None = None) -> None:
-        self.config = config or AlertLifecycleConfig()
+        self.config = config or AlertLifecycleConfig.from_env()
         self.retention = timedelta(days=self.config.retention_days)
 
     def event_time(self, message: Message) -> float:

@@ -13,10 +13,11 @@ import math
 import uuid
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from consumers.normalize import entity_keys
-from consumers.stage import Message, Output, Stage
+from consumers.stage import Message, Output, Stage, StageConfig
 from consumers.state import State
 from schemas.models import (
     AlertKind, AlertParty, AlertStatus, CanonicalEvent, CaseEvent, DeconflictionAlert, EventType, PlannedOperation,
@@ -27,8 +28,10 @@ ALERT_NAMESPACE = uuid.UUID("7c7f6a0e-3f7a-4b8e-a1c4-2d6f5b9e0c11")
 CELL_DEGREES = 0.05  # about 5 km: operations closer than that are always in neighbouring cells
 
 
-class DeconflictConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class DeconflictConfig(StageConfig):
+    """Deconfliction distances and how long records stay indexed (HUB_DECONFLICT_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_DECONFLICT_")
 
     operation_distance_m: float = Field(500.0, gt=0, le=5000,
                                         description="Operations whose places are closer than this conflict.")
@@ -73,7 +76,7 @@ class DeconflictStage(Stage):
     outputs = (ALERTS_RAISED.pattern,)
 
     def __init__(self, config: DeconflictConfig | None = None) -> None:
-        self.config = config or DeconflictConfig()
+        self.config = config or DeconflictConfig.from_env()
         self.retention = timedelta(days=self.config.retention_days)
 
     def event_time(self, message: Message) -> float:
@@ -146,7 +149,7 @@ def _party(canonical: CanonicalEvent) -> AlertParty:
     cases = sorted({getattr(primary.payload, "case_number", None) or "", *(r.number for r in primary.record_references)}
                    - {""})
     return AlertParty(agency=primary.source_agency, event_id=primary.event_id, canonical_id=canonical.canonical_id,
-                      case_numbers=cases, contact=contact)
+                      case_numbers=cases, contact=contact, dissemination=primary.handling.dissemination)
 
 
 def operations_conflict(a: CaseEvent, b: CaseEvent, distance_m: float) -> str | None:

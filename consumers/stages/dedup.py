@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from consumers.stage import Message, Output, Stage
+from consumers.stage import Message, Output, Stage, StageConfig
 from consumers.state import State
 from schemas.models import (
     CanonicalEvent, CaseEvent, DedupDecision, DedupRule, EventType, ItemSeizure, ReportCredit,
@@ -36,10 +37,10 @@ CANONICAL_NAMESPACE = uuid.UUID("0b0d3c52-5e41-4d7e-9d0e-51b1f0f6a7c4")
 HOUR = 3600.0
 
 
-class DedupConfig(BaseModel):
-    """Thresholds of the cross-agency rule (HUB_DEDUP_* in a deployment; defaults fit the sample traffic)."""
+class DedupConfig(StageConfig):
+    """Thresholds of the cross-agency rule (HUB_DEDUP_*)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = SettingsConfigDict(env_prefix="HUB_DEDUP_")
 
     max_hours_apart: float = Field(3.0, gt=0, description="Reports further apart in event time never match.")
     max_km_apart: float = Field(2.0, gt=0, description="Reports further apart in place never match.")
@@ -136,7 +137,7 @@ class DedupStage(Stage):
     outputs = (CANONICAL.pattern,)
 
     def __init__(self, config: DedupConfig | None = None) -> None:
-        self.config = config or DedupConfig()
+        self.config = config or DedupConfig.from_env()
         self.retention = timedelta(days=self.config.retention_days)
 
     def event_time(self, message: Message) -> float:
@@ -156,14 +157,14 @@ class DedupStage(Stage):
         if match is None:
             canonical = CanonicalEvent(
                 canonical_id=str(uuid.uuid5(CANONICAL_NAMESPACE, event.event_id)), revision=1,
-                event_type=event.event_type, primary=event, reports=[_credit(event, DedupRule.NEW_EVENT, 1.0)],
+                event_type=event.event_type, primary=event, reports=[credit_of(event, DedupRule.NEW_EVENT, 1.0)],
                 decision=DedupDecision(rule=DedupRule.NEW_EVENT, score=1.0, event_id=event.event_id,
                                        explanation="first report of this event"))
         else:
             rule, score, explanation, previous = match
             canonical = previous.model_copy(update={
                 "revision": previous.revision + 1,
-                "reports": [*previous.reports, _credit(event, rule, score)],
+                "reports": [*previous.reports, credit_of(event, rule, score)],
                 "decision": DedupDecision(rule=rule, score=score, explanation=explanation, event_id=event.event_id),
             })
         state.put("record", record_key, {"version": event.record_version, "canonical_id": canonical.canonical_id},
@@ -180,7 +181,7 @@ class DedupStage(Stage):
         if previous is None:
             return []  # expired from state: nothing left to update
         same_record = (event.agency_ori, event.source_system, event.source_record_id)
-        reports = [_credit(event, DedupRule.RESUBMISSION_UPDATE, 1.0)
+        reports = [credit_of(event, DedupRule.RESUBMISSION_UPDATE, 1.0)
                    if (r.agency.ori, r.source_system, r.source_record_id) == same_record else r
                    for r in previous.reports]
         primary = previous.primary
@@ -233,10 +234,12 @@ class DedupStage(Stage):
         state.put("candidate", f"{bucket}|{canonical.canonical_id}|{event.event_id}", summary.__dict__, expires)
 
 
-def _credit(event: CaseEvent, rule: DedupRule, score: float) -> ReportCredit:
+def credit_of(event: CaseEvent, rule: DedupRule, score: float) -> ReportCredit:
+    """How a canonical event credits one report (and remembers its LEXS level for the router)."""
     return ReportCredit(event_id=event.event_id, agency=event.source_agency, source_system=event.source_system,
                         source_record_id=event.source_record_id, record_version=event.record_version,
-                        report_time=event.report_time, rule=rule, score=score)
+                        report_time=event.report_time, rule=rule, score=score,
+                        dissemination=event.handling.dissemination)
 
 
 def _own_numbers(event: CaseEvent) -> list[str]:

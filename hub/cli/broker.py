@@ -38,19 +38,33 @@ def start(
                              "its controller on PORT+100+N-1."),
     heap: str = typer.Option("512m", "--heap", help="JVM maximum heap per node."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for the cluster to answer."),
+    auth: str = typer.Option(get_settings().broker_auth, "--auth",
+                             help="none, or scram: SASL/SCRAM-SHA-512 and ACLs, admin the only super user "
+                             "(default HUB_BROKER_AUTH)."),
+    tls: bool = typer.Option(get_settings().broker_tls, "--tls/--no-tls",
+                             help="TLS on the client listener with a generated CA (default HUB_BROKER_TLS)."),
 ) -> None:
     """Start the cluster and wait until it answers; starting a running cluster just reports it."""
     broker = LocalBroker()
-    if broker.running:
+    layout = broker.layout
+    if broker.running and layout is not None and (layout.auth, layout.tls) == (auth, tls):
         console.print(f"Kafka is already running at [bold]{broker.bootstrap_servers}[/]")
         return
     began = time.monotonic()
     with console.status("starting Kafka") as status:
         layout = broker.start(nodes=nodes, port=port, heap=heap, timeout=timeout,
-                              progress=lambda m: status.update(m))
+                              progress=lambda m: status.update(m), auth=auth, tls=tls)  # type: ignore[arg-type]
     console.print(f"Kafka is up at [bold]{layout.bootstrap_servers}[/] ({time.monotonic() - began:.1f}s)")
-    if layout.bootstrap_servers != get_settings().bootstrap_servers:
+    if layout.secured:
+        _print_exports(broker)
+    elif layout.bootstrap_servers != get_settings().bootstrap_servers:
         console.print(f"  export HUB_BOOTSTRAP_SERVERS={layout.bootstrap_servers}")
+
+
+def _print_exports(broker: LocalBroker) -> None:
+    """The HUB_* settings that connect as admin (with its password: only the local user can read it anyway)."""
+    for key, value in broker.client_overrides().items():
+        console.print(f"  export HUB_{key.upper()}={value}", highlight=False, soft_wrap=True)
 
 
 @broker_app.command("stop")
@@ -72,6 +86,11 @@ def status() -> None:
         console.print("no local broker has been started here (run `hub broker start`)")
         raise typer.Exit(1)
     console.print(f"bootstrap servers: [bold]{broker.bootstrap_servers}[/]")
+    layout = broker.layout
+    if layout is not None and layout.secured:
+        acls = ", ACLs on, super user admin" if layout.auth == "scram" else ""
+        console.print(f"security: {layout.client_protocol}{acls}")
+        _print_exports(broker)
     table = Table("node", "state", "pid", "broker port", "controller port", "log")
     for n in nodes:
         table.add_row(str(n.node_id), "[green]running[/]" if n.running else "[red]stopped[/]",

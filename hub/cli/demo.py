@@ -11,7 +11,9 @@ from rich.table import Table
 
 from consumers.runner import StageRunner
 from consumers.stages import STAGES
+from consumers.registry import load_registry
 from hub.broker import LocalBroker
+from hub.control import apply_registry
 from hub.cli import app, console
 from hub.kafka import make_consumer
 from hub.settings import get_settings
@@ -19,14 +21,16 @@ from hub.topics import ensure_topics, hub_topics
 from producers.directory import load_agencies
 from producers.sample import generate, write_sample
 from schemas.codec import Codec
-from schemas.models import EventType
-from schemas.topics import ALERTS, CANONICAL, INGEST
+from schemas.models import EventType, RoutingDecision
+from schemas.topics import ALERTS, AUDIT, CANONICAL, FEED, INGEST
 
 
 @app.command("demo")
 def demo(count: int = typer.Option(2000, "--count", help="Sample events to generate and publish.")) -> None:
-    """Start the local broker if needed, create the topics, generate multi-agency sample traffic, publish each
-    agency's file with `hub publish`, and read the events back from the broker."""
+    """The whole flow on the local broker: start it if needed, create the topics, generate multi-agency sample
+    traffic, publish each agency's file with `hub publish`, run dedup, deconfliction and the alert lifecycle,
+    apply the task-force registry and route to the feeds, then show several units' feeds side by side
+    (including a gray pointer and a withheld black record)."""
     settings = get_settings()
     with console.status("starting Kafka") as status:
         LocalBroker().start(progress=lambda m: status.update(m))
@@ -76,6 +80,15 @@ def demo(count: int = typer.Option(2000, "--count", help="Sample events to gener
         console.print(f"  {name}: {processed:,} messages processed")
     _show_canonical(settings)
     _show_alerts(settings)
+
+    console.rule("6. routing to BEST task forces under the sharing rules (hub taskforces apply, hub run route)")
+    registry = load_registry()
+    ensure_topics(hub_topics(settings.topic_prefix, [], [], sorted(u.unit_id for u in registry.task_forces)),
+                  settings)
+    applied = apply_registry(applied_by="demo")
+    console.print(f"registry version {applied.revision.version} in effect ({len(registry.task_forces)} units)")
+    console.print(f"  route: {_catch_up(settings, 'route'):,} messages processed")
+    _show_feeds(settings, ["best-san-diego", "best-tucson", "best-laredo"])
 
 
 def _catch_up(settings, name: str) -> int:
@@ -129,6 +142,43 @@ def _show_alerts(settings) -> None:
             console.print(f"  {party.agency.ori} {party.agency.name}: {who}", highlight=False)
         console.print(f"  acknowledge with: hub alerts ack {alert.alert_id} --agency {alert.parties[0].agency.ori} "
                       "--by NAME", highlight=False)
+
+
+def _show_feeds(settings, units: list[str]) -> None:
+    """Several units' feeds side by side, then one gray and one black record as each unit sees it."""
+    feeds = {unit: list(_latest(settings, FEED.name(unit=unit), lambda i: i.item_id).values()) for unit in units}
+    table = Table("feed items", *units)
+    for label, match in (("full events", lambda i: i.event is not None), ("alerts", lambda i: i.alert is not None),
+                         ("pointers (gray, or above the unit's clearance)", lambda i: i.pointer is not None)):
+        table.add_row(label, *(f"{sum(map(match, feeds[u])):,}" for u in units))
+    console.print(table)
+    decisions = [d for d in _latest(settings, AUDIT.pattern, lambda d: getattr(d, "decision_id", "registry")).values()
+                 if isinstance(d, RoutingDecision)]
+    by_record: dict[str, dict[str, RoutingDecision]] = {}
+    for decision in decisions:
+        by_record.setdefault(decision.record_id, {})[decision.unit_id] = decision
+    for rule, what in (("gray.pointer", "a GRAY record"), ("black.withheld", "a BLACK record")):
+        example = next(((record_id, per) for record_id, per in sorted(by_record.items())
+                        if any(d.rule == rule for d in per.values()) and any(d.form == "FULL" for d in per.values())),
+                       None)
+        if example is None:
+            continue
+        record_id, per_unit = example
+        shown = [next(u for u, d in sorted(per_unit.items()) if d.form == "FULL"),
+                 *[u for u, d in sorted(per_unit.items()) if d.rule == rule][:2]]
+        delivered = {item.item_id: item for unit in shown
+                     for item in _latest(settings, FEED.name(unit=unit), lambda i: i.item_id).values()}
+        view = Table(f"{what}: {record_id[:8]}", *shown)
+        view.add_row("in the unit's feed", *(delivered[per_unit[u].decision_id].form
+                                             if per_unit[u].decision_id in delivered else "nothing (same as no record)"
+                                             for u in shown))
+        view.add_row("rule (audit log)", *(per_unit[u].rule for u in shown))
+        console.print(view)
+    withheld = Counter(d.rule for d in decisions if d.form == "WITHHELD")
+    console.print("audit topic: " + ", ".join(f"{n:,} {form.lower()}" for form, n in
+                                               sorted(Counter(d.form for d in decisions).items()))
+                  + "; withheld by rule: " + ", ".join(f"{rule} {n:,}" for rule, n in withheld.most_common()))
+    console.print(f"read a feed as its unit: hub subscribe --task-force {units[0]} --from-beginning")
 
 
 def _counts(settings, topics: dict[str, str]) -> dict[str, int]:

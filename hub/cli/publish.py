@@ -13,9 +13,10 @@ from rich.table import Table
 from hub.cli import app, console, err_console
 from hub.settings import get_settings
 from hub.topics import ensure_topics, hub_topics
+from consumers.registry import DEFAULT_REGISTRY
 from producers.directory import DEFAULT_DIRECTORY, agency as find_agency, load_agencies
 from producers.publisher import PublishReport, Publisher
-from producers.readers import InputFormat, Rejected, read_events
+from producers.readers import Rejected, read_events
 from schemas.models import CaseEvent
 from schemas.topics import INGEST
 
@@ -33,17 +34,20 @@ app.add_typer(topics_app, name="topics")
 def topics_init(
     agency: Optional[list[str]] = typer.Option(None, "--agency", help="Only this agency's ingest topic (repeatable)."),
     agencies: Path = AgenciesOption,
+    registry: Path = typer.Option(DEFAULT_REGISTRY, "--registry", help="Task-force registry: one feed topic per unit."),
 ) -> None:
     """Create missing topics and verify existing ones (exit 1 when a topic drifted from its declaration).
 
-    Without --agency: every agency's ingest topic plus the processing stages' topics."""
+    Without --agency: every agency's ingest topic, the processing stages' topics and every task force's feed."""
+    from consumers.registry import load_registry
     from consumers.stages import STAGES
 
     settings = get_settings()
     if agency:
         wanted = [(INGEST.name(settings.topic_prefix, ori=ori), INGEST) for ori in agency]
     else:
-        wanted = hub_topics(settings.topic_prefix, sorted(load_agencies(agencies)), sorted(STAGES))
+        units = sorted(unit.unit_id for unit in load_registry(registry).task_forces)
+        wanted = hub_topics(settings.topic_prefix, sorted(load_agencies(agencies)), sorted(STAGES), units)
     statuses = ensure_topics(wanted, settings)
     table = Table("topic", "state", "details")
     colour = {"created": "green", "ok": "dim", "drift": "red"}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 
 import typer
+from rich.table import Table
 
-from consumers.runner import StageRunner
+from consumers.runner import StageRunner, stage_lag
 from consumers.stages import STAGES
 from hub.cli import app, console
 from hub.logging import configure_logging
@@ -48,3 +50,37 @@ def run(
     console.print(f"running stages {', '.join(names)} (instance {instance})")
     for p in processes:
         p.join()
+
+
+@app.command("lag")
+def lag(
+    stage: list[str] = typer.Argument(None, help="Stages to show (default: all, in pipeline order)."),
+    wait: float = typer.Option(0.0, "--wait", help="Wait up to this many seconds for every stage to reach zero "
+                               "lag, then exit 0; exit 1 if they do not."),
+) -> None:
+    """Show how many committed input records each stage has not processed yet (its consumer group's lag).
+
+    With --wait, stages are checked in pipeline order, so zero everywhere means each upstream stage's outputs
+    were already consumed downstream: the whole flow has caught up.
+    """
+    names = stage or list(STAGES)
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise typer.BadParameter(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
+    settings = get_settings()
+    deadline = time.monotonic() + wait
+    while True:
+        lags = {name: stage_lag(STAGES[name](), settings) for name in names}
+        behind = sum(sum(per.values()) for per in lags.values())
+        if not behind or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    table = Table("stage", "input partitions", "lag", "most behind")
+    for name, per in lags.items():
+        worst = max(per.items(), key=lambda item: item[1], default=None)
+        table.add_row(name, str(len(per)), str(sum(per.values())),
+                      f"{worst[0].topic}[{worst[0].partition}]" if worst and worst[1] else "-")
+    console.print(table)
+    if wait and behind:
+        console.print(f"[red]still {behind} records behind after {wait:.0f} s[/red]")
+        raise typer.Exit(1)

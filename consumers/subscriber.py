@@ -1,0 +1,91 @@
+"""The subscriber SDK: a task force reads its own feed as typed items.
+
+A :class:`Subscriber` assigns every partition of ``feed.<unit>`` and commits its position under the unit's
+consumer group (``feed.<unit>``, which the unit's principal may use), so a restarted subscriber carries on where
+it stopped. The broker's ACLs, not this class, keep a unit out of other feeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Literal
+
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from consumers.exceptions import FeedMissingError
+from hub.kafka import make_consumer
+from hub.settings import HubSettings, get_settings
+from schemas.codec import Codec
+from schemas.models import FeedItem
+from schemas.topics import FEED
+
+StartAt = Literal["committed", "beginning"] | datetime
+
+
+class Subscriber:
+    """Iterates a unit's feed from where its group left off, the beginning, or a point in time."""
+
+    def __init__(self, unit_id: str, settings: HubSettings | None = None, *, start: StartAt = "committed") -> None:
+        self.unit_id = unit_id
+        self.settings = settings or get_settings()
+        self.topic = FEED.name(self.settings.topic_prefix, unit=unit_id)
+        self.group_id = self.topic
+        self.codec = Codec()
+        self._consumer = make_consumer(settings=self.settings, group_id=self.group_id)
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            self._consumer.close()
+            raise FeedMissingError(f"no feed topic {self.topic} for task force {unit_id}")
+        self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self._consumer.assign(self._partitions)
+        self._seek(start)
+
+    def _seek(self, start: StartAt) -> None:
+        if start == "beginning":
+            self._consumer.seek_to_beginning()
+        elif isinstance(start, datetime):
+            found = self._consumer.offsets_for_times({tp: int(start.timestamp() * 1000) for tp in self._partitions})
+            ends = self._consumer.end_offsets(self._partitions)
+            for tp in self._partitions:
+                self._consumer.seek(tp, found[tp].offset if found.get(tp) else ends[tp])
+        else:
+            for tp in self._partitions:
+                committed = self._consumer.committed(tp)
+                if committed is None:
+                    self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
+
+    def items(self, follow: bool = False, idle_s: float = 3.0) -> Iterator[FeedItem]:
+        """Feed items in partition order; without ``follow``, stop once the feed has been read to its end and
+        nothing new arrived for ``idle_s``. Positions are committed after each batch (at least once)."""
+        quiet_since = time.monotonic()
+        while True:
+            polled = self._consumer.poll(timeout_ms=500)
+            for records in polled.values():
+                for record in records:
+                    yield self.codec.decode(record.value)
+            if polled:
+                self.commit()
+                quiet_since = time.monotonic()
+            elif not follow and time.monotonic() - quiet_since >= idle_s and self._at_end():
+                return
+
+    def _at_end(self) -> bool:
+        ends = self._consumer.end_offsets(self._partitions)
+        return all(self._consumer.position(tp) >= end for tp, end in ends.items())
+
+    def commit(self) -> None:
+        self._consumer.commit({tp: OffsetAndMetadata(self._consumer.position(tp), "", -1) for tp in self._partitions})
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

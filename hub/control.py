@@ -1,0 +1,100 @@
+"""The control plane: applying the task-force registry to the control topic every router reads.
+
+A registry file is validated, compared with the applied revision, and written as a new
+:class:`RegistryRevision` to the compacted control topic and to the audit topic in one transaction, so every
+change (units, areas, clearances, subscriptions) is both in effect and on the record, or neither.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kafka import TopicPartition
+
+from consumers.registry import DEFAULT_REGISTRY, Registry, load_registry
+from hub.exceptions import ConfigError
+from hub.kafka import make_consumer, make_producer
+from hub.settings import HubSettings, get_settings
+from producers.directory import load_agencies
+from schemas.codec import Codec
+from schemas.models import RegistryRevision
+from schemas.topics import AUDIT, REGISTRY
+
+REGISTRY_KEY = b"registry"
+
+
+class RegistryVersionError(ConfigError):
+    """The file's version does not move the applied registry forward."""
+
+    hint = "Raise `version:` at the top of the registry file above the applied one (`hub taskforces show`)."
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    revision: RegistryRevision
+    previous_version: int | None
+    applied: bool  # False when the same document was already in effect
+
+
+def applied_revision(settings: HubSettings | None = None) -> RegistryRevision | None:
+    """The registry revision in effect (the highest version on the control topic), if any."""
+    settings = settings or get_settings()
+    topic = settings.topic(REGISTRY.pattern)
+    consumer = make_consumer(settings=settings, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not partitions:
+            return None
+        ends = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        codec, latest = Codec(), None
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    revision = codec.decode(record.value)
+                    if latest is None or revision.version > latest.version:
+                        latest = revision
+        return latest
+    finally:
+        consumer.close()
+
+
+def document_of(registry: Registry) -> str:
+    """Canonical JSON: the same registry always gives the same bytes and hash."""
+    return json.dumps(registry.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def apply_registry(path: Path = DEFAULT_REGISTRY, settings: HubSettings | None = None,
+                   applied_by: str | None = None) -> ApplyResult:
+    """Validate ``path`` and make it the registry in effect (idempotent for an unchanged file)."""
+    settings = settings or get_settings()
+    registry = load_registry(path, agencies=load_agencies())
+    document = document_of(registry)
+    current = applied_revision(settings)
+    if current is not None and current.document == document:
+        return ApplyResult(current, current.version, applied=False)
+    if current is not None and registry.version <= current.version:
+        raise RegistryVersionError(f"{path} has version {registry.version}, but version {current.version} is "
+                                   "already applied with different content")
+    changes = Registry.model_validate(json.loads(current.document)).diff(registry) if current else \
+        [f"initial registry: {', '.join(sorted(u.unit_id for u in registry.task_forces))}"]
+    revision = RegistryRevision(
+        version=registry.version, document=document, sha256=hashlib.sha256(document.encode()).hexdigest(),
+        applied_by=applied_by or getpass.getuser(), applied_at=datetime.now(timezone.utc), changes=changes)
+    value = Codec().encode(revision)
+    producer = make_producer(settings, transactional_id=f"{settings.topic_prefix}hub.control.registry")
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send(settings.topic(REGISTRY.pattern), key=REGISTRY_KEY, value=value)
+        producer.send(settings.topic(AUDIT.pattern), key=REGISTRY_KEY, value=value)
+        producer.commit_transaction()
+    finally:
+        producer.close()
+    return ApplyResult(revision, current.version if current else None, applied=True)

@@ -1,0 +1,370 @@
+"""Broker-enforced access: the ACL model without Kafka, then a matrix of principals x resources on a real
+SCRAM broker (SASL_PLAINTEXT, and SASL_SSL with the generated CA) that must allow exactly what the model says."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kafka import TopicPartition
+from kafka.admin import NewTopic
+from kafka.structs import OffsetAndMetadata
+from kafka.errors import (
+    ClusterAuthorizationFailedError, GroupAuthorizationFailedError, KafkaError, SaslAuthenticationFailedError,
+    TopicAuthorizationFailedError, TransactionalIdAuthorizationFailedError,
+)
+
+from hub.access import (
+    AclRule, apply_access, broker_acls, credentials_for, desired_acls, in_scope, passwords_file, show_acls,
+)
+from hub.broker import LocalBroker
+from hub.exceptions import AccessConfigError, AuthenticationFailedError, CredentialsMissingError, KafkaUnavailableError
+from hub.kafka import make_admin, make_consumer, make_producer
+from hub.settings import HubSettings
+from hub.topics import ensure_topics, hub_topics
+from tests.conftest import running_local_broker, unique
+
+PREFIX = "t."
+AGENCIES = ["CACBP0100", "AZHSI0100"]
+TASK_FORCES = ["best-san-diego", "best-tucson"]
+TOPICS = [f"{PREFIX}ingest.{a}" for a in AGENCIES] + [f"{PREFIX}feed.{u}" for u in TASK_FORCES] + [
+    f"{PREFIX}events.canonical"]
+
+
+# -- the model, no Kafka ---------------------------------------------------------------------------
+def _rules_of(rules: set[AclRule], principal: str) -> set[tuple[str, str, str, str]]:
+    return {(r.resource_type, r.pattern, r.name, r.operation) for r in rules if r.principal == principal}
+
+
+def test_agency_may_only_write_and_describe_its_own_ingest_topic():
+    rules = desired_acls("p.", ["CACBP0100", "AZHSI0100"], [])
+    assert _rules_of(rules, "agency-CACBP0100") == {("TOPIC", "LITERAL", "p.ingest.CACBP0100", "WRITE"),
+                                                    ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "DESCRIBE")}
+    assert all(r.permission == "ALLOW" for r in rules)
+
+
+def test_task_force_reads_its_feed_and_its_own_groups_only():
+    rules = desired_acls("p.", [], ["best-tucson", "best-tucson-west"])
+    assert _rules_of(rules, "tf-best-tucson") == {
+        ("TOPIC", "LITERAL", "p.feed.best-tucson", "READ"), ("TOPIC", "LITERAL", "p.feed.best-tucson", "DESCRIBE"),
+        ("GROUP", "LITERAL", "p.feed.best-tucson", "READ"), ("GROUP", "PREFIXED", "p.feed.best-tucson.", "READ")}
+    # the group prefix ends with a dot, so best-tucson's rules never cover best-tucson-west's groups
+    assert not any(r.name.startswith("p.feed.best-tucson-west") for r in rules if r.principal == "tf-best-tucson")
+
+
+def test_hub_owns_the_prefix_and_its_groups_and_transactions():
+    hub = _rules_of(desired_acls("p.", [], []), "hub")
+    assert ("TOPIC", "PREFIXED", "p.", "ALL") in hub
+    assert {("GROUP", "PREFIXED", "p.hub.", "ALL"), ("TRANSACTIONAL_ID", "PREFIXED", "p.hub.", "ALL")} <= hub
+    assert {op for kind, _, _, op in hub if kind == "CLUSTER"} == {"IDEMPOTENT_WRITE"}
+    assert ("TOPIC", "LITERAL", "*", "ALL") in _rules_of(desired_acls("", [], []), "hub")
+
+
+def test_model_is_pure_and_rejects_names_that_are_not_oris_or_slugs():
+    assert desired_acls(PREFIX, AGENCIES, TASK_FORCES) == desired_acls(PREFIX, AGENCIES, TASK_FORCES)
+    for agencies, units in ([["cacbp0100"], []], [["CACBP0100*"], []], [[], ["Best San Diego"]], [[], ["a."]]):
+        with pytest.raises(AccessConfigError):
+            desired_acls(PREFIX, agencies, units)
+
+
+def test_scope_leaves_other_users_and_other_prefixes_alone():
+    assert in_scope(AclRule("agency-X", "TOPIC", "LITERAL", "t.ingest.X", "WRITE"), "t.")
+    assert in_scope(AclRule("hub", "CLUSTER", "LITERAL", "kafka-cluster", "CREATE"), "t.")
+    assert not in_scope(AclRule("agency-X", "TOPIC", "LITERAL", "u.ingest.X", "WRITE"), "t.")
+    assert not in_scope(AclRule("auditor", "TOPIC", "LITERAL", "t.ingest.X", "READ"), "t.")
+
+
+# -- a real broker with SCRAM and ACLs --------------------------------------------------------------
+@dataclass
+class Secured:
+    broker: LocalBroker
+    admin: HubSettings  # the super user, with this module's prefix and runtime dir
+
+    def as_(self, principal: str, **overrides: object) -> HubSettings:
+        return self.admin.model_copy(update=credentials_for(principal, self.admin) | overrides)
+
+
+@pytest.fixture(scope="module", params=["sasl", "sasl+tls"])
+def secured(request, tmp_path_factory) -> Iterator[Secured]:
+    runtime = tmp_path_factory.mktemp("access-runtime")
+    with running_local_broker("access-broker", runtime, auth="scram", tls=request.param == "sasl+tls") as broker:
+        admin = broker.client_settings().model_copy(update={"topic_prefix": PREFIX, "connect_timeout_s": 5.0})
+        apply_access(admin, PREFIX, AGENCIES, TASK_FORCES)
+        secured = Secured(broker, admin)
+        hub_admin = make_admin(secured.as_("hub"))
+        hub_admin.create_topics([NewTopic(t, 1, 1) for t in TOPICS])
+        hub_admin.close()
+        producer = make_producer(secured.as_("hub"))
+        for unit in TASK_FORCES:
+            producer.send(f"{PREFIX}feed.{unit}", key=unit.encode(), value=b"routed").get(30)
+        producer.close()
+        yield secured
+
+
+def _read(settings: HubSettings, topic: str, group: str) -> list:
+    """Poll a topic with a consumer group until a record arrives (or 10 s pass); commits what it read."""
+    consumer = make_consumer(topic, settings=settings, group_id=group)
+    try:
+        records: list = []
+        for _ in range(20):
+            records += [r for batch in consumer.poll(timeout_ms=500).values() for r in batch]
+            if records:
+                consumer.commit()
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def test_broker_state_files_are_private(secured):
+    assert stat.S_IMODE(secured.broker.credentials_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(passwords_file(secured.admin).stat().st_mode) == 0o600
+    assert stat.S_IMODE((secured.broker.node_dir(1) / "server.properties").stat().st_mode) == 0o600
+
+
+def test_agency_produces_to_its_own_ingest_topic_with_an_idempotent_producer(secured):
+    producer = make_producer(secured.as_("agency-CACBP0100"), enable_idempotence=True, acks="all")
+    try:
+        assert producer.send(f"{PREFIX}ingest.CACBP0100", value=b"seizure").get(30).offset >= 0
+    finally:
+        producer.close()
+
+
+@pytest.mark.parametrize("principal, topic", [
+    ("agency-CACBP0100", "ingest.AZHSI0100"),  # another agency's ingest
+    ("agency-CACBP0100", "feed.best-san-diego"),  # a feed
+    ("agency-CACBP0100", "events.canonical"),  # the hub's own streams
+    ("tf-best-san-diego", "feed.best-san-diego"),  # a task force only reads its feed
+    ("tf-best-san-diego", "ingest.CACBP0100"),
+])
+def test_writes_outside_the_model_are_refused(secured, principal, topic):
+    # not idempotent: a principal with no WRITE anywhere is refused one step earlier (see the next test)
+    producer = make_producer(secured.as_(principal), max_block_ms=10_000, enable_idempotence=False, acks=1)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            producer.send(PREFIX + topic, value=b"x").get(30)
+    finally:
+        producer.close()
+
+
+def test_task_force_consumes_its_feed_with_its_own_group(secured):
+    feed = f"{PREFIX}feed.best-san-diego"
+    records = _read(secured.as_("tf-best-san-diego"), feed, unique(f"{feed}.analysts"))
+    assert [r.value for r in records] == [b"routed"]
+    assert _read(secured.as_("tf-best-tucson"), f"{PREFIX}feed.best-tucson", f"{PREFIX}feed.best-tucson")
+
+
+def test_idempotent_producing_needs_write_on_some_topic(secured):
+    """KIP-679: InitProducerId is allowed by WRITE on any topic, so only principals without one are refused."""
+    producer = make_producer(secured.as_("tf-best-san-diego"), max_block_ms=10_000)
+    try:
+        with pytest.raises(KafkaError, match="ClusterAuthorizationFailedError"):
+            producer.send(f"{PREFIX}feed.best-san-diego", value=b"x").get(30)
+    finally:
+        producer.close()
+
+
+@pytest.mark.parametrize("principal, topic, may_describe", [
+    ("tf-best-san-diego", "feed.best-tucson", False),  # another task force's feed
+    ("tf-best-san-diego", "ingest.CACBP0100", False),
+    ("agency-CACBP0100", "ingest.CACBP0100", True),  # an agency cannot read back, not even its own topic
+    ("agency-CACBP0100", "feed.best-san-diego", False),
+])
+def test_reads_outside_the_model_are_refused(secured, principal, topic, may_describe):
+    consumer = make_consumer(settings=secured.as_(principal), group_id=None)
+    partition = TopicPartition(PREFIX + topic, 0)
+    try:
+        if may_describe:  # offsets are visible; the fetch itself is refused
+            assert consumer.end_offsets([partition])[partition] > 0
+            consumer.assign([partition])
+            consumer.seek(partition, 0)
+            with pytest.raises(TopicAuthorizationFailedError):
+                for _ in range(10):
+                    assert not consumer.poll(timeout_ms=500)
+        else:  # the topic is invisible; kafka-python then never routes a fetch, so no record can arrive
+            with pytest.raises(TopicAuthorizationFailedError):
+                consumer.end_offsets([partition])
+            consumer.assign([partition])
+            consumer.seek(partition, 0)
+            assert not any(consumer.poll(timeout_ms=500) for _ in range(3))
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("group", [f"{PREFIX}feed.best-tucson", f"{PREFIX}feed.best-tucson.x",
+                                   f"{PREFIX}feed.best-san-diegoX", f"{PREFIX}hub.dedup", "analysts"])
+def test_task_force_cannot_use_other_groups(secured, group):
+    with pytest.raises(GroupAuthorizationFailedError):
+        _read(secured.as_("tf-best-san-diego"), f"{PREFIX}feed.best-san-diego", group)
+
+
+def test_hub_runs_a_transactional_stage(secured):
+    """Consume ingest, produce to the canonical stream and commit the offsets in one transaction, as the runner does."""
+    hub = secured.as_("hub")
+    seed = make_producer(secured.as_("agency-AZHSI0100"))
+    seed.send(f"{PREFIX}ingest.AZHSI0100", value=b"report").get(30)
+    seed.close()
+    group = f"{PREFIX}hub.dedup"
+    consumer = make_consumer(f"{PREFIX}ingest.AZHSI0100", settings=hub, group_id=group)
+    producer = make_producer(hub, transactional_id=f"{group}.0")
+    try:
+        producer.init_transactions()
+        records: list = []
+        for _ in range(20):
+            records += [r for batch in consumer.poll(timeout_ms=500).values() for r in batch]
+            if records:
+                break
+        assert records
+        producer.begin_transaction()
+        producer.send(f"{PREFIX}events.canonical", value=b"canonical")
+        last = records[-1]
+        offsets = {TopicPartition(last.topic, last.partition): OffsetAndMetadata(last.offset + 1, "", -1)}
+        producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
+        producer.commit_transaction()
+    finally:
+        producer.close()
+        consumer.close()
+    check = make_consumer(settings=hub, group_id=group)
+    try:
+        committed = check.committed(TopicPartition(f"{PREFIX}ingest.AZHSI0100", 0))
+    finally:
+        check.close()
+    assert committed == records[-1].offset + 1
+
+
+def test_hub_transactional_ids_and_groups_must_carry_its_prefix(secured):
+    producer = make_producer(secured.as_("hub"), transactional_id=f"{PREFIX}other.0", max_block_ms=10_000)
+    try:
+        with pytest.raises(TransactionalIdAuthorizationFailedError):
+            producer.init_transactions()
+    finally:
+        producer.close()
+    with pytest.raises(GroupAuthorizationFailedError):
+        _read(secured.as_("hub"), f"{PREFIX}events.canonical", f"{PREFIX}feed.best-tucson")
+
+
+def test_hub_creates_and_verifies_its_topics(secured):
+    hub = secured.as_("hub")
+    wanted = [(name, spec) for name, spec in hub_topics(PREFIX, AGENCIES, ["dedup"]) if name not in TOPICS]
+    assert {status.action for status in ensure_topics(wanted, hub)} == {"created"}
+    assert {status.action for status in ensure_topics(wanted, hub)} == {"ok"}
+
+
+def test_only_admin_manages_acls_and_topics(secured):
+    hub = make_admin(secured.as_("hub"))
+    try:
+        with pytest.raises(ClusterAuthorizationFailedError):
+            broker_acls(hub)
+    finally:
+        hub.close()
+    agency = make_admin(secured.as_("agency-CACBP0100"))
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            agency.create_topics([NewTopic(f"{PREFIX}ingest.NEW000000", 1, 1)])
+    finally:
+        agency.close()
+
+
+def test_wrong_password_fails_authentication(secured):
+    settings = secured.as_("agency-CACBP0100", sasl_password="not-the-password", connect_timeout_s=6.0)
+    # A wrong password never connects. kafka-python sometimes sees only the broker closing the socket (not the
+    # SASL error) before its bootstrap times out on a loaded machine, so the refusal is named on some attempt.
+    refusals = []
+    for _ in range(3):
+        with pytest.raises((AuthenticationFailedError, KafkaUnavailableError)) as info:
+            make_producer(settings)
+        refusals.append(info.value)
+        if isinstance(info.value, AuthenticationFailedError):
+            break
+    assert isinstance(refusals[-1], AuthenticationFailedError), refusals
+    assert isinstance(refusals[-1].__cause__, SaslAuthenticationFailedError)
+
+
+def test_unauthenticated_client_gets_nothing(secured):
+    settings = secured.admin.model_copy(update={"security_protocol": "SSL" if secured.broker.layout.tls else "PLAINTEXT",
+                                                "sasl_username": None, "sasl_password": None, "connect_timeout_s": 2.0})
+    with pytest.raises(KafkaUnavailableError):
+        make_consumer(settings=settings, group_id=None)
+
+
+def test_unknown_principal_has_no_credentials(secured):
+    with pytest.raises(CredentialsMissingError):
+        credentials_for("agency-ZZZZZ0000", secured.admin)
+
+
+def test_apply_is_idempotent_and_removes_only_stale_rules_it_owns(secured):
+    admin = secured.admin
+    foreign = AclRule("auditor", "TOPIC", "LITERAL", f"{PREFIX}feed.best-tucson", "READ")
+    other_prefix = AclRule("agency-CACBP0100", "TOPIC", "LITERAL", "u.ingest.CACBP0100", "WRITE")
+    client = make_admin(admin)
+    client.create_acls([foreign.to_kafka(), other_prefix.to_kafka()])
+    client.close()
+    try:
+        again = apply_access(admin, PREFIX, AGENCIES, TASK_FORCES)
+        assert (again.created, again.deleted) == ([], [])
+        assert {p.credential for p in again.principals} == {"kept"}
+
+        shrunk = apply_access(admin, PREFIX, AGENCIES, ["best-san-diego"])
+        assert {r.principal for r in shrunk.deleted} == {"tf-best-tucson"} and len(shrunk.deleted) == 4
+        assert {foreign, other_prefix} <= set(show_acls(admin))
+        with pytest.raises(GroupAuthorizationFailedError):
+            _read(secured.as_("tf-best-tucson"), f"{PREFIX}feed.best-tucson", f"{PREFIX}feed.best-tucson")
+    finally:
+        restored = apply_access(admin, PREFIX, AGENCIES, TASK_FORCES)
+        client = make_admin(admin)
+        client.delete_acls([foreign.to_kafka(), other_prefix.to_kafka()])
+        client.close()
+    assert len(restored.created) == 4
+    assert set(show_acls(admin)) == desired_acls(PREFIX, AGENCIES, TASK_FORCES)
+
+
+def test_explicit_password_is_set_on_the_broker(secured):
+    apply_access(secured.admin, PREFIX, AGENCIES, TASK_FORCES, passwords={"tf-best-tucson": "chosen-by-the-unit"})
+    settings = secured.as_("tf-best-tucson")
+    assert settings.sasl_password == "chosen-by-the-unit"
+    assert _read(settings, f"{PREFIX}feed.best-tucson", f"{PREFIX}feed.best-tucson.fresh")
+    with pytest.raises(AccessConfigError):
+        apply_access(secured.admin, PREFIX, AGENCIES, TASK_FORCES, passwords={"mallory": "x"})
+
+
+def test_tls_listener_presents_the_generated_ca(secured):
+    layout = secured.broker.layout
+    if not layout.tls:
+        pytest.skip("plain SASL variant")
+    ca = Path(secured.admin.ssl_cafile)
+    host, port = layout.bootstrap_servers.split(",")[0].split(":")
+    context = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    untrusted = secured.as_("agency-CACBP0100", ssl_cafile=None, connect_timeout_s=2.0)
+    with pytest.raises(KafkaUnavailableError):  # the system CAs do not know the local CA
+        make_producer(untrusted)
+
+
+def test_the_subscriber_sdk_reads_its_own_feed_as_the_unit(secured):
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from consumers.subscriber import Subscriber
+    from schemas.codec import Codec
+    from tests.test_routing import routed
+    from tests.test_sharing import canonical, event
+
+    record = canonical(event("CACBP0100", port="SAN_YSIDRO"))
+    [item] = [o.value for o in routed(record) if o.topic == "feed.best-san-diego"]
+    since = datetime.now(timezone.utc) + timedelta(milliseconds=1)  # after the fixture's raw "routed" record
+    time.sleep(0.01)
+    producer = make_producer(secured.as_("hub"))
+    producer.send(f"{PREFIX}feed.best-san-diego", key=b"k", value=Codec().encode(item)).get(30)
+    producer.close()
+    unit = secured.as_("tf-best-san-diego").model_copy(update={"topic_prefix": PREFIX})
+    with Subscriber("best-san-diego", unit, start=since) as subscriber:
+        assert [i.item_id for i in subscriber.items(idle_s=1)] == [item.item_id]
+    with Subscriber("best-san-diego", unit) as again:  # the group committed: nothing new
+        assert list(again.items(idle_s=1)) == []

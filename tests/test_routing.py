@@ -1,0 +1,216 @@
+"""Routing to task-force feeds: the stage over typed records, then on the real broker (feeds' bytes, audit,
+registry changes while the router runs)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from consumers.registry import DEFAULT_REGISTRY, Registry, load_registry
+from consumers.runner import StageRunner
+from consumers.sharing import route
+from consumers.stage import Message
+from consumers.stages import STAGES
+from consumers.stages.dedup import DedupStage
+from consumers.stages.route import RouteStage
+from consumers.state import MemoryPartitionStore, State
+from hub.control import applied_revision, apply_registry, document_of
+from hub.kafka import make_producer
+from hub.topics import ensure_topics, hub_topics
+from producers.directory import load_agencies
+from producers.sample import generate
+from schemas.codec import Codec
+from schemas.models import DisseminationLevel, FeedItem, RegistryRevision, RoutingDecision
+from schemas.topics import AUDIT, CANONICAL, FEED
+from tests.conftest import publish_events, topic_records
+from tests.test_sharing import canonical, event
+
+REGISTRY = load_registry()
+UNITS = sorted(u.unit_id for u in REGISTRY.task_forces)
+
+
+def revision_of(registry: Registry) -> RegistryRevision:
+    from datetime import datetime, timezone
+    import hashlib
+
+    document = document_of(registry)
+    return RegistryRevision(version=registry.version, document=document,
+                            sha256=hashlib.sha256(document.encode()).hexdigest(), applied_by="test",
+                            applied_at=datetime.now(timezone.utc))
+
+
+def routed(record, registry: Registry = REGISTRY) -> list:
+    stage = RouteStage(revision_of(registry))
+    return stage.process(Message("events.canonical", 0, 0, b"k", record, 0), State(MemoryPartitionStore()))
+
+
+# -- the stage over typed records ------------------------------------------------------------------
+def test_every_unit_gets_one_audit_record_and_only_full_or_pointer_reach_feeds():
+    record = canonical(event("CACBP0100", port="SAN_YSIDRO", handling={"dissemination": "GRAY"}))
+    outputs = routed(record)
+    audits = [o.value for o in outputs if o.topic == AUDIT.name()]
+    feeds = {o.topic: o.value for o in outputs if o.topic.startswith("feed.")}
+    assert sorted(a.unit_id for a in audits) == UNITS
+    decisions = {d.unit_id: d for d in route(record, REGISTRY)}
+    assert set(feeds) == {FEED.name(unit=u) for u, d in decisions.items() if d.form != "WITHHELD"}
+    for audit in audits:
+        assert audit.form == decisions[audit.unit_id].form and audit.rule == decisions[audit.unit_id].rule
+        assert audit.principal == f"tf-{audit.unit_id}" and audit.registry_version == REGISTRY.version
+    for topic, item in feeds.items():
+        assert item.form == decisions[item.unit_id].form
+        if item.form == "POINTER":
+            assert item.event is None and item.pointer.record_id == record.canonical_id
+            assert "SAN_YSIDRO" not in item.model_dump_json()
+
+
+def test_a_black_record_produces_audit_but_no_feed_item_for_non_owners():
+    record = canonical(event("CACBP0100", port="SAN_YSIDRO", handling={"dissemination": "BLACK"}))
+    owners = {u.unit_id for u in REGISTRY.task_forces if record.primary.agency_ori in u.agencies}
+    outputs = routed(record)
+    assert {o.value.unit_id for o in outputs if o.topic.startswith("feed.")} == owners
+    withheld = [o.value for o in outputs if o.topic == AUDIT.name() and o.value.form == "WITHHELD"]
+    assert {a.unit_id for a in withheld} == set(UNITS) - owners
+
+
+def test_the_router_waits_for_a_registry():
+    assert RouteStage().waiting_for() and "hub taskforces apply" in RouteStage().waiting_for()
+    assert RouteStage(revision_of(REGISTRY)).waiting_for() is None
+
+
+# -- on the broker ---------------------------------------------------------------------------------
+def _setup(settings, agencies) -> None:
+    ensure_topics(hub_topics(settings.topic_prefix, sorted(agencies), sorted(STAGES), UNITS), settings)
+
+
+def _drain(settings, stage) -> int:
+    return StageRunner(stage, settings, commit_interval_s=0.2).run_until_idle(idle_polls=10)
+
+
+def _audit(settings) -> list[RoutingDecision]:
+    codec = Codec()
+    values = [codec.decode(r.value) for r in topic_records(settings, settings.topic(AUDIT.pattern))]
+    return [v for v in values if isinstance(v, RoutingDecision)]
+
+
+@pytest.mark.kafka
+def test_black_records_never_reach_a_non_owner_feed_and_gray_ones_only_as_pointers(hub_settings):
+    sample = generate(1_500, seed=44)
+    agencies = {e.agency_ori for e in sample.events}
+    _setup(hub_settings, agencies)
+    apply_registry(settings=hub_settings, applied_by="test")
+    publish_events(hub_settings, sample.events)
+    _drain(hub_settings, DedupStage())
+    routed_count = _drain(hub_settings, RouteStage())
+    assert routed_count > 0
+
+    feed_bytes = {unit: [r.value for r in topic_records(hub_settings, FEED.name(hub_settings.topic_prefix, unit=unit))]
+                  for unit in UNITS}
+    black = [e for e in sample.events if e.handling.dissemination == DisseminationLevel.BLACK]
+    assert black, "the sample plants BLACK records"
+    delivered_to_owner = 0
+    for report in black:
+        marker = report.event_id.encode()
+        for unit in REGISTRY.task_forces:
+            found = any(marker in value for value in feed_bytes[unit.unit_id])
+            if report.agency_ori in unit.agencies:
+                delivered_to_owner += found
+            else:
+                assert not found, f"BLACK event {report.event_id} of {report.agency_ori} leaked to {unit.unit_id}"
+    assert delivered_to_owner, "BLACK records do reach their owners' feeds (so the check above can fail)"
+
+    decisions = _audit(hub_settings)
+    assert len(decisions) == routed_count * len(UNITS), "one audit record per routed record and unit"
+    codec = Codec()
+    items = {unit: {item.item_id: item for item in map(codec.decode, values)} for unit, values in feed_bytes.items()}
+    gray = [d for d in decisions if d.rule == "gray.pointer"]
+    assert gray, "the sample plants GRAY records"
+    for decision in gray:
+        item = items[decision.unit_id][decision.decision_id]
+        assert item.form == "POINTER" and item.event is None and item.pointer.record_id == decision.record_id
+    for decision in (d for d in decisions if d.form == "WITHHELD"):
+        assert decision.decision_id not in items[decision.unit_id]
+
+
+@pytest.mark.kafka
+def test_a_subscription_change_takes_effect_without_restarting_the_router(hub_settings, tmp_path: Path):
+    _setup(hub_settings, [])
+    apply_registry(settings=hub_settings, applied_by="test")
+    runner = StageRunner(RouteStage(), hub_settings, commit_interval_s=0.2)
+    stop = threading.Event()
+    router = threading.Thread(target=runner.run, kwargs={"until": lambda handled: stop.is_set()}, daemon=True)
+    router.start()
+    producer, codec = make_producer(hub_settings), Codec()
+
+    def route_seizure_in_san_ysidro() -> str:
+        record = canonical(event("CACBP0100", port="SAN_YSIDRO"))
+        producer.send(hub_settings.topic(CANONICAL.pattern), key=record.canonical_id.encode(), value=codec.encode(record))
+        producer.flush()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            yuma = [d for d in _audit(hub_settings) if d.record_id == record.canonical_id and d.unit_id == "best-yuma"]
+            if yuma:
+                return yuma[0]
+            time.sleep(0.5)
+        raise AssertionError("the router did not decide in time")
+
+    try:
+        before = route_seizure_in_san_ysidro()
+        assert before.form == "WITHHELD" and before.registry_version == 1
+
+        document = yaml.safe_load(DEFAULT_REGISTRY.read_text())
+        document["version"] = 2
+        yuma = next(u for u in document["task_forces"] if u["unit_id"] == "best-yuma")
+        yuma["subscriptions"].append({"subscription_id": "san-ysidro-watch", "event_types": ["SEIZURE"],
+                                      "regions": {"ports_of_entry": ["SAN_YSIDRO"]}})
+        changed = tmp_path / "taskforces.yaml"
+        changed.write_text(yaml.safe_dump(document))
+        result = apply_registry(changed, settings=hub_settings, applied_by="test")
+        assert result.applied and any("best-yuma" in c and "subscriptions" in c for c in result.revision.changes)
+
+        # The router tails the registry topic between polls: the change applies within moments, not in order
+        # with records already on their way.
+        after = route_seizure_in_san_ysidro()
+        for _ in range(20):
+            if after.registry_version == 2:
+                break
+            time.sleep(0.5)
+            after = route_seizure_in_san_ysidro()
+        assert router.is_alive(), "the same router process decided both"
+        assert (after.form, after.subscription_id, after.registry_version) == ("FULL", "san-ysidro-watch", 2)
+        feed = [codec.decode(r.value) for r in topic_records(hub_settings,
+                                                             FEED.name(hub_settings.topic_prefix, unit="best-yuma"))]
+        assert after.record_id in [i.event.canonical_id for i in feed if isinstance(i, FeedItem)]
+        assert all(i.registry_version == 2 for i in feed), "best-yuma received nothing under version 1"
+        assert applied_revision(hub_settings).version == 2
+    finally:
+        stop.set()
+        router.join(timeout=30)
+        producer.close()
+
+
+@pytest.mark.kafka
+def test_applying_a_registry_is_idempotent_audited_and_refuses_a_stale_version(hub_settings, tmp_path: Path):
+    from hub.control import RegistryVersionError
+
+    _setup(hub_settings, [])
+    first = apply_registry(settings=hub_settings, applied_by="Sgt. Ortiz")
+    assert first.applied and first.revision.changes[0].startswith("initial registry")
+    assert not apply_registry(settings=hub_settings).applied
+    document = yaml.safe_load(DEFAULT_REGISTRY.read_text())
+    document["task_forces"] = [u for u in document["task_forces"] if u["unit_id"] != "best-yuma"]
+    stale = tmp_path / "stale.yaml"
+    stale.write_text(yaml.safe_dump(document))
+    with pytest.raises(RegistryVersionError) as refused:
+        apply_registry(stale, settings=hub_settings)
+    assert "version 1" in str(refused.value) and "Raise `version:`" in str(refused.value)
+    codec = Codec()
+    audited = [codec.decode(r.value) for r in topic_records(hub_settings, hub_settings.topic(AUDIT.pattern))]
+    revisions = [v for v in audited if isinstance(v, RegistryRevision)]
+    assert [(r.version, r.applied_by) for r in revisions] == [(1, "Sgt. Ortiz")]
+    assert json.loads(revisions[0].document)["version"] == 1
+    assert sorted(load_agencies()) and load_registry() == Registry.model_validate(json.loads(revisions[0].document))
