@@ -198,7 +198,7 @@ class StageRunner(ConsumerRebalanceListener):
         state = self._states[record.partition]
         try:
             message = Message(record.topic, record.partition, record.offset, record.key,
-                              self.codec.decode(record.value), record.timestamp)
+                              self.codec.decode(record.value), record.timestamp, record.value)
             outputs = self.stage.process(message, state)
         except (SchemaError, StageError, ValueError, KeyError, TypeError) as exc:
             state.discard_last()
@@ -214,7 +214,8 @@ class StageRunner(ConsumerRebalanceListener):
     def _send(self, output: Output) -> None:
         assert self._producer is not None
         value = output.value if isinstance(output.value, bytes) else self.codec.encode(output.value)
-        self._producer.send(self.settings.topic(output.topic), key=output.key, value=value, headers=output.headers)
+        self._producer.send(self.settings.topic(output.topic), key=output.key, value=value, headers=output.headers,
+                            partition=output.partition)
 
     def _dead_letter(self, record: Any, exc: BaseException) -> None:
         assert self._producer is not None

@@ -31,6 +31,8 @@ class Message:
     key: bytes | None
     value: Any
     timestamp_ms: int
+    #: The bytes as read: only the audit sealer needs them (it chains exactly what was written).
+    raw: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class Output:
     key: bytes
     value: AvroModel | bytes
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    #: An explicit partition (else the key decides): a stage that must be the only writer of a partition,
+    #: such as the audit chain's sealer, writes to the partition number of its input.
+    partition: int | None = None
 
 
 class StageConfig(BaseSettings):

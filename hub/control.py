@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kafka import TopicPartition
-
 from consumers.registry import DEFAULT_REGISTRY, Registry, load_registry
 from hub.exceptions import ConfigError
-from hub.kafka import make_consumer, make_producer
+from hub.kafka import make_producer, read_topic
 from hub.settings import HubSettings, get_settings
 from producers.directory import load_agencies
 from schemas.codec import Codec
@@ -44,25 +42,9 @@ class ApplyResult:
 def applied_revision(settings: HubSettings | None = None) -> RegistryRevision | None:
     """The registry revision in effect (the highest version on the control topic), if any."""
     settings = settings or get_settings()
-    topic = settings.topic(REGISTRY.pattern)
-    consumer = make_consumer(settings=settings, group_id=None)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            return None
-        ends = consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        codec, latest = Codec(), None
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    revision = codec.decode(record.value)
-                    if latest is None or revision.version > latest.version:
-                        latest = revision
-        return latest
-    finally:
-        consumer.close()
+    codec = Codec()
+    revisions = [codec.decode(r.value) for r in read_topic(settings.topic(REGISTRY.pattern), settings)]
+    return max(revisions, key=lambda r: r.version, default=None)
 
 
 def document_of(registry: Registry) -> str:

@@ -78,3 +78,9 @@ class BenchmarkError(HubError):
     """A benchmark could not produce a trustworthy figure (so it prints none)."""
 
     hint = "Rerun on a quieter machine or with a smaller --count; `hub broker status` shows the broker's state."
+
+
+class TopicMissingError(HubError):
+    """A command needs a topic that does not exist on the cluster."""
+
+    hint = "Create the hub's topics with `hub topics init`."

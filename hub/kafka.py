@@ -82,3 +82,30 @@ def make_consumer(*topics: str, settings: HubSettings | None = None, **overrides
 
 def make_admin(settings: HubSettings | None = None, **overrides: Any) -> KafkaAdminClient:
     return _connect(KafkaAdminClient, settings, **overrides)
+
+
+def read_topic(topic: str, settings: HubSettings | None = None, timeout_s: float = 120.0) -> list[Any]:
+    """Every committed record of every partition of ``topic``, from the beginning to the current end, in
+    partition and offset order (an absent topic reads as empty)."""
+    import time
+
+    from kafka import TopicPartition
+
+    consumer = make_consumer(settings=settings, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not partitions:
+            return []
+        ends = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(f"reading {topic} did not finish within {timeout_s:.0f} s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()

@@ -11,8 +11,8 @@ from kafka.errors import TopicAlreadyExistsError
 from hub.kafka import make_admin
 from hub.settings import HubSettings, get_settings
 from schemas.topics import (
-    ALERT_CONTROL, ALERTS, ALERTS_RAISED, AUDIT, CANONICAL, CHANGELOG, CORRELATION_KEYS, DEADLETTER, FEED, INGEST,
-    REGISTRY, TopicSpec,
+    ALERT_CONTROL, ALERTS, ALERTS_RAISED, AUDIT, AUDIT_CHAIN, CANONICAL, CHANGELOG, CORRELATION_KEYS, DEADLETTER,
+    FEED, INGEST, REGISTRY, TopicSpec,
 )
 
 Action = Literal["created", "ok", "drift"]
@@ -65,7 +65,7 @@ def hub_topics(prefix: str, agencies: list[str], stages: list[str],
     and per stage its changelog and dead-letter topics."""
     wanted = [(INGEST.name(prefix, ori=ori), INGEST) for ori in agencies]
     wanted += [(spec.name(prefix), spec) for spec in (CANONICAL, CORRELATION_KEYS, ALERTS_RAISED, ALERT_CONTROL, ALERTS,
-                                                      AUDIT, REGISTRY)]
+                                                      AUDIT, AUDIT_CHAIN, REGISTRY)]
     wanted += [(FEED.name(prefix, unit=unit), FEED) for unit in units]
     for stage in stages:
         wanted += [(CHANGELOG.name(prefix, stage=stage), CHANGELOG), (DEADLETTER.name(prefix, stage=stage), DEADLETTER)]

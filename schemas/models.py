@@ -714,11 +714,20 @@ class RegistryRevision(AvroModel):
     changes: list[str] = []
 
 
+class AuditSeal(AvroModel):
+    partition: int = Field(ge=0)
+    sequence: int = Field(ge=1)
+    prev_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    recorded_at: AwareDatetime
+    record: bytes
+
+
 ALL_MODELS: tuple[type[AvroModel], ...] = (
     ContactInformation, Agency, Location, IntelligenceMarking, Handling, EntityIdentifier, EntityReference,
     RecordReference, Weight, Drug, PillPress, ItemSeizure, Charge, Arrest, Case, Indictment, LabResult,
     PlannedOperation, CaseEvent, DedupDecision, ReportCredit, CanonicalEvent, AlertParty, DeconflictionAlert,
-    AlertAction, RecordPointer, FeedItem, RoutingDecision, RegistryRevision,
+    AlertAction, RecordPointer, FeedItem, RoutingDecision, RegistryRevision, AuditSeal,
 )
 ALL_ENUMS: tuple[type[StrEnum], ...] = (
     EventType, AgencyLevel, DisseminationLevel, TrafficLightProtocol, CuiCategory, Sensitivity, Confidence,

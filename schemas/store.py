@@ -22,7 +22,7 @@ CASE_EVENT = f"{NAMESPACE}.CaseEvent"
 # Records that travel on their own (topic values); every other named type is part of one of them.
 TOP_LEVEL_TYPES = (CASE_EVENT, f"{NAMESPACE}.CanonicalEvent", f"{NAMESPACE}.DeconflictionAlert",
                    f"{NAMESPACE}.AlertAction", f"{NAMESPACE}.FeedItem", f"{NAMESPACE}.RoutingDecision",
-                   f"{NAMESPACE}.RegistryRevision")
+                   f"{NAMESPACE}.RegistryRevision", f"{NAMESPACE}.AuditSeal")
 
 
 @dataclass(frozen=True)

@@ -196,3 +196,14 @@ REGISTRY = TopicSpec(
     cleanup_policy="compact",
     retention_ms=FOREVER,
 )
+
+AUDIT_CHAIN = TopicSpec(
+    pattern="audit.chain",
+    purpose="The tamper-evident audit log: every audit record sealed into a per-partition SHA-256 chain by the "
+    "seal stage, the only writer of each partition (`hub audit verify` checks it).",
+    partitions=6,
+    key="as the audited record",
+    value="AuditSeal, Avro single-object encoding",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+)

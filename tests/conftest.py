@@ -100,25 +100,9 @@ def hub_settings(kafka: KafkaUnderTest, tmp_path) -> HubSettings:
 
 def topic_records(settings: HubSettings, topic: str, timeout_s: float = 60.0) -> list:
     """Every record on every partition of ``topic``, read from the beginning to the current end."""
-    import time
+    from hub.kafka import read_topic
 
-    from kafka import TopicPartition
-
-    from hub.kafka import make_consumer
-
-    consumer = make_consumer(settings=settings, group_id=None)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        ends = consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        records, deadline = [], time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end for tp, end in ends.items()) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+    return read_topic(topic, settings, timeout_s)
 
 
 def publish_events(settings: HubSettings, events: list) -> None:

@@ -7,8 +7,9 @@ from consumers.stages.alerts import AlertLifecycleStage
 from consumers.stages.correlate import CorrelateStage, DeconflictStage
 from consumers.stages.dedup import DedupStage
 from consumers.stages.route import RouteStage
+from consumers.stages.seal import SealStage
 
 STAGES: dict[str, type[Stage]] = {
     "dedup": DedupStage, "correlate": CorrelateStage, "deconflict": DeconflictStage, "alerts": AlertLifecycleStage,
-    "route": RouteStage,
+    "route": RouteStage, "seal": SealStage,
 }

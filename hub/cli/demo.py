@@ -29,8 +29,9 @@ from schemas.topics import ALERTS, AUDIT, CANONICAL, FEED, INGEST
 def demo(count: int = typer.Option(2000, "--count", help="Sample events to generate and publish.")) -> None:
     """The whole flow on the local broker: start it if needed, create the topics, generate multi-agency sample
     traffic, publish each agency's file with `hub publish`, run dedup, deconfliction and the alert lifecycle,
-    apply the task-force registry and route to the feeds, then show several units' feeds side by side
-    (including a gray pointer and a withheld black record)."""
+    apply the task-force registry and route to the feeds, show several units' feeds side by side (including a
+    gray pointer and a withheld black record), and end with the auditor's view: a verified audit chain and
+    who received one seizure."""
     settings = get_settings()
     with console.status("starting Kafka") as status:
         LocalBroker().start(progress=lambda m: status.update(m))
@@ -89,6 +90,15 @@ def demo(count: int = typer.Option(2000, "--count", help="Sample events to gener
     console.print(f"registry version {applied.revision.version} in effect ({len(registry.task_forces)} units)")
     console.print(f"  route: {_catch_up(settings, 'route'):,} messages processed")
     _show_feeds(settings, ["best-san-diego", "best-tucson", "best-laredo"])
+
+    console.rule("7. the auditor's view (hub run seal, hub audit verify, hub audit who-saw)")
+    console.print(f"  seal: {_catch_up(settings, 'seal'):,} audit records sealed into the hash chains")
+    seizure = next(c for c in _latest(settings, CANONICAL.pattern, lambda c: c.canonical_id).values()
+                   if c.event_type == EventType.SEIZURE and len(c.agencies) > 1)
+    for command in (["audit", "verify"], ["audit", "who-saw", seizure.primary.event_id]):
+        console.print(f"$ hub {' '.join(command)}", style="bold", highlight=False)
+        done = subprocess.run([sys.executable, "-m", "hub", *command], capture_output=True, text=True)
+        console.print(done.stdout.rstrip(), done.stderr.rstrip(), highlight=False)
 
 
 def _catch_up(settings, name: str) -> int:

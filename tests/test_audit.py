@@ -1,0 +1,107 @@
+"""The tamper-evident audit chain: pure chain checks, then sealing and `hub audit` on the real broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumers.audit import GENESIS, link, seal, verify_chain
+from consumers.registry import load_registry
+from consumers.runner import StageRunner
+from consumers.stages.route import RouteStage
+from consumers.stages.seal import SealStage
+from hub.control import apply_registry
+from hub.kafka import make_producer
+from hub.topics import ensure_topics, hub_topics
+from schemas.codec import Codec
+from schemas.topics import AUDIT_CHAIN, CANONICAL
+from tests.conftest import hub_env, topic_records
+from tests.test_sharing import canonical, event
+
+HUB = [sys.executable, "-m", "hub"]
+AT = datetime(2026, 11, 27, tzinfo=timezone.utc)
+
+
+def chain(records: list[bytes], partition: int = 0) -> list[tuple[int, bytes]]:
+    codec, prev, out = Codec(), GENESIS, []
+    for offset, record in enumerate(records):
+        item = seal(partition, offset + 1, prev, record, AT)
+        prev = item.hash
+        out.append((offset, codec.encode(item)))
+    return out
+
+
+records = st.lists(st.binary(min_size=1, max_size=40), min_size=2, max_size=12)
+
+
+@given(records)
+def test_an_untouched_chain_verifies(data):
+    report = verify_chain(0, chain(data))
+    assert report.broken is None and report.records == len(data)
+
+
+@settings(max_examples=60)
+@given(records, st.data())
+def test_altering_removing_or_swapping_a_record_is_caught_where_it_happened(data, draw):
+    sealed = chain(data)
+    at = draw.draw(st.integers(0, len(sealed) - 1))
+    codec = Codec()
+    altered = list(sealed)
+    item = codec.decode(sealed[at][1])
+    altered[at] = (at, codec.encode(item.model_copy(update={"record": item.record + b"!"})))
+    assert verify_chain(0, altered).broken.offset == at
+    removed = sealed[:at] + sealed[at + 1:]
+    if at < len(sealed) - 1:
+        assert verify_chain(0, removed).broken.offset == sealed[at + 1][0]
+    if at < len(sealed) - 1:
+        swapped = sealed[:at] + [sealed[at + 1], sealed[at]] + sealed[at + 2:]
+        assert verify_chain(0, swapped).broken.offset == sealed[at + 1][0]
+
+
+def test_a_forged_seal_with_a_correct_hash_but_no_place_in_the_chain_is_caught():
+    sealed = chain([b"a", b"b"])
+    forged = seal(0, 3, link(GENESIS, b"zzz"), b"forged", AT)  # consistent in itself, linked to nothing
+    report = verify_chain(0, [*sealed, (2, Codec().encode(forged))])
+    assert report.broken.offset == 2 and "previous hash" in report.broken.reason
+    assert verify_chain(0, [*sealed, (2, b"not even avro")]).broken.offset == 2
+
+
+@pytest.mark.kafka
+def test_the_sealed_audit_verifies_answers_who_saw_and_names_a_forged_record(hub_settings):
+    units = sorted(u.unit_id for u in load_registry().task_forces)
+    ensure_topics(hub_topics(hub_settings.topic_prefix, [], ["route", "seal"], units), hub_settings)
+    apply_registry(settings=hub_settings, applied_by="test")
+    codec, producer = Codec(), make_producer(hub_settings)
+    routed = [canonical(event("CACBP0100", port="SAN_YSIDRO")) for _ in range(20)]
+    for record in routed:
+        producer.send(hub_settings.topic(CANONICAL.pattern), key=record.canonical_id.encode(),
+                      value=codec.encode(record))
+    producer.flush()
+    StageRunner(RouteStage(), hub_settings, commit_interval_s=0.2).run_until_idle(idle_polls=10)
+    StageRunner(SealStage(), hub_settings, commit_interval_s=0.2).run_until_idle(idle_polls=10)
+    env = hub_env(hub_settings)
+
+    verified = subprocess.run([*HUB, "audit", "verify"], capture_output=True, text=True, env=env, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "every chain intact" in verified.stdout
+
+    seen = subprocess.run([*HUB, "audit", "who-saw", routed[0].primary.event_id], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert seen.returncode == 0 and "best-san-diego" in seen.stdout and "owner.full" in seen.stdout
+
+    chain_topic = hub_settings.topic(AUDIT_CHAIN.pattern)
+    sealed = topic_records(hub_settings, chain_topic)
+    victim = sealed[-1]
+    genuine = codec.decode(victim.value)
+    forged = seal(victim.partition, genuine.sequence + 1, genuine.hash, b"a record nobody audited", AT)
+    forged = forged.model_copy(update={"prev_hash": link(GENESIS, b"x")})  # spliced in: no link to the chain
+    metadata = producer.send(chain_topic, key=b"forged", value=codec.encode(forged), partition=victim.partition).get(30)
+    producer.close()
+    caught = subprocess.run([*HUB, "audit", "verify"], capture_output=True, text=True, env=env, timeout=120)
+    assert caught.returncode == 1
+    assert f"partition {victim.partition}, offset {metadata.offset}" in caught.stdout, caught.stdout
