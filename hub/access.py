@@ -42,7 +42,7 @@ from hub.exceptions import AccessConfigError, AccessError, CredentialsMissingErr
 from hub.kafka import make_admin
 from hub.settings import HubSettings, get_settings
 from schemas.models import ORI_PATTERN
-from schemas.topics import INGEST
+from schemas.topics import FEED, INGEST
 
 HUB = "hub"
 AGENCY = "agency-"
@@ -94,11 +94,6 @@ def task_force_principal(unit_id: str) -> str:
     return f"{TASK_FORCE}{unit_id}"
 
 
-def feed_topic(prefix: str, unit_id: str) -> str:
-    """A task force's feed; the routing stage will declare it in ``schemas/topics.py``."""
-    return f"{prefix}feed.{unit_id}"
-
-
 def principals(agencies: list[str], task_forces: list[str]) -> list[str]:
     """Every principal the model names, hub first."""
     return [HUB, *map(agency_principal, agencies), *map(task_force_principal, task_forces)]
@@ -128,7 +123,7 @@ def desired_acls(prefix: str, agencies: list[str], task_forces: list[str]) -> se
         topic = INGEST.name(prefix, ori=ori)
         rules |= {AclRule(agency_principal(ori), "TOPIC", "LITERAL", topic, op) for op in ("WRITE", "DESCRIBE")}
     for unit in task_forces:
-        user, feed = task_force_principal(unit), feed_topic(prefix, unit)
+        user, feed = task_force_principal(unit), FEED.name(prefix, unit=unit)
         rules |= {AclRule(user, "TOPIC", "LITERAL", feed, op) for op in ("READ", "DESCRIBE")}
         rules |= {AclRule(user, "GROUP", "LITERAL", feed, "READ"), AclRule(user, "GROUP", "PREFIXED", f"{feed}.", "READ")}
     return rules
