@@ -24,6 +24,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
+from hub.exceptions import TopicMissingError
 from hub.kafka import make_consumer, make_producer
 from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
@@ -142,6 +143,9 @@ class StageRunner(ConsumerRebalanceListener):
         self._globals = make_consumer(settings=self.settings, group_id=None, client_id=f"{self.group_id}.global")
         topics = [self.settings.topic(name) for name in self.stage.global_inputs]
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(self._globals.partitions_for_topic(t) or [])]
+        missing = sorted(set(topics) - {tp.topic for tp in partitions})
+        if missing:
+            raise TopicMissingError(f"the {self.stage.name} stage reads {', '.join(missing)}, which does not exist")
         self._globals.assign(partitions)
         self._globals.seek_to_beginning()
         ends = self._globals.end_offsets(partitions)

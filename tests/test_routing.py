@@ -214,3 +214,12 @@ def test_applying_a_registry_is_idempotent_audited_and_refuses_a_stale_version(h
     assert [(r.version, r.applied_by) for r in revisions] == [(1, "Sgt. Ortiz")]
     assert json.loads(revisions[0].document)["version"] == 1
     assert sorted(load_agencies()) and load_registry() == Registry.model_validate(json.loads(revisions[0].document))
+
+
+@pytest.mark.kafka
+def test_a_router_without_its_registry_topic_says_how_to_create_it(hub_settings):
+    from hub.exceptions import TopicMissingError
+
+    with pytest.raises(TopicMissingError) as missing:
+        StageRunner(RouteStage(), hub_settings).run()
+    assert "control.taskforces" in str(missing.value) and "hub topics init" in str(missing.value)
