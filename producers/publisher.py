@@ -102,9 +102,7 @@ class Publisher:
             consumer.close()
 
     def _go_offline(self, reason: str) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=0)
-            self._producer = None
+        self._close_producer(timeout_s=0)
         self.report.offline_reason = reason
         log.warning("broker unreachable; spooling", agency=self.agency_ori, reason=reason)
 
@@ -206,16 +204,20 @@ class Publisher:
         self.report.seconds = time.monotonic() - self._started
         return self.report
 
+    def _close_producer(self, timeout_s: float) -> None:
+        """A broker that died meanwhile cannot make closing fail: whatever was not confirmed is still in the
+        spool for ``--drain``."""
+        if self._producer is None:
+            return
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaTimeoutError:
+            log.warning("producer closed with unconfirmed sends; they stay in the spool",
+                        agency=self.agency_ori, spooled=self.spool.count())
+        self._producer = None
+
     def close(self) -> None:
-        """Close the producer and the spool. A broker that died meanwhile cannot make closing fail: whatever was
-        not confirmed is still in the spool for ``--drain``."""
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=self.delivery_timeout_s)
-            except KafkaTimeoutError:
-                log.warning("producer closed with unconfirmed sends; they stay in the spool",
-                            agency=self.agency_ori, spooled=self.spool.count())
-            self._producer = None
+        self._close_producer(self.delivery_timeout_s)
         self.spool.close()
 
     def __enter__(self) -> Publisher:
