@@ -6,6 +6,11 @@ process killed at any point either committed all of a batch or none of it. The l
 updated only after the transaction commits and is restored from the changelog on start or reassignment.
 Messages that cannot be decoded or processed go to the stage's dead-letter topic with the reason and
 their origin; they never stop the stage.
+
+Inputs are processed in timestamp order across every assigned partition (ties: topic, partition, offset),
+and each output carries its input's timestamp, as Kafka Streams does. The order a stage sees therefore
+depends on what is in the log, not on how fetches happened to interleave, so a replay of the same history
+makes the same decisions (``hub replay --compare`` relies on it).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import signal
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,20 +30,23 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
+from hub.auditing import audit_event, principal_of
 from hub.exceptions import TopicMissingError
 from hub.kafka import make_consumer, make_producer
 from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
+from hub.vault import hub_codec
 from consumers.exceptions import StageError
 from consumers.stage import Message, Output, Stage
 from consumers.state import SqlitePartitionStore, State, StateWrite
-from schemas.codec import Codec
-from schemas.exceptions import SchemaError
-from schemas.topics import changelog_topic, deadletter_topic
+from schemas.exceptions import RecordPurgedError, SchemaError
+from schemas.models import AuditEventType, AuditOutcome
+from schemas.topics import AUDIT, changelog_topic, deadletter_topic
 
 STATE_ENTRIES = Gauge("hub_state_entries", "Entries in a stage's local state store", ["stage", "partition"])
 PROCESSED = Counter("hub_messages_processed_total", "Input messages processed", ["stage"])
 DEAD_LETTERS = Counter("hub_dead_letters_total", "Messages sent to the dead-letter topic", ["stage"])
+PURGED_SKIPPED = Counter("hub_purged_inputs_total", "Inputs skipped because retention purged them", ["stage"])
 
 
 class StageRunner(ConsumerRebalanceListener):
@@ -45,20 +54,25 @@ class StageRunner(ConsumerRebalanceListener):
 
     def __init__(self, stage: Stage, settings: HubSettings | None = None, *, instance: int = 0,
                  commit_interval_s: float = 0.5, max_batch: int = 2000, state_dir: Path | None = None,
-                 on_assigned: Callable[[], None] | None = None) -> None:
+                 on_assigned: Callable[[], None] | None = None, max_wait_s: float = 5.0) -> None:
         self.stage = stage
         self.settings = settings or get_settings()
         self.instance = instance
         self.commit_interval_s = commit_interval_s
         self.max_batch = max_batch
         self.on_assigned = on_assigned  # called once new partitions' state is restored (benchmarks time from here)
+        #: How long the ordered merge waits for a partition known to hold committed, unfetched records before it
+        #: goes on without them (Kafka Streams' max.task.idle.ms): a safety net, not the normal path.
+        self.max_wait_s = max_wait_s
         self.state_dir = state_dir or self.settings.runtime_dir / "state" / f"{self.settings.topic_prefix}{stage.name}"
-        self.codec = Codec()
+        self.codec = hub_codec(self.settings)
         self.log = get_logger(stage=stage.name, instance=instance)
         self._stores: dict[int, SqlitePartitionStore] = {}
         self._states: dict[int, State] = {}
         self._stream_time: dict[TopicPartition, float] = {}  # newest event time read, per input partition
         self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._buffers: dict[TopicPartition, deque[Any]] = {}  # fetched, not yet processed, per input partition
+        self._waiting_since: float | None = None
         self._in_transaction = False
         self._batch_started = 0.0
         self._batch_size = 0
@@ -113,6 +127,29 @@ class StageRunner(ConsumerRebalanceListener):
 
         self.run(until=caught_up)
         return processed
+
+    def run_until_caught_up(self, progress: Callable[[int], None] | None = None) -> int:
+        """Process until every input partition is read to its last stable offset (inputs that are complete, as
+        in a replay); returns how many messages were processed."""
+        processed = 0
+
+        def caught_up(handled: int) -> bool:
+            nonlocal processed
+            processed += handled
+            if progress is not None:
+                progress(processed)
+            return handled == 0 and self.caught_up()
+
+        self.run(until=caught_up)
+        return processed
+
+    def caught_up(self) -> bool:
+        """Partitions assigned, nothing buffered, every input read to its read_committed end."""
+        if not self.ready or self._consumer is None or any(self._buffers.values()):
+            return False
+        assigned = list(self._consumer.assignment())
+        ends = self._consumer.end_offsets(assigned)
+        return all(self._consumer.position(tp) >= end for tp, end in ends.items())
 
     @property
     def ready(self) -> bool:
@@ -171,24 +208,78 @@ class StageRunner(ConsumerRebalanceListener):
                                    reason=str(exc).splitlines()[0])
 
     def poll_once(self, timeout_ms: int = 200) -> int:
-        """One poll and, when due, one commit; returns how many messages were processed."""
+        """One poll, then as many inputs as the ordered merge allows and, when due, one commit; returns how many
+        messages were processed."""
         assert self._consumer is not None and self._producer is not None
         self._poll_globals()
-        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch)
+        for tp, records in self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch).items():
+            self._buffers.setdefault(tp, deque()).extend(records)
         processed = 0
-        for tp, records in batches.items():
-            for record in records:
-                self._begin()
-                self._handle(record)
-                processed += 1
-            # The position, not the last offset + 1: it has moved past transaction markers and aborted
-            # records too, so a caught-up group's lag is exactly zero.
-            self._offsets[tp] = OffsetAndMetadata(self._consumer.position(tp), "", -1)
+        unfetched = self._partitions_with_unfetched_records()
+        while processed < self.max_batch and (tp := self._next_in_order(unfetched)) is not None:
+            buffer = self._buffers[tp]
+            record = buffer.popleft()
+            self._begin()
+            self._handle(record)
+            processed += 1
+            # Once a partition's fetched records are all processed, commit its position rather than the last
+            # offset + 1: the position has moved past transaction markers and aborted records too, so a
+            # caught-up group's lag is exactly zero.
+            next_offset = self._consumer.position(tp) if not buffer else record.offset + 1
+            self._offsets[tp] = OffsetAndMetadata(next_offset, "", -1)
+            if not buffer and next_offset < (self._consumer.highwater(tp) or 0):
+                unfetched.add(tp)  # more of it on the broker: its next record may be older than the others' heads
+        self._pause_full_buffers()
         self._batch_size += processed
         if self._in_transaction and (self._batch_size >= self.max_batch
                                      or time.monotonic() - self._batch_started >= self.commit_interval_s):
             self._commit()
         return processed
+
+    def _partitions_with_unfetched_records(self) -> set[TopicPartition]:
+        """Assigned partitions with nothing buffered but committed records still on the broker.
+
+        The fetch's high watermark counts records of open transactions too, so a partition below it is checked
+        against the read_committed end offset (the last stable offset) before the merge waits for it.
+        """
+        assert self._consumer is not None
+        empty = [tp for tp in self._consumer.assignment() if not self._buffers.get(tp)]
+        behind = []
+        for tp in empty:
+            high = self._consumer.highwater(tp)
+            if high is None or self._consumer.position(tp) < high:
+                behind.append(tp)
+        if not behind:
+            return set()
+        stable = self._consumer.end_offsets(behind)
+        return {tp for tp in behind if self._consumer.position(tp) < stable.get(tp, 0)}
+
+    def _next_in_order(self, unfetched: set[TopicPartition]) -> TopicPartition | None:
+        """The partition holding the oldest buffered record, or None while a partition that may hold an older
+        one has not been fetched yet (for at most ``max_wait_s``)."""
+        if any(not self._buffers.get(tp) for tp in unfetched):
+            now = time.monotonic()
+            if self._waiting_since is None:
+                self._waiting_since = now
+            if now - self._waiting_since < self.max_wait_s:
+                return None
+            self.log.warning("ordered merge went on without a partition", partitions=sorted(map(str, unfetched)),
+                             waited_s=round(now - self._waiting_since, 1))
+            unfetched.clear()
+        self._waiting_since = None
+        heads = [(b[0].timestamp, tp.topic, tp.partition, b[0].offset, tp) for tp, b in self._buffers.items() if b]
+        return min(heads)[-1] if heads else None
+
+    def _pause_full_buffers(self) -> None:
+        """Stop fetching partitions far ahead of the others (the merge cannot use their records yet)."""
+        assert self._consumer is not None
+        full = [tp for tp, b in self._buffers.items() if len(b) >= 4 * self.max_batch]
+        paused = self._consumer.paused()
+        if full:
+            self._consumer.pause(*[tp for tp in full if tp not in paused])
+        drained = [tp for tp in paused if len(self._buffers.get(tp, ())) < self.max_batch]
+        if drained:
+            self._consumer.resume(*drained)
 
     def _begin(self) -> None:
         if not self._in_transaction:
@@ -201,9 +292,20 @@ class StageRunner(ConsumerRebalanceListener):
     def _handle(self, record: Any) -> None:
         state = self._states[record.partition]
         try:
-            message = Message(record.topic, record.partition, record.offset, record.key,
-                              self.codec.decode(record.value), record.timestamp, record.value)
+            value = self.codec.decode(record.value)
+        except RecordPurgedError:
+            PURGED_SKIPPED.labels(self.stage.name).inc()  # purged under retention: as if never written
+            return
+        except (SchemaError, ValueError) as exc:
+            self._dead_letter(record, exc)
+            return
+        try:
+            message = Message(record.topic, record.partition, record.offset, record.key, value, record.timestamp,
+                              record.value)
             outputs = self.stage.process(message, state)
+            # Encoded before anything is sent: a derived record that cannot be written (one of its reports was
+            # purged) rejects its input as a whole.
+            encoded = [(o, o.value if isinstance(o.value, bytes) else self.codec.encode(o.value)) for o in outputs]
         except (SchemaError, StageError, ValueError, KeyError, TypeError) as exc:
             state.discard_last()
             self._dead_letter(record, exc)
@@ -211,15 +313,15 @@ class StageRunner(ConsumerRebalanceListener):
         state.keep_last()
         tp = TopicPartition(record.topic, record.partition)
         self._stream_time[tp] = max(self._stream_time.get(tp, 0.0), self.stage.event_time(message))
-        for output in outputs:
-            self._send(output)
+        for output, data in encoded:
+            self._send(output, data, record.timestamp)
         PROCESSED.labels(self.stage.name).inc()
 
-    def _send(self, output: Output) -> None:
+    def _send(self, output: Output, value: bytes, timestamp_ms: int) -> None:
+        """Produce one output stamped with its input's timestamp, so downstream merges order it the same way."""
         assert self._producer is not None
-        value = output.value if isinstance(output.value, bytes) else self.codec.encode(output.value)
         self._producer.send(self.settings.topic(output.topic), key=output.key, value=value, headers=output.headers,
-                            partition=output.partition)
+                            partition=output.partition, timestamp_ms=timestamp_ms)
 
     def _dead_letter(self, record: Any, exc: BaseException) -> None:
         assert self._producer is not None
@@ -230,7 +332,14 @@ class StageRunner(ConsumerRebalanceListener):
                    ("dlq.source_topic", record.topic.encode()), ("dlq.source_partition", str(record.partition).encode()),
                    ("dlq.source_offset", str(record.offset).encode()),
                    ("dlq.trace", "".join(traceback.format_exception_only(exc)).encode())]
-        self._producer.send(self.deadletter, key=record.key, value=record.value, headers=headers)
+        self._producer.send(self.deadletter, key=record.key, value=record.value, headers=headers,
+                            timestamp_ms=record.timestamp)
+        where = f"{record.topic}/{record.partition}/{record.offset}"
+        rejection = audit_event(self.stage.name, AuditEventType.RECORD_REJECTED, principal_of(self.settings),
+                                f"{where} sent to {self.deadletter}: {reason.splitlines()[0]}",
+                                subject_ids=[where], outcome=AuditOutcome.FAILURE, identity=f"rejected|{where}")
+        self._producer.send(self.settings.topic(AUDIT.pattern), key=rejection.audit_id.encode(),
+                            value=self.codec.encode(rejection), timestamp_ms=record.timestamp)
         DEAD_LETTERS.labels(self.stage.name).inc()
 
     def _commit(self) -> None:
@@ -268,7 +377,7 @@ class StageRunner(ConsumerRebalanceListener):
         lagging = []
         for tp in topics:
             end, seen = self._consumer.highwater(tp), self._stream_time.get(tp)
-            if end is None or self._consumer.position(tp) < end:
+            if end is None or self._consumer.position(tp) < end or self._buffers.get(tp):
                 if seen is None:
                     return 0.0  # unread backlog of unknown age: expire nothing yet
                 lagging.append(seen)
@@ -280,6 +389,8 @@ class StageRunner(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if self._in_transaction:
             self._commit()
+        for tp in revoked:
+            self._buffers.pop(tp, None)  # the next owner fetches them again from the committed offset
         for partition in {tp.partition for tp in revoked}:
             store = self._stores.pop(partition, None)
             self._states.pop(partition, None)

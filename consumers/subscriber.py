@@ -18,7 +18,8 @@ from kafka.structs import OffsetAndMetadata
 from consumers.exceptions import FeedMissingError
 from hub.kafka import make_consumer
 from hub.settings import HubSettings, get_settings
-from schemas.codec import Codec
+from hub.vault import hub_codec
+from schemas.exceptions import RecordPurgedError
 from schemas.models import FeedItem
 from schemas.topics import FEED
 
@@ -33,7 +34,8 @@ class Subscriber:
         self.settings = settings or get_settings()
         self.topic = FEED.name(self.settings.topic_prefix, unit=unit_id)
         self.group_id = self.topic
-        self.codec = Codec()
+        self.codec = hub_codec(self.settings)
+        self.purged = 0  # items skipped because a report they carry was purged under retention
         self._consumer = make_consumer(settings=self.settings, group_id=self.group_id)
         partitions = self._consumer.partitions_for_topic(self.topic)
         if not partitions:
@@ -61,13 +63,19 @@ class Subscriber:
 
     def items(self, follow: bool = False, idle_s: float = 3.0) -> Iterator[FeedItem]:
         """Feed items in partition order; without ``follow``, stop once the feed has been read to its end and
-        nothing new arrived for ``idle_s``. Positions are committed after each batch (at least once)."""
+        nothing new arrived for ``idle_s``. Positions are committed after each batch (at least once). Items
+        carrying a purged report cannot be read any more and are skipped (counted in :attr:`purged`)."""
         quiet_since = time.monotonic()
         while True:
             polled = self._consumer.poll(timeout_ms=500)
             for records in polled.values():
                 for record in records:
-                    yield self.codec.decode(record.value)
+                    try:
+                        item = self.codec.decode(record.value)
+                    except RecordPurgedError:
+                        self.purged += 1
+                        continue
+                    yield item
             if polled:
                 self.commit()
                 quiet_since = time.monotonic()

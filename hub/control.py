@@ -52,6 +52,16 @@ def document_of(registry: Registry) -> str:
     return json.dumps(registry.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
+def revision_of(registry: Registry, current: RegistryRevision | None, applied_by: str) -> RegistryRevision:
+    """The revision that makes ``registry`` the one in effect after ``current``, with its changes in words."""
+    document = document_of(registry)
+    changes = Registry.model_validate(json.loads(current.document)).diff(registry) if current else \
+        [f"initial registry: {', '.join(sorted(u.unit_id for u in registry.task_forces))}"]
+    return RegistryRevision(
+        version=registry.version, document=document, sha256=hashlib.sha256(document.encode()).hexdigest(),
+        applied_by=applied_by, applied_at=datetime.now(timezone.utc), changes=changes)
+
+
 def apply_registry(path: Path = DEFAULT_REGISTRY, settings: HubSettings | None = None,
                    applied_by: str | None = None) -> ApplyResult:
     """Validate ``path`` and make it the registry in effect (idempotent for an unchanged file)."""
@@ -64,11 +74,7 @@ def apply_registry(path: Path = DEFAULT_REGISTRY, settings: HubSettings | None =
     if current is not None and registry.version <= current.version:
         raise RegistryVersionError(f"{path} has version {registry.version}, but version {current.version} is "
                                    "already applied with different content")
-    changes = Registry.model_validate(json.loads(current.document)).diff(registry) if current else \
-        [f"initial registry: {', '.join(sorted(u.unit_id for u in registry.task_forces))}"]
-    revision = RegistryRevision(
-        version=registry.version, document=document, sha256=hashlib.sha256(document.encode()).hexdigest(),
-        applied_by=applied_by or getpass.getuser(), applied_at=datetime.now(timezone.utc), changes=changes)
+    revision = revision_of(registry, current, applied_by or getpass.getuser())
     value = Codec().encode(revision)
     producer = make_producer(settings, transactional_id=f"{settings.topic_prefix}hub.control.registry")
     try:

@@ -4,6 +4,9 @@ Frame: ``C3 01`` marker, the writer schema's 8-byte CRC-64-AVRO fingerprint (lit
 fastavro schemaless body. Decoding resolves the writer schema by fingerprint and reads it into the
 codec's reader schema, so a newer consumer reads older data and an older one reads newer data where
 the change is compatible.
+
+With a key vault, records that carry a report's data are written as a ``ProtectedRecord`` sealing their
+single-object encoding (see ``schemas.protection``), and such envelopes are opened transparently on read.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from typing import Any
 import fastavro
 from pydantic import ValidationError
 
-from schemas.exceptions import DecodeError, RecordInvalidError
-from schemas.models import MODELS_BY_NAME, AvroModel, CaseEvent
-from schemas.store import SchemaStore, TypeSchema, default_store
+from schemas.exceptions import DecodeError, RecordInvalidError, RecordPurgedError, RecordSealedError, SchemaLoadError
+from schemas.models import MODELS_BY_NAME, AvroModel, CaseEvent, ProtectedRecord
+from schemas.protection import RecordKeys, record_key_ids, review_by_of, seal, unseal
+from schemas.store import PROTECTED_RECORD, SchemaStore, TypeSchema, default_store
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -69,18 +73,31 @@ def _unname_union_branches(datum: Any) -> Any:
 
 
 class Codec:
-    """Encode models with one schema version (default: each type's newest) and decode any known version."""
+    """Encode models with one schema version (default: each type's newest) and decode any known version.
 
-    def __init__(self, store: SchemaStore | None = None, version: int | None = None) -> None:
+    With a ``vault``, records carrying a report's data are sealed on write and opened on read.
+    """
+
+    def __init__(self, store: SchemaStore | None = None, version: int | None = None,
+                 vault: RecordKeys | None = None) -> None:
         self.store = store or default_store()
         self._pinned = None if version is None else self.store.version(version)
+        self.vault = vault
 
     def schema_for(self, name: str) -> TypeSchema:
         """The schema this codec writes and reads ``name`` with."""
         return self._pinned.type(name) if self._pinned is not None else self.store.history(name)[-1]
 
     def encode(self, model: AvroModel) -> bytes:
-        return self.encode_datum(type(model).avro_name, to_avro_datum(model))
+        inner = self.encode_datum(type(model).avro_name, to_avro_datum(model))
+        key_ids = record_key_ids(model) if self.vault is not None else []
+        if self.vault is None or not key_ids:
+            return inner
+        if self._pinned is not None and PROTECTED_RECORD not in self._pinned.types:
+            raise SchemaLoadError(f"cannot seal a {type(model).__name__}: schema version v{self._pinned.version} "
+                                  f"has no ProtectedRecord", hint="Pin a version that defines ProtectedRecord "
+                                  "(v5 or later) to write with a key vault; never write report data unsealed.")
+        return self.encode_datum(PROTECTED_RECORD, to_avro_datum(self._seal(model, inner, key_ids, self.vault)))
 
     def encode_datum(self, name: str, datum: dict[str, Any]) -> bytes:
         schema = self.schema_for(name)
@@ -100,15 +117,17 @@ class Codec:
                               f" ({len(data)} bytes)")
         return self.store.by_fingerprint(data[2:HEADER_SIZE])
 
+    def envelope_of(self, data: bytes) -> ProtectedRecord | None:
+        """The clear-text envelope (key ids, review date, inner type) of a protected message, without decrypting."""
+        writer = self.writer_of(data)
+        return self._envelope(data, writer) if writer.name == PROTECTED_RECORD else None
+
     def decode_datum(self, data: bytes) -> tuple[str, dict[str, Any]]:
         writer = self.writer_of(data)
-        reader = self.schema_for(writer.name)
-        try:
-            datum = fastavro.schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), writer.parsed, reader.parsed,
-                                               return_record_name=True, return_record_name_override=True)
-        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError... on corrupt bodies
-            raise DecodeError(f"corrupt Avro body ({writer.name} v{writer.version}): {type(exc).__name__}: {exc}") from exc
-        return writer.name, _unname_union_branches(datum)
+        if writer.name == PROTECTED_RECORD:
+            data = self._open(self._envelope(data, writer))
+            writer = self.writer_of(data)
+        return writer.name, _unname_union_branches(self._read(data, writer, self.schema_for(writer.name)))
 
     def decode(self, data: bytes) -> AvroModel:
         name, datum = self.decode_datum(data)
@@ -120,3 +139,59 @@ class Codec:
         except ValidationError as exc:
             problems = problems_of(exc)
             raise RecordInvalidError(f"invalid {name}: {problems[0][0]}: {problems[0][1]}", problems) from None
+
+    # -- protection ------------------------------------------------------------------------------
+    def _seal(self, model: AvroModel, inner: bytes, key_ids: list[str], vault: RecordKeys) -> ProtectedRecord:
+        """A report gets its key here; a derived record only uses its reports' keys and never recreates one."""
+        if isinstance(model, CaseEvent):
+            keys = {model.event_id: vault.ensure(model.event_id, review_by_of(model))}
+        else:
+            keys = vault.get_many(key_ids)
+            _refuse_missing(model, key_ids, keys, vault)
+        dates = vault.review_dates(key_ids)
+        _refuse_missing(model, key_ids, dates, vault)  # destroyed since its key was read
+        return seal(inner, type(model).avro_name, keys, min(dates.values()))
+
+    def _envelope(self, data: bytes, writer: TypeSchema) -> ProtectedRecord:
+        datum = self._read(data, writer, self.store.history(PROTECTED_RECORD)[-1])
+        try:
+            return ProtectedRecord.model_validate(datum)
+        except ValidationError as exc:
+            problems = problems_of(exc)
+            raise DecodeError(f"malformed ProtectedRecord: {problems[0][0]}: {problems[0][1]}") from None
+
+    def _open(self, envelope: ProtectedRecord) -> bytes:
+        """The sealed message, checked to be the type the envelope names (and not another envelope)."""
+        if self.vault is None:
+            raise RecordSealedError(f"the message is a {envelope.inner_type} sealed under record key(s) "
+                                    f"{', '.join(envelope.key_ids)}; reading it needs the key vault")
+        inner = unseal(envelope, self.vault.get_many(envelope.key_ids))
+        found = self.writer_of(inner).name
+        if found != envelope.inner_type or found == PROTECTED_RECORD:
+            raise DecodeError(f"protected record says it seals a {envelope.inner_type} but holds a {found}")
+        return inner
+
+    @staticmethod
+    def _read(data: bytes, writer: TypeSchema, reader: TypeSchema) -> Any:
+        try:
+            return fastavro.schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), writer.parsed, reader.parsed,
+                                              return_record_name=True, return_record_name_override=True)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError... on corrupt bodies
+            raise DecodeError(f"corrupt Avro body ({writer.name} v{writer.version}): {type(exc).__name__}: {exc}") from exc
+
+
+def _refuse_missing(model: AvroModel, key_ids: list[str], found: dict[str, Any], vault: RecordKeys) -> None:
+    """A derived record must not be written once any report it carries was purged."""
+    missing = [k for k in key_ids if k not in found]
+    if not missing:
+        return
+    purged = [k for k in missing if vault.destroyed(k)]
+    unknown = [k for k in missing if k not in purged]
+    reasons = [f"purged report(s) {', '.join(purged)}"] if purged else []
+    if unknown:
+        reasons.append(f"report(s) {', '.join(unknown)} that have no record key")
+    raise RecordPurgedError(
+        f"cannot write a {type(model).__name__} carrying {' and '.join(reasons)}", missing,
+        hint=None if not unknown else "A derived record may only carry reports sealed through this key vault; "
+                                      "reports written before protection was enabled, or through another vault, "
+                                      "have no key.")

@@ -37,6 +37,23 @@ class UnknownSchemaError(DecodeError):
     hint = "Upgrade this consumer to a release whose schemas/avsc holds the writer's schema version."
 
 
+class RecordPurgedError(DecodeError):
+    """A protected record's key was destroyed (or never existed): its data is gone; ``key_ids`` names the keys."""
+
+    hint = ("The record was purged under the 28 CFR Part 23 retention rules (its record key was destroyed); "
+            "nothing can recover it. Skip it, and do not write records derived from it.")
+
+    def __init__(self, message: str, key_ids: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.key_ids = key_ids
+
+
+class RecordSealedError(DecodeError):
+    """A protected record reached a codec that has no key vault to open it with."""
+
+    hint = "Create the codec with the hub's key vault: Codec(vault=hub.vault.default_vault(settings))."
+
+
 class IncompatibleSchemaError(SchemaError):
     """A schema version cannot read data written with an earlier one."""
 

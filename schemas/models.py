@@ -244,6 +244,14 @@ def vin_check_digit_ok(vin: str) -> bool:
     return vin[8] == ("X" if remainder == 10 else str(remainder))
 
 
+def _require_uuid(value: str) -> str:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a UUID") from None
+    return value
+
+
 def _require_e164(value: str) -> str:
     if not E164_PATTERN.match(value):
         raise ValueError(f"{value!r} is not an E.164 telephone number (+ country code and digits, e.g. +16195550142)")
@@ -519,11 +527,7 @@ class CaseEvent(AvroModel):
     @field_validator("event_id")
     @classmethod
     def _uuid(cls, value: str) -> str:
-        try:
-            uuid.UUID(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a UUID") from None
-        return value
+        return _require_uuid(value)
 
     @field_validator("payload", mode="wrap")
     @classmethod
@@ -723,16 +727,71 @@ class AuditSeal(AvroModel):
     record: bytes
 
 
+# -- retention and the CJIS audit trail (v5) ---------------------------------------------------------
+class ProtectedRecord(AvroModel):
+    """A record sealed under its reports' record keys: destroying one key purges every copy on the log."""
+
+    key_ids: list[str] = Field(min_length=1)
+    review_by: date
+    inner_type: str = Field(min_length=1)
+    algorithm: str = Field(min_length=1)
+    nonce: bytes
+    ciphertext: bytes
+
+    @field_validator("key_ids")
+    @classmethod
+    def _sorted_and_distinct(cls, value: list[str]) -> list[str]:
+        """The key ids are authenticated data and fix the key derivation order, so they have one spelling."""
+        if value != sorted(set(value)):
+            raise ValueError("key_ids must be sorted and distinct")
+        return value
+
+
+class AuditEventType(StrEnum):
+    ALERT_STATUS_CHANGED = "ALERT_STATUS_CHANGED"
+    RECORD_REJECTED = "RECORD_REJECTED"
+    ACCESS_CHANGED = "ACCESS_CHANGED"
+    RECORD_PURGED = "RECORD_PURGED"
+    REVIEW_EXTENDED = "REVIEW_EXTENDED"
+    AUDIT_QUERIED = "AUDIT_QUERIED"
+    REPLAY_RUN = "REPLAY_RUN"
+    OTHER = "OTHER"
+
+
+class AuditOutcome(StrEnum):
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    DENIED = "DENIED"
+
+
+class AuditEvent(AvroModel):
+    """One audited action with the CJIS fields: what, when, where, who and the outcome."""
+
+    audit_id: str
+    recorded_at: AwareDatetime
+    component: str = Field(min_length=1)
+    event_type: AuditEventType
+    principal: str = Field(min_length=1)
+    outcome: AuditOutcome
+    subject_ids: list[str] = []
+    detail: str
+
+    @field_validator("audit_id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        return _require_uuid(value)
+
+
 ALL_MODELS: tuple[type[AvroModel], ...] = (
     ContactInformation, Agency, Location, IntelligenceMarking, Handling, EntityIdentifier, EntityReference,
     RecordReference, Weight, Drug, PillPress, ItemSeizure, Charge, Arrest, Case, Indictment, LabResult,
     PlannedOperation, CaseEvent, DedupDecision, ReportCredit, CanonicalEvent, AlertParty, DeconflictionAlert,
-    AlertAction, RecordPointer, FeedItem, RoutingDecision, RegistryRevision, AuditSeal,
+    AlertAction, RecordPointer, FeedItem, RoutingDecision, RegistryRevision, AuditSeal, ProtectedRecord, AuditEvent,
 )
 ALL_ENUMS: tuple[type[StrEnum], ...] = (
     EventType, AgencyLevel, DisseminationLevel, TrafficLightProtocol, CuiCategory, Sensitivity, Confidence,
     EntityKind, EntityRole, IdentifierScheme, DrugType, DrugForm, WeightUnit, ConveyanceType, ConcealmentMethod,
     ChargeSeverity, LaboratoryKind, OperationKind, DedupRule, AlertKind, AlertStatus, AlertActionKind, ShareForm,
-    SharedRecordKind,
+    SharedRecordKind, AuditEventType, AuditOutcome,
 )
 MODELS_BY_NAME: dict[str, type[AvroModel]] = {m.avro_name: m for m in ALL_MODELS}

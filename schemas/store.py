@@ -19,10 +19,12 @@ from schemas.exceptions import SchemaLoadError, UnknownSchemaError
 AVSC_DIR = Path(__file__).resolve().parent / "avsc"
 NAMESPACE = "gov.taskforce.hub"
 CASE_EVENT = f"{NAMESPACE}.CaseEvent"
+PROTECTED_RECORD = f"{NAMESPACE}.ProtectedRecord"
 # Records that travel on their own (topic values); every other named type is part of one of them.
 TOP_LEVEL_TYPES = (CASE_EVENT, f"{NAMESPACE}.CanonicalEvent", f"{NAMESPACE}.DeconflictionAlert",
                    f"{NAMESPACE}.AlertAction", f"{NAMESPACE}.FeedItem", f"{NAMESPACE}.RoutingDecision",
-                   f"{NAMESPACE}.RegistryRevision", f"{NAMESPACE}.AuditSeal")
+                   f"{NAMESPACE}.RegistryRevision", f"{NAMESPACE}.AuditSeal", PROTECTED_RECORD,
+                   f"{NAMESPACE}.AuditEvent")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from hub.kafka import make_producer
 from hub.topics import ensure_topics, hub_topics
 from schemas.codec import Codec
 from schemas.topics import AUDIT_CHAIN, CANONICAL
-from tests.conftest import hub_env, topic_records
+from tests.conftest import codec_with_keys, hub_env, topic_records
 from tests.test_sharing import canonical, event
 
 HUB = [sys.executable, "-m", "hub"]
@@ -71,13 +72,29 @@ def test_a_forged_seal_with_a_correct_hash_but_no_place_in_the_chain_is_caught()
     assert verify_chain(0, [*sealed, (2, b"not even avro")]).broken.offset == 2
 
 
+def test_verifying_from_a_checkpoint_starts_after_it_and_checks_the_seal_it_signed():
+    sealed = chain([b"a", b"b", b"c", b"d"])
+    full = verify_chain(0, sealed[:2])
+    head = full.last
+    assert (head.offset, head.sequence) == (1, 2)
+    rest = verify_chain(0, sealed, start=head)
+    assert rest.broken is None and rest.records == 2 and rest.last.offset == 3
+    codec = Codec()
+    altered = codec.decode(sealed[1][1]).model_copy(update={"record": b"B"})
+    changed = verify_chain(0, [sealed[0], (1, codec.encode(altered)), *sealed[2:]], start=head)
+    assert changed.broken.offset == 1 and "checkpoint signed has been changed" in changed.broken.reason
+    missing = verify_chain(0, [sealed[0], *sealed[2:]], start=head)
+    assert missing.broken.offset == 2 and "missing" in missing.broken.reason
+    assert "shorter" in verify_chain(0, sealed[:1], start=head).broken.reason
+
+
 @pytest.mark.kafka
-def test_the_sealed_audit_verifies_answers_who_saw_and_names_a_forged_record(hub_settings):
+def test_the_sealed_audit_verifies_answers_who_saw_and_names_a_forged_record(hub_settings, tmp_path):
     units = sorted(u.unit_id for u in load_registry().task_forces)
     ensure_topics(hub_topics(hub_settings.topic_prefix, [], ["route", "seal"], units), hub_settings)
     apply_registry(settings=hub_settings, applied_by="test")
-    codec, producer = Codec(), make_producer(hub_settings)
     routed = [canonical(event("CACBP0100", port="SAN_YSIDRO")) for _ in range(20)]
+    codec, producer = codec_with_keys(hub_settings, routed), make_producer(hub_settings)
     for record in routed:
         producer.send(hub_settings.topic(CANONICAL.pattern), key=record.canonical_id.encode(),
                       value=codec.encode(record))
@@ -94,6 +111,18 @@ def test_the_sealed_audit_verifies_answers_who_saw_and_names_a_forged_record(hub
                           env=env, timeout=120)
     assert seen.returncode == 0 and "best-san-diego" in seen.stdout and "owner.full" in seen.stdout
 
+    checkpoint = tmp_path / "checkpoint.json"
+    made = subprocess.run([*HUB, "audit", "checkpoint", "--out", str(checkpoint)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert made.returncode == 0 and checkpoint.exists(), made.stdout + made.stderr
+    tampered = tmp_path / "tampered.json"
+    document = json.loads(checkpoint.read_text())
+    document["heads"][0]["hash"] = "f" * 64
+    tampered.write_text(json.dumps(document))
+    refused = subprocess.run([*HUB, "audit", "verify", "--from-checkpoint", str(tampered)], capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert refused.returncode == 1 and "does not verify" in refused.stderr
+
     chain_topic = hub_settings.topic(AUDIT_CHAIN.pattern)
     sealed = topic_records(hub_settings, chain_topic)
     victim = sealed[-1]
@@ -105,3 +134,7 @@ def test_the_sealed_audit_verifies_answers_who_saw_and_names_a_forged_record(hub
     caught = subprocess.run([*HUB, "audit", "verify"], capture_output=True, text=True, env=env, timeout=120)
     assert caught.returncode == 1
     assert f"partition {victim.partition}, offset {metadata.offset}" in caught.stdout, caught.stdout
+    resumed = subprocess.run([*HUB, "audit", "verify", "--from-checkpoint", str(checkpoint)], capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert resumed.returncode == 1 and "checkpoint @" in resumed.stdout
+    assert f"partition {victim.partition}, offset {metadata.offset}" in resumed.stdout, resumed.stdout

@@ -15,7 +15,9 @@ from consumers.stages.correlate import CorrelateStage, DeconflictStage
 from consumers.stages.dedup import DedupStage
 from consumers.state import MemoryPartitionStore, State
 from producers.sample import generate
-from schemas.models import AlertAction, AlertKind, AlertStatus, CanonicalEvent, DeconflictionAlert
+from schemas.models import (
+    AlertAction, AlertKind, AlertStatus, AuditEvent, AuditEventType, CanonicalEvent, DeconflictionAlert,
+)
 from tests.factories import PLANNED_RAID, event_dict, make_event
 from tests.test_dedup import PartitionedRun
 
@@ -125,12 +127,15 @@ def _raised_alert():
 class Lifecycle:
     def __init__(self) -> None:
         self.stage, self.store = AlertLifecycleStage(), MemoryPartitionStore()
+        self.audited: list[AuditEvent] = []
 
     def feed(self, value) -> list[DeconflictionAlert]:
+        """The alert states the input produced (their audit records are kept in ``audited``)."""
         state = State(self.store)
         outputs = self.stage.process(Message("alerts.x", 0, 0, None, value, 0), state)
         self.store.apply(state.take_writes(), None)
-        return [o.value for o in outputs]
+        self.audited += [o.value for o in outputs if isinstance(o.value, AuditEvent)]
+        return [o.value for o in outputs if isinstance(o.value, DeconflictionAlert)]
 
 
 def _action(alert, kind, ori, at):
@@ -145,6 +150,10 @@ def test_alert_is_acknowledged_then_resolved_by_a_party():
     assert acked.status == AlertStatus.ACKNOWLEDGED and "Sgt. Ramos" in acked.explanation
     [resolved] = life.feed(_action(alert, "RESOLVE", "CAHSI0100", alert.raised_at))
     assert resolved.status == AlertStatus.RESOLVED
+    assert [(a.event_type, a.principal, a.subject_ids[0], a.detail.rsplit(" ", 1)[-1]) for a in life.audited] == [
+        (AuditEventType.ALERT_STATUS_CHANGED, "hub", alert.alert_id, "OPEN"),
+        (AuditEventType.ALERT_STATUS_CHANGED, "CA0370000/Sgt. Ramos", alert.alert_id, "ACKNOWLEDGED"),
+        (AuditEventType.ALERT_STATUS_CHANGED, "CAHSI0100/Sgt. Ramos", alert.alert_id, "RESOLVED")]
     with pytest.raises(StageError, match="it is RESOLVED"):
         life.feed(_action(alert, "ACKNOWLEDGE", "CAHSI0100", alert.raised_at))
 

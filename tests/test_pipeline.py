@@ -17,7 +17,6 @@ from hub.control import apply_registry
 from hub.kafka import make_consumer, make_producer
 from hub.topics import ensure_topics, hub_topics
 from producers.sample import generate
-from schemas.codec import Codec
 from schemas.topics import ALERTS, CANONICAL, FEED, INGEST, deadletter_topic
 from tests.conftest import hub_env, publish_events, topic_records
 from tests.factories import make_event
@@ -25,6 +24,7 @@ from tests.test_dedup import PartitionedRun, final_groups
 from consumers.stages import STAGES
 from consumers.runner import stage_lag
 from consumers.stages.dedup import DedupStage
+from hub.vault import hub_codec
 
 HUB = [sys.executable, "-m", "hub"]
 
@@ -44,7 +44,7 @@ def _lag(settings, stages=("dedup",)) -> int:
 
 
 def _canonical_outputs(settings) -> list:
-    codec = Codec()
+    codec = hub_codec(settings)
     return [codec.decode(r.value) for r in topic_records(settings, CANONICAL.name(settings.topic_prefix))]
 
 
@@ -123,7 +123,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_processing_continues(hu
     headers = dict(dead[0].headers)
     assert headers["dlq.source_topic"].decode() == ingest and headers["dlq.reason"]
     assert {"dlq.source_partition", "dlq.source_offset", "dlq.stage"} <= set(headers)
-    [canonical] = [Codec().decode(r.value) for r in topic_records(hub_settings, CANONICAL.name(hub_settings.topic_prefix))]
+    [canonical] = [hub_codec(hub_settings).decode(r.value) for r in topic_records(hub_settings, CANONICAL.name(hub_settings.topic_prefix))]
     assert canonical.primary.event_id == good.event_id
 
 
@@ -149,7 +149,7 @@ def test_whole_flow_killed_mid_stream_raises_each_alert_once_and_tracks_acknowle
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     alerts_topic = ALERTS.name(hub_settings.topic_prefix)
-    codec = Codec()
+    codec = hub_codec(hub_settings)
 
     def raised():
         return [codec.decode(r.value) for r in topic_records(hub_settings, alerts_topic)]

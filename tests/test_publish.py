@@ -15,10 +15,10 @@ from hub.kafka import make_consumer
 from hub.topics import ensure_topics
 from producers.exceptions import AgencyMismatchError, TopicMissingError
 from producers.publisher import EVENT_ID_HEADER, Publisher
-from schemas.codec import Codec
 from schemas.topics import INGEST
 from tests.conftest import hub_env, topic_records
 from tests.factories import event_dict, make_event
+from hub.vault import hub_codec
 
 HUB = [sys.executable, "-m", "hub"]
 AGENCY = "CACBP0100"
@@ -63,7 +63,7 @@ def test_bad_records_are_reported_precisely_and_the_rest_published(hub_settings,
         (str(source), n, field) for n, (_, field) in sorted(bad.items())]
     on_broker = _ids_on(hub_settings, topic)
     assert on_broker == Counter(g["event_id"] for g in good)
-    decoded = {Codec().decode(r.value).source_record_id for r in topic_records(hub_settings, topic)}
+    decoded = {hub_codec(hub_settings).decode(r.value).source_record_id for r in topic_records(hub_settings, topic)}
     assert decoded == {f"R{i}" for i in range(20)}
 
 
@@ -80,7 +80,7 @@ def test_csv_with_dotted_columns_publishes(hub_settings, tmp_path):
                          env=hub_env(hub_settings), timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     [record] = topic_records(hub_settings, topic)
-    event = Codec().decode(record.value)
+    event = hub_codec(hub_settings).decode(record.value)
     assert event.payload.drugs[0].pill_count == 5000 and event.source_agency.name.startswith("CBP")
     assert record.key == b"county:06073"
 

@@ -27,8 +27,9 @@ from producers.sample import generate
 from schemas.codec import Codec
 from schemas.models import DisseminationLevel, FeedItem, RegistryRevision, RoutingDecision
 from schemas.topics import AUDIT, CANONICAL, FEED
-from tests.conftest import publish_events, topic_records
+from tests.conftest import codec_with_keys, publish_events, topic_records
 from tests.test_sharing import canonical, event
+from hub.vault import hub_codec
 
 REGISTRY = load_registry()
 UNITS = sorted(u.unit_id for u in REGISTRY.task_forces)
@@ -125,7 +126,7 @@ def test_black_records_never_reach_a_non_owner_feed_and_gray_ones_only_as_pointe
 
     decisions = _audit(hub_settings)
     assert len(decisions) == routed_count * len(UNITS), "one audit record per routed record and unit"
-    codec = Codec()
+    codec = hub_codec(hub_settings)
     items = {unit: {item.item_id: item for item in map(codec.decode, values)} for unit, values in feed_bytes.items()}
     gray = [d for d in decisions if d.rule == "gray.pointer"]
     assert gray, "the sample plants GRAY records"
@@ -144,10 +145,11 @@ def test_a_subscription_change_takes_effect_without_restarting_the_router(hub_se
     stop = threading.Event()
     router = threading.Thread(target=runner.run, kwargs={"until": lambda handled: stop.is_set()}, daemon=True)
     router.start()
-    producer, codec = make_producer(hub_settings), Codec()
+    producer, codec = make_producer(hub_settings), hub_codec(hub_settings)
 
     def route_seizure_in_san_ysidro() -> str:
         record = canonical(event("CACBP0100", port="SAN_YSIDRO"))
+        codec_with_keys(hub_settings, [record])
         producer.send(hub_settings.topic(CANONICAL.pattern), key=record.canonical_id.encode(), value=codec.encode(record))
         producer.flush()
         deadline = time.monotonic() + 60

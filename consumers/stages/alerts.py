@@ -16,8 +16,12 @@ from pydantic_settings import SettingsConfigDict
 from consumers.exceptions import StageError
 from consumers.stage import Message, Output, Stage, StageConfig
 from consumers.state import State
-from schemas.models import AlertAction, AlertActionKind, AlertStatus, DeconflictionAlert
-from schemas.topics import ALERTS
+from hub.auditing import audit_event
+from schemas.models import AlertAction, AlertActionKind, AlertStatus, AuditEventType, DeconflictionAlert
+from schemas.topics import ALERTS, AUDIT
+
+#: Who changes an alert when no person does (raising it, escalating it).
+HUB_PRINCIPAL = "hub"
 
 ALLOWED = {
     AlertActionKind.ACKNOWLEDGE: {AlertStatus.OPEN, AlertStatus.ESCALATED},
@@ -39,7 +43,7 @@ class AlertLifecycleConfig(StageConfig):
 class AlertLifecycleStage(Stage):
     name = "alerts"
     input_pattern = r"alerts\.(raised|control)"
-    outputs = (ALERTS.pattern,)
+    outputs = (ALERTS.pattern, AUDIT.pattern)
 
     def __init__(self, config: AlertLifecycleConfig | None = None) -> None:
         self.config = config or AlertLifecycleConfig.from_env()
@@ -55,18 +59,18 @@ class AlertLifecycleStage(Stage):
         outputs = self._escalate_due(now, state)
         if isinstance(value, DeconflictionAlert):
             if state.get("alert", value.alert_id) is None:
-                outputs.append(self._store(value, state))
+                outputs += self._store(value, state, principal=HUB_PRINCIPAL)
                 deadline = value.raised_at + (timedelta(minutes=self.config.urgent_ack_minutes) if value.urgent
                                               else timedelta(hours=self.config.ack_hours))
                 state.put("due", f"{deadline.timestamp():014.0f}|{value.alert_id}", value.alert_id,
                           deadline + self.retention)
         elif isinstance(value, AlertAction):
-            outputs.append(self._act(value, state))
+            outputs += self._act(value, state)
         else:
             raise StageError(f"unexpected {type(value).__name__} on the alerts stage's inputs")
         return outputs
 
-    def _act(self, action: AlertAction, state: State) -> Output:
+    def _act(self, action: AlertAction, state: State) -> list[Output]:
         stored = state.get("alert", action.alert_id)
         if stored is None:
             raise StageError(f"no alert {action.alert_id} (acted on by {action.agency_ori} {action.actor})")
@@ -78,7 +82,8 @@ class AlertLifecycleStage(Stage):
         note = f": {action.note}" if action.note else ""
         return self._store(alert.model_copy(update={
             "status": RESULT[action.action], "updated_at": action.at,
-            "explanation": f"{action.action.lower()}d by {action.actor} ({action.agency_ori}){note}"}), state)
+            "explanation": f"{action.action.lower()}d by {action.actor} ({action.agency_ori}){note}"}), state,
+            principal=f"{action.agency_ori}/{action.actor}")
 
     def _escalate_due(self, now: datetime, state: State) -> list[Output]:
         outputs = []
@@ -88,12 +93,18 @@ class AlertLifecycleStage(Stage):
             state.delete("due", key)
             alert = DeconflictionAlert.model_validate(state.get("alert", alert_id))
             if alert.status == AlertStatus.OPEN:
-                outputs.append(self._store(alert.model_copy(update={
+                outputs += self._store(alert.model_copy(update={
                     "status": AlertStatus.ESCALATED, "updated_at": now,
                     "explanation": f"not acknowledged by {now.isoformat()}; escalated to both units' supervisors"}),
-                    state))
+                    state, principal=HUB_PRINCIPAL)
         return outputs
 
-    def _store(self, alert: DeconflictionAlert, state: State) -> Output:
+    def _store(self, alert: DeconflictionAlert, state: State, *, principal: str) -> list[Output]:
+        """The alert's new state, and its audit record (CJIS: who changed it, when, to what)."""
         state.put("alert", alert.alert_id, alert.model_dump(mode="json"), alert.updated_at + self.retention)
-        return Output(ALERTS.pattern, alert.alert_id.encode(), alert)
+        record = audit_event(self.name, AuditEventType.ALERT_STATUS_CHANGED, principal,
+                             f"{alert.alert_kind} alert {alert.alert_id} is now {alert.status}",
+                             subject_ids=[alert.alert_id, *(p.event_id for p in alert.parties)], at=alert.updated_at,
+                             identity=f"alert|{alert.alert_id}|{alert.status}|{alert.updated_at.isoformat()}")
+        return [Output(ALERTS.pattern, alert.alert_id.encode(), alert),
+                Output(AUDIT.pattern, alert.alert_id.encode(), record)]

@@ -43,7 +43,10 @@ def _configure() -> None:
 
 
 def _register() -> None:
-    from hub.cli import access, alerts, archive, audit, bench, broker, demo, publish, run, sample, schemas, subscribe, taskforces  # noqa: F401  (each module adds its commands to `app`)
+    from hub.cli import (  # noqa: F401  (each module adds its commands to `app`)
+        access, alerts, archive, audit, bench, broker, demo, publish, replay, retention, run, sample, schemas, subscribe,
+        taskforces,
+    )
 
 
 def main() -> None:

@@ -9,11 +9,13 @@ from rich.table import Table
 
 from hub.access import apply_access, passwords_file, show_acls
 from hub.broker import LocalBroker
+from hub.auditing import audit_event, principal_of, write_audit
 from hub.cli import app, console
 from hub.credentials import load_passwords
 from hub.settings import HubSettings, get_settings
 from consumers.registry import DEFAULT_REGISTRY, load_registry
 from producers.directory import DEFAULT_DIRECTORY, load_agencies
+from schemas.models import AuditEventType
 
 access_app = typer.Typer(help="Broker-enforced access: one SCRAM user per agency and task force, least-privilege "
                          "ACLs (see hub/access.py).", no_args_is_help=True)
@@ -47,6 +49,12 @@ def apply(
     units = [unit for value in task_forces for unit in value.split(",") if unit] or \
         sorted(unit.unit_id for unit in load_registry(registry).task_forces)
     report = apply_access(settings, settings.topic_prefix, sorted(load_agencies(agencies)), units)
+    if report.changed:
+        write_audit([audit_event("hub access", AuditEventType.ACCESS_CHANGED, principal_of(settings),
+                                 f"ACLs created: {len(report.created)}, deleted: {len(report.deleted)}; principals: "
+                                 + ", ".join(f"{p.name} {p.credential}" for p in report.principals),
+                                 subject_ids=sorted({str(acl) for acl in [*report.created, *report.deleted]}))],
+                    settings)
     known = load_passwords(passwords_file(settings)) if show_passwords else {}
     table = Table("principal", "credential", "ACLs", *(["password"] if show_passwords else []))
     for p in report.principals:

@@ -11,7 +11,7 @@ from rich.table import Table
 from hub.cli import app, console
 from hub.kafka import make_consumer, make_producer
 from hub.settings import get_settings
-from schemas.codec import Codec
+from hub.vault import hub_codec
 from schemas.models import AlertAction, AlertActionKind, DeconflictionAlert
 from schemas.topics import ALERT_CONTROL, ALERTS
 
@@ -23,7 +23,7 @@ def _latest_alerts() -> dict[str, DeconflictionAlert]:
     settings = get_settings()
     consumer = make_consumer(settings.topic(ALERTS.pattern), settings=settings, group_id=None,
                              consumer_timeout_ms=3000)
-    codec, latest = Codec(), {}
+    codec, latest = hub_codec(settings), {}
     for message in consumer:
         alert = codec.decode(message.value)
         latest[alert.alert_id] = alert
@@ -51,7 +51,7 @@ def _act(kind: AlertActionKind, alert_id: str, agency: str, actor: str, note: st
     action = AlertAction(alert_id=alert_id, action=kind, agency_ori=agency, actor=actor,
                          at=datetime.now(timezone.utc), note=note)
     producer = make_producer(settings)
-    producer.send(settings.topic(ALERT_CONTROL.pattern), key=alert_id.encode(), value=Codec().encode(action)).get(30)
+    producer.send(settings.topic(ALERT_CONTROL.pattern), key=alert_id.encode(), value=hub_codec(settings).encode(action)).get(30)
     producer.close()
     console.print(f"{kind.lower()} sent for alert {alert_id}; `hub alerts list` shows the new state once "
                   "the alerts stage has processed it (a refused action lands in deadletter.alerts with the reason)")

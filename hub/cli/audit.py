@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from itertools import groupby
+from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from consumers.audit import verify_chain
+from consumers.audit import ChainReport, verify_chain
+from hub.auditing import audit_event, principal_of, write_audit
+from hub.checkpoints import public_key_path, read_checkpoint, write_checkpoint
 from hub.cli import app, console
 from hub.kafka import read_topic
 from hub.settings import get_settings
 from schemas.codec import Codec
-from schemas.models import AuditSeal, RoutingDecision, ShareForm
+from schemas.models import AuditEventType, AuditSeal, RoutingDecision, ShareForm
 from schemas.topics import AUDIT_CHAIN
 
 audit_app = typer.Typer(help="The audit log (audit.chain): verify its hash chains, query disseminations.",
@@ -23,9 +26,17 @@ audit_app = typer.Typer(help="The audit log (audit.chain): verify its hash chain
 app.add_typer(audit_app, name="audit")
 
 
-def _sealed_decisions() -> Iterator[tuple[AuditSeal, RoutingDecision]]:
-    """Routing decisions as sealed into the chain (the record of what was actually sent)."""
+def _audit_access(query: str) -> None:
+    """CJIS: any access to the audit log is itself audited."""
     settings = get_settings()
+    write_audit([audit_event("hub audit", AuditEventType.AUDIT_QUERIED, principal_of(settings), query)], settings)
+
+
+def _sealed_decisions(query: str) -> Iterator[tuple[AuditSeal, RoutingDecision]]:
+    """Routing decisions as sealed into the chain (the record of what was actually sent); the query itself is
+    audited first."""
+    settings = get_settings()
+    _audit_access(query)
     codec = Codec()
     for record in read_topic(settings.topic(AUDIT_CHAIN.pattern), settings):
         item = codec.decode(record.value)
@@ -34,27 +45,76 @@ def _sealed_decisions() -> Iterator[tuple[AuditSeal, RoutingDecision]]:
             yield item, audited
 
 
-@audit_app.command("verify")
-def verify() -> None:
-    """Recompute every partition's hash chain from its first record; exit 1 and name the partition and offset
-    of the first break (an altered, removed, reordered or forged record)."""
+def _verify_chains(from_checkpoint: Path | None, public_key: Path | None) -> list[ChainReport]:
+    """Verify every partition's chain (from the checkpoint's heads when given), print the table and the breaks."""
     settings = get_settings()
+    _audit_access("verify" + (f" --from-checkpoint {from_checkpoint}" if from_checkpoint else ""))
+    topic = settings.topic(AUDIT_CHAIN.pattern)
+    starts = {h.partition: h for h in read_checkpoint(from_checkpoint, topic, settings, public_key)} \
+        if from_checkpoint else {}
     codec = Codec()
-    records = read_topic(settings.topic(AUDIT_CHAIN.pattern), settings)
-    table = Table("partition", "sealed records", "head", "state")
-    broken = []
-    for partition, group in groupby(records, key=lambda r: r.partition):
-        report = verify_chain(partition, ((r.offset, r.value) for r in group), codec)
+    records = read_topic(topic, settings)
+    reports = [verify_chain(partition, ((r.offset, r.value) for r in group), codec, starts.get(partition))
+               for partition, group in groupby(records, key=lambda r: r.partition)]
+    reports += [verify_chain(partition, [], codec, start) for partition, start in starts.items()
+                if partition not in {r.partition for r in reports}]
+    table = Table("partition", "from", "sealed records verified", "head", "state")
+    for report in sorted(reports, key=lambda r: r.partition):
+        origin = f"checkpoint @{starts[report.partition].offset}" if report.partition in starts else "start"
         state = "ok" if report.broken is None else f"[red]broken at offset {report.broken.offset}[/]"
-        table.add_row(str(partition), f"{report.records:,}", report.head[:16], state)
-        if report.broken is not None:
-            broken.append(report.broken)
+        table.add_row(str(report.partition), origin, f"{report.records:,}", report.head[:16], state)
     console.print(table)
-    for chain_break in broken:
-        console.print(f"[red]partition {chain_break.partition}, offset {chain_break.offset}: {chain_break.reason}[/]")
-    if broken:
+    for report in reports:
+        if report.broken is not None:
+            console.print(f"[red]partition {report.broken.partition}, offset {report.broken.offset}: "
+                          f"{report.broken.reason}[/]")
+    return reports
+
+
+def _delivered(query: str, since: datetime | None, until: datetime | None,
+               wanted: Callable[[RoutingDecision], bool]) -> Iterator[tuple[AuditSeal, RoutingDecision]]:
+    """Records sent (full or pointer) that ``wanted`` selects, sealed in ``[since, until)``."""
+    low = since.astimezone(timezone.utc) if since else datetime.min.replace(tzinfo=timezone.utc)
+    high = until.astimezone(timezone.utc) if until else datetime.max.replace(tzinfo=timezone.utc)
+    for sealed, decision in _sealed_decisions(f"{query} --from {low} --to {high}"):
+        if decision.form != ShareForm.WITHHELD and wanted(decision) and low <= sealed.recorded_at < high:
+            yield sealed, decision
+
+
+@audit_app.command("verify")
+def verify(
+    from_checkpoint: Optional[Path] = typer.Option(None, "--from-checkpoint", exists=True, dir_okay=False,
+                                                   help="Start from a signed checkpoint (`hub audit checkpoint`)."),
+    public_key: Optional[Path] = typer.Option(None, "--public-key", exists=True, dir_okay=False,
+                                              help="The key that signed the checkpoint (default: this hub's)."),
+) -> None:
+    """Recompute every partition's hash chain from its first record, or from a signed checkpoint (after checking
+    its signature and that the seals it signed are unchanged); exit 1 and name the partition and offset of the
+    first break (an altered, removed, reordered or forged record)."""
+    reports = _verify_chains(from_checkpoint, public_key)
+    if any(r.broken for r in reports):
         raise typer.Exit(1)
-    console.print(f"{len(records):,} audit records, every chain intact")
+    console.print(f"{sum(r.records for r in reports):,} audit records verified, every chain intact")
+
+
+@audit_app.command("checkpoint")
+def checkpoint(
+    from_checkpoint: Optional[Path] = typer.Option(None, "--from-checkpoint", exists=True, dir_okay=False,
+                                                   help="Verify only what came after this earlier checkpoint."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write it (default: "
+                                       "<runtime dir>/audit/checkpoints/checkpoint-TIME.json)."),
+) -> None:
+    """Verify every chain, then write a checkpoint of their heads signed with the hub's Ed25519 key (created on
+    first use; the public key is next to it). Later verifications can start there. Exit 1 if a chain is broken
+    (no checkpoint is written)."""
+    settings = get_settings()
+    reports = _verify_chains(from_checkpoint, None)
+    if any(r.broken for r in reports):
+        raise typer.Exit(1)
+    heads = [r.last for r in reports if r.last is not None]
+    path = write_checkpoint(heads, settings.topic(AUDIT_CHAIN.pattern), settings, out)
+    console.print(f"checkpoint of {len(heads)} chains written to {path} (public key: {public_key_path(settings)})",
+                  highlight=False)
 
 
 @audit_app.command("who-saw")
@@ -64,7 +124,7 @@ def who_saw(
 ) -> None:
     """Every task force that received the record: when, in what form, under which rule and registry version."""
     table = Table("unit", "form", "rule", "record", "revision", "event time", "recorded", "registry", "reason")
-    for sealed, decision in _sealed_decisions():
+    for sealed, decision in _sealed_decisions(f"who-saw {event_id}"):
         if event_id not in decision.event_ids and event_id != decision.record_id:
             continue
         if decision.form == ShareForm.WITHHELD and not withheld:
@@ -82,17 +142,31 @@ def received(
     until: Optional[datetime] = typer.Option(None, "--to", help="Recorded before (ISO 8601)."),
 ) -> None:
     """What a unit received (full or pointer) in a period, by the time it was recorded in the audit log."""
-    low = since.astimezone(timezone.utc) if since else datetime.min.replace(tzinfo=timezone.utc)
-    high = until.astimezone(timezone.utc) if until else datetime.max.replace(tzinfo=timezone.utc)
     table = Table("recorded", "form", "rule", "kind", "record", "revision", "owners")
     count = 0
-    for sealed, decision in _sealed_decisions():
-        if decision.unit_id != task_force or decision.form == ShareForm.WITHHELD:
-            continue
-        if not low <= sealed.recorded_at < high:
-            continue
+    for sealed, decision in _delivered(f"received --task-force {task_force}", since, until,
+                                       lambda d: d.unit_id == task_force):
         count += 1
         table.add_row(f"{sealed.recorded_at:%Y-%m-%d %H:%M:%S}", decision.form, decision.rule, decision.record_kind,
                       decision.record_id[:8], decision.revision, " ".join(decision.owner_oris))
     console.print(table)
     console.print(f"{count:,} record(s) received by {task_force}")
+
+
+@audit_app.command("releases")
+def releases(
+    agency: str = typer.Option(..., "--agency", help="The owning agency's ORI."),
+    since: Optional[datetime] = typer.Option(None, "--from", help="Recorded at or after (ISO 8601)."),
+    until: Optional[datetime] = typer.Option(None, "--to", help="Recorded before (ISO 8601)."),
+) -> None:
+    """The owner's view (28 CFR 23.20(g)): every release of the agency's records outside it, to which unit, when,
+    in what form and under which rule."""
+    table = Table("recorded", "unit", "form", "rule", "kind", "record", "revision", "reason")
+    count = 0
+    for sealed, decision in _delivered(f"releases --agency {agency}", since, until,
+                                       lambda d: agency in d.owner_oris):
+        count += 1
+        table.add_row(f"{sealed.recorded_at:%Y-%m-%d %H:%M:%S}", decision.unit_id, decision.form, decision.rule,
+                      decision.record_kind, decision.record_id[:8], decision.revision, decision.reason)
+    console.print(table)
+    console.print(f"{count:,} release(s) of {agency}'s records")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -9,6 +10,7 @@ from collections import Counter
 import typer
 from rich.table import Table
 
+from consumers.replay import REPLAYED_STAGES
 from consumers.runner import StageRunner
 from consumers.stages import STAGES
 from consumers.registry import load_registry
@@ -20,7 +22,7 @@ from hub.settings import get_settings
 from hub.topics import ensure_topics, hub_topics
 from producers.directory import load_agencies
 from producers.sample import generate, write_sample
-from schemas.codec import Codec
+from hub.vault import hub_codec
 from schemas.models import EventType, RoutingDecision
 from schemas.topics import ALERTS, AUDIT, CANONICAL, FEED, INGEST
 
@@ -91,7 +93,12 @@ def demo(count: int = typer.Option(2000, "--count", help="Sample events to gener
     console.print(f"  route: {_catch_up(settings, 'route'):,} messages processed")
     _show_feeds(settings, ["best-san-diego", "best-tucson", "best-laredo"])
 
-    console.rule("7. the auditor's view (hub run seal, hub audit verify, hub audit who-saw)")
+    console.rule("7. the auditor's view (hub replay --compare, hub run seal, hub audit verify, hub audit who-saw)")
+    console.print("$ hub replay --compare", style="bold", highlight=False)
+    done = subprocess.run([sys.executable, "-m", "hub", "replay", "--compare", "--namespace", "demo"],
+                          capture_output=True, text=True, env={**os.environ, "HUB_LOG_LEVEL": "warning"})
+    summary = [line for line in done.stdout.splitlines() if not line.startswith(("copy", *REPLAYED_STAGES))]
+    console.print("\n".join(summary), done.stderr.rstrip(), highlight=False)
     console.print(f"  seal: {_catch_up(settings, 'seal'):,} audit records sealed into the hash chains")
     seizure = next(c for c in _latest(settings, CANONICAL.pattern, lambda c: c.canonical_id).values()
                    if c.event_type == EventType.SEIZURE and len(c.agencies) > 1)
@@ -112,7 +119,7 @@ def _latest(settings, topic: str, key_of) -> dict:
     """The newest record per key of a derived topic (the current state of each canonical event or alert)."""
     latest: dict = {}
     consumer = make_consumer(settings.topic(topic), settings=settings, group_id=None, consumer_timeout_ms=3000)
-    codec = Codec()
+    codec = hub_codec(settings)
     for message in consumer:
         value = codec.decode(message.value)
         latest[key_of(value)] = value
@@ -209,7 +216,7 @@ def _show_examples(settings, topics: dict[str, str]) -> None:
     """Decode a few events back from the broker: a seizure with its estimated doses, a lab result, an arrest."""
     wanted = {EventType.SEIZURE, EventType.LAB_RESULT, EventType.ARREST}
     consumer = make_consumer(*topics.values(), settings=settings, group_id=None, consumer_timeout_ms=5000)
-    codec = Codec()
+    codec = hub_codec(settings)
     try:
         for message in consumer:
             event = codec.decode(message.value)

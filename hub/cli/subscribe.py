@@ -64,4 +64,5 @@ def subscribe(
             pass
     if output == "table":
         console.print(table)
-        console.print(f"{count} item(s)")
+        console.print(f"{count} item(s)" + (f"; {subscriber.purged} purged under retention (unreadable)"
+                                            if subscriber.purged else ""))

@@ -1,0 +1,99 @@
+"""``hub retention``: 28 CFR 23.20(h) review dates, and purges that reach every copy of a record.
+
+Kafka's log is append-only, so a report is purged by destroying its record key in the vault
+(``hub/vault.py``): its ingest record, every canonical event, alert and feed item carrying it, their replicas,
+replays and archives become unreadable at once. Each purge and each extension is audited (``audit`` topic).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Optional
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from hub.auditing import audit_event, write_audit
+from hub.cli import app, console
+from hub.exceptions import ConfigError
+from hub.settings import get_settings
+from hub.vault import default_vault
+from schemas.models import MAX_RETENTION, AuditEventType
+
+retention_app = typer.Typer(help="Review-by dates of reports, and purging those past them (crypto-shredding).",
+                            no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+SHOWN = 20
+
+
+def _table(due: list[tuple[str, date]], today: date) -> Table:
+    table = Table("event id", "review by", "state")
+    for event_id, review_by in due[:SHOWN]:
+        state = "[red]past: purge[/]" if review_by < today else "due: review"
+        table.add_row(event_id, review_by.isoformat(), state)
+    return table
+
+
+@retention_app.command("sweep")
+def sweep(
+    within: int = typer.Option(30, "--within", min=0, help="Also list reports due for review within this many days."),
+    purge: bool = typer.Option(False, "--purge", help="Purge every report past its review-by date (default: only "
+                               "list them). Needs --authorized-by: nothing is purged without authorization."),
+    authorized_by: Optional[str] = typer.Option(None, "--authorized-by", help="The control official authorizing "
+                                                "the purge (recorded in the audit log)."),
+    reason: str = typer.Option("review-by date passed without re-validation (28 CFR 23.20(h))", "--reason",
+                               help="Why, as recorded in the audit log and the vault."),
+) -> None:
+    """List reports due for review, and with --purge destroy the record keys of those past their review-by date
+    so that no copy of them can be read again: not from the feeds, a replay or an archive. Every purge is written
+    to the audit log (who authorized it, which report, when) before its key is destroyed."""
+    today = datetime.now(timezone.utc).date()
+    vault = default_vault()
+    due = vault.due(today + timedelta(days=within))
+    past = [(event_id, review_by) for event_id, review_by in due if review_by < today]
+    console.print(f"{len(due):,} reports due for review by {today + timedelta(days=within)}, {len(past):,} past "
+                  f"their review-by date", highlight=False)
+    if due:
+        console.print(_table(due, today))
+        if len(due) > SHOWN:
+            console.print(f"... and {len(due) - SHOWN:,} more")
+    if not purge:
+        if past:
+            console.print("dry run: nothing purged (add --purge --authorized-by NAME)")
+        return
+    if not authorized_by:
+        raise ConfigError("--purge needs --authorized-by: 28 CFR 23 allows no purge without authorization",
+                          hint="Name the control official, e.g. --authorized-by 'J. Smith, HSI SAC San Diego'.")
+    settings = get_settings()
+    write_audit([audit_event("retention", AuditEventType.RECORD_PURGED, authorized_by,
+                             f"report purged: review-by {review_by} passed; {reason}", subject_ids=[event_id])
+                 for event_id, review_by in past], settings)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("destroying record keys", total=len(past))
+        for event_id, _ in past:
+            vault.destroy(event_id, reason=f"{reason} (authorized by {authorized_by})")
+            progress.advance(task)
+    scrubbed = vault.scrub()
+    console.print(f"purged {len(past):,} reports (audited; authorized by {authorized_by})"
+                  + ("" if scrubbed else "; the vault's log is still in use by another process, run the sweep "
+                                         "again later to scrub it"), highlight=False)
+
+
+@retention_app.command("extend")
+def extend(
+    event_id: str = typer.Argument(..., help="The report whose review was re-validated."),
+    to: datetime = typer.Option(..., "--to", help="The new review-by date (at most 5 years from today)."),
+    authorized_by: str = typer.Option(..., "--authorized-by", help="Who re-validated it (recorded in the audit log)."),
+) -> None:
+    """Record that a report was reviewed and still meets the submission criteria: keep it until --to."""
+    today = datetime.now(timezone.utc).date()
+    review_by = to.date()
+    if review_by > today + MAX_RETENTION:
+        raise ConfigError(f"{review_by} is more than 5 years from today",
+                          hint="28 CFR 23.20(h): a review keeps a report for at most five more years.")
+    vault = default_vault()
+    vault.extend(event_id, review_by)
+    write_audit([audit_event("retention", AuditEventType.REVIEW_EXTENDED, authorized_by,
+                             f"review re-validated: kept until {review_by}", subject_ids=[event_id])])
+    console.print(f"{event_id} kept until {review_by} (audited)", highlight=False)

@@ -1,0 +1,371 @@
+"""Crypto-shredding without a broker: sealing, purging by key destruction, the key vaults, interop."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import avro.io
+import avro.schema
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from hub.settings import HubSettings
+from hub.vault import KeyVault, MemoryKeyVault, SqliteKeyVault, UnknownKeyError, VaultError, default_vault
+from schemas.codec import HEADER_SIZE, MAGIC, Codec, to_avro_datum
+from schemas.exceptions import DecodeError, RecordPurgedError, RecordSealedError, SchemaLoadError
+from schemas.models import (
+    AlertKind, AlertParty, AlertStatus, AuditEvent, AuditEventType, AuditOutcome, AvroModel, CanonicalEvent,
+    CaseEvent, DeconflictionAlert, DedupDecision, DedupRule, FeedItem, RecordPointer, ReportCredit, ShareForm,
+    SharedRecordKind,
+)
+from schemas.protection import ALGORITHM, record_key_ids, review_by_of, seal, unseal
+from schemas.store import PROTECTED_RECORD, default_store
+from tests.factories import make_event
+
+INTELLIGENCE = {"criminal_predicate": "Subject supplies fentanyl pills to the Lopez DTO (CI report 2025-118)",
+                "sensitivity": "HIGH", "confidence": "PROBABLE", "control_official": "ASAC J. Ortiz",
+                "review_by": "2027-04-01"}
+NOW = datetime(2025, 10, 3, 16, tzinfo=UTC)
+
+
+def reports(count: int) -> list[CaseEvent]:
+    """Seizure reports from distinct source records; the second carries an intelligence marking."""
+    return [make_event(source_record_id=f"2026250400000{i:03d}",
+                       **({"handling__intelligence": INTELLIGENCE} if i == 1 else {})) for i in range(count)]
+
+
+def canonical(*events: CaseEvent) -> CanonicalEvent:
+    credits = [ReportCredit(event_id=e.event_id, agency=e.source_agency, source_system=e.source_system,
+                            source_record_id=e.source_record_id, record_version=e.record_version,
+                            report_time=e.report_time, rule=DedupRule.CROSS_AGENCY_MATCH, score=0.9) for e in events]
+    return CanonicalEvent(canonical_id=str(uuid.uuid4()), revision=len(events), event_type=events[0].event_type,
+                          primary=events[0], reports=credits,
+                          decision=DedupDecision(rule=DedupRule.CROSS_AGENCY_MATCH, score=0.9, explanation="test",
+                                                 event_id=events[-1].event_id))
+
+
+def alert(*events: CaseEvent) -> DeconflictionAlert:
+    parties = [AlertParty(agency=e.source_agency, event_id=e.event_id, canonical_id=str(uuid.uuid4()))
+               for e in events]
+    return DeconflictionAlert(alert_id=str(uuid.uuid4()), alert_kind=AlertKind.TARGET, status=AlertStatus.OPEN,
+                              urgent=False, matched="VIN:1M8GDM9AXKP042788", parties=parties, raised_at=NOW,
+                              updated_at=NOW, explanation="both records touch the same vehicle")
+
+
+def feed_item(body: CanonicalEvent | DeconflictionAlert | RecordPointer) -> FeedItem:
+    kind = {CanonicalEvent: "event", DeconflictionAlert: "alert", RecordPointer: "pointer"}[type(body)]
+    return FeedItem(item_id=str(uuid.uuid4()), unit_id="best-san-diego", rule="WHITE", registry_version=1,
+                    form=ShareForm.POINTER if kind == "pointer" else ShareForm.FULL, routed_at=NOW, **{kind: body})
+
+
+def sealed_codec(events: list[CaseEvent], vault: KeyVault | None = None) -> Codec:
+    """A codec whose vault holds the keys of ``events`` (each report was written once)."""
+    codec = Codec(vault=vault if vault is not None else MemoryKeyVault())
+    for event in events:
+        codec.encode(event)
+    return codec
+
+
+# -- sealing through the codec -----------------------------------------------------------------------
+EVENTS = reports(3)
+POOL = reports(5)
+PROTECTED = {
+    "CaseEvent": EVENTS[0],
+    "CanonicalEvent": canonical(*EVENTS),
+    "DeconflictionAlert": alert(EVENTS[0], EVENTS[2]),
+    "FeedItem(event)": feed_item(canonical(EVENTS[1], EVENTS[2])),
+    "FeedItem(alert)": feed_item(alert(EVENTS[1], EVENTS[0])),
+}
+
+
+@pytest.mark.parametrize("name", PROTECTED)
+def test_each_protected_type_round_trips_sealed(name):
+    record = PROTECTED[name]
+    codec = sealed_codec(EVENTS)
+    data = codec.encode(record)
+    assert data[2:HEADER_SIZE] == default_store().latest.type(PROTECTED_RECORD).fingerprint
+    envelope = codec.envelope_of(data)
+    assert envelope.key_ids == record_key_ids(record) and envelope.inner_type == type(record).avro_name
+    assert envelope.algorithm == ALGORITHM and len(envelope.nonce) == 12
+    assert envelope.review_by == min(review_by_of(e) for e in EVENTS if e.event_id in envelope.key_ids)
+    assert codec.decode(data) == record
+    assert codec.decode_datum(data)[0] == type(record).avro_name
+    plain = Codec().encode(record)
+    assert plain[HEADER_SIZE:] not in data, "the body is not in clear text"
+
+
+def test_key_ids_name_the_reports_each_record_carries():
+    a, b, c = EVENTS
+    assert record_key_ids(a) == [a.event_id]
+    assert record_key_ids(canonical(c, a, b)) == sorted(e.event_id for e in EVENTS)
+    assert record_key_ids(alert(b, a)) == sorted([a.event_id, b.event_id])
+    assert record_key_ids(feed_item(canonical(b))) == [b.event_id]
+    assert record_key_ids(feed_item(alert(c, a))) == sorted([a.event_id, c.event_id])
+    pointer = RecordPointer(record_id=str(uuid.uuid4()), record_kind=SharedRecordKind.CANONICAL_EVENT,
+                            owners=[a.source_agency])
+    assert record_key_ids(feed_item(pointer)) == []
+
+
+def test_records_without_report_data_are_written_as_today():
+    pointer = feed_item(RecordPointer(record_id=str(uuid.uuid4()), record_kind=SharedRecordKind.ALERT,
+                                      alert_kind=AlertKind.TARGET, owners=[EVENTS[0].source_agency]))
+    audit = AuditEvent(audit_id=str(uuid.uuid4()), recorded_at=datetime(2025, 10, 3, 16, 5, 1, 123000, tzinfo=UTC),
+                       component="hub retention sweep", event_type=AuditEventType.RECORD_PURGED,
+                       principal="User:records-officer", outcome=AuditOutcome.SUCCESS,
+                       subject_ids=[EVENTS[0].event_id], detail="review date passed")
+    codec = Codec(vault=MemoryKeyVault())
+    for record in (pointer, audit):
+        data = codec.encode(record)
+        assert data == Codec().encode(record) and codec.envelope_of(data) is None
+        assert Codec().decode(data) == record
+
+
+def test_destroying_one_key_purges_every_record_carrying_that_report_only():
+    codec = sealed_codec(EVENTS)
+    merged = codec.encode(canonical(*EVENTS))
+    others = [codec.encode(e) for e in EVENTS]
+    assert codec.vault.destroy(EVENTS[1].event_id, reason="review date passed") is True
+    with pytest.raises(RecordPurgedError, match=EVENTS[1].event_id) as info:
+        codec.decode(merged)
+    assert info.value.key_ids == [EVENTS[1].event_id]
+    assert "nothing can recover it" in str(info.value)
+    with pytest.raises(RecordPurgedError):
+        codec.decode(others[1])
+    assert codec.decode(others[0]) == EVENTS[0] and codec.decode(others[2]) == EVENTS[2]
+
+
+def test_a_derived_record_cannot_be_written_once_a_report_was_purged():
+    codec = sealed_codec(EVENTS)
+    codec.vault.destroy(EVENTS[2].event_id, reason="purged at review")
+    for record in (canonical(*EVENTS), alert(EVENTS[0], EVENTS[2]), feed_item(canonical(EVENTS[2]))):
+        with pytest.raises(RecordPurgedError, match=f"purged report.*{EVENTS[2].event_id}") as info:
+            codec.encode(record)
+        assert info.value.key_ids == [EVENTS[2].event_id]
+    with pytest.raises(RecordPurgedError, match="destroyed"):
+        codec.encode(EVENTS[2])  # nor may the report itself come back under a new key
+
+
+def test_a_derived_record_of_a_report_never_sealed_is_refused_with_its_reason():
+    codec = sealed_codec(EVENTS[:2])
+    with pytest.raises(RecordPurgedError, match="no record key") as info:
+        codec.encode(canonical(*EVENTS))
+    assert info.value.key_ids == [EVENTS[2].event_id] and "before protection was enabled" in str(info.value)
+
+
+def _reencoded(codec: Codec, data: bytes, **changes: object) -> bytes:
+    envelope = codec.envelope_of(data).model_copy(update=changes)
+    return codec.encode_datum(PROTECTED_RECORD, to_avro_datum(envelope))
+
+
+def test_a_tampered_envelope_fails_authentication():
+    codec = sealed_codec(EVENTS)
+    data = codec.encode(canonical(*EVENTS))
+    envelope = codec.envelope_of(data)
+    flipped = bytes([envelope.ciphertext[0] ^ 1]) + envelope.ciphertext[1:]
+    tampered = [
+        _reencoded(codec, data, ciphertext=flipped),
+        _reencoded(codec, data, nonce=bytes(12)),
+        _reencoded(codec, data, inner_type="gov.taskforce.hub.DeconflictionAlert"),
+        _reencoded(codec, data, key_ids=envelope.key_ids[:2]),
+    ]
+    for bad in tampered:
+        with pytest.raises(DecodeError, match="fails authentication") as info:
+            codec.decode(bad)
+        assert not isinstance(info.value, RecordPurgedError)
+
+
+def test_a_sealed_record_needs_a_vault_but_its_envelope_does_not():
+    data = sealed_codec(EVENTS).encode(EVENTS[0])
+    with pytest.raises(RecordSealedError, match="needs the key vault") as info:
+        Codec().decode(data)
+    assert isinstance(info.value, DecodeError) and "Codec(vault=" in str(info.value)
+    envelope = Codec().envelope_of(data)
+    assert envelope.key_ids == [EVENTS[0].event_id] and envelope.review_by == review_by_of(EVENTS[0])
+    assert Codec().envelope_of(Codec().encode(EVENTS[0])) is None
+
+
+def test_a_codec_pinned_before_v5_refuses_to_write_report_data_unsealed():
+    old = Codec(version=4, vault=MemoryKeyVault())
+    with pytest.raises(SchemaLoadError, match="cannot seal a CaseEvent: schema version v4 has no ProtectedRecord"):
+        old.encode(EVENTS[0])
+    pointer = feed_item(RecordPointer(record_id="c1", record_kind=SharedRecordKind.CANONICAL_EVENT))
+    assert old.decode(old.encode(pointer)) == pointer
+    pinned = Codec(version=5, vault=MemoryKeyVault())
+    assert pinned.decode(pinned.encode(EVENTS[0])) == EVENTS[0]
+
+
+def test_a_reader_pinned_to_an_older_version_reads_the_sealed_record_with_it():
+    vault = MemoryKeyVault()
+    data = Codec(vault=vault).encode(EVENTS[0])
+    assert Codec(version=1, vault=vault).decode(data) == EVENTS[0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(kind=st.sampled_from(["event", "canonical", "alert", "feed"]),
+       members=st.lists(st.integers(0, 4), min_size=1, max_size=5, unique=True),
+       destroyed=st.sets(st.integers(0, 4)))
+def test_a_record_is_readable_iff_none_of_its_reports_was_purged(kind, members, destroyed):
+    assume(kind != "alert" or len(members) >= 2)
+    carried = [POOL[i] for i in members]
+    record: AvroModel = {"event": lambda: carried[0], "canonical": lambda: canonical(*carried),
+                         "alert": lambda: alert(*carried), "feed": lambda: feed_item(canonical(*carried))}[kind]()
+    codec = sealed_codec(POOL)
+    data = codec.encode(record)
+    for i in destroyed:
+        codec.vault.destroy(POOL[i].event_id, reason="hypothesis")
+    gone = sorted(POOL[i].event_id for i in destroyed if i in (members[:1] if kind == "event" else members))
+    if not gone:
+        assert codec.decode(data) == record
+    else:
+        with pytest.raises(RecordPurgedError) as info:
+            codec.decode(data)
+        assert info.value.key_ids == gone
+
+
+# -- the pure envelope ---------------------------------------------------------------------------------
+def test_review_date_is_the_marking_else_five_years_after_reporting():
+    plain, marked = EVENTS[0], EVENTS[1]
+    assert review_by_of(marked) == date(2027, 4, 1)
+    assert review_by_of(plain) == date(2030, 10, 3)  # reported 2025-10-03; 5 x 365 + 1 days spans one Feb 29
+
+
+def test_seal_needs_every_key_in_any_order():
+    keys = {"b": bytes(range(32)), "a": bytes(32), "c": b"\xff" * 32}
+    envelope = seal(b"inner message", "gov.taskforce.hub.CanonicalEvent", keys, date(2030, 1, 1))
+    assert envelope.key_ids == ["a", "b", "c"]
+    assert unseal(envelope, dict(reversed(list(keys.items())))) == b"inner message"
+    for missing in keys:
+        with pytest.raises(RecordPurgedError, match=f"no key {missing}"):
+            unseal(envelope, {k: v for k, v in keys.items() if k != missing})
+    with pytest.raises(DecodeError, match="fails authentication"):
+        unseal(envelope, {**keys, "b": bytes(32)})
+    with pytest.raises(ValueError, match="32 bytes"):
+        seal(b"x", "gov.taskforce.hub.CaseEvent", {"a": b"short"}, date(2030, 1, 1))
+
+
+# -- key vaults ----------------------------------------------------------------------------------------
+@pytest.fixture(params=["memory", "sqlite"])
+def vault(request, tmp_path) -> KeyVault:
+    return MemoryKeyVault() if request.param == "memory" else SqliteKeyVault(tmp_path / "vault" / "keys.sqlite")
+
+
+def test_ensure_creates_once_and_never_shortens_the_review(vault):
+    key = vault.ensure("e1", date(2030, 1, 1))
+    assert len(key) == 32 and vault.get("e1") == key
+    assert vault.ensure("e1", date(2028, 1, 1)) == key
+    assert vault.review_dates(["e1", "nope"]) == {"e1": date(2030, 1, 1)}
+    assert vault.ensure("e1", date(2031, 1, 1)) == key
+    assert vault.review_dates(["e1"]) == {"e1": date(2031, 1, 1)}
+    assert vault.ensure("e2", date(2030, 1, 1)) != key
+    assert vault.get("nope") is None
+    assert vault.get_many(["e2", "nope", "e1"]) == {"e1": key, "e2": vault.get("e2")}
+
+
+def test_due_extend_and_destroy(vault):
+    for key_id, review in [("b", date(2026, 1, 2)), ("a", date(2026, 1, 2)), ("c", date(2026, 1, 1)),
+                           ("d", date(2027, 1, 1))]:
+        vault.ensure(key_id, review)
+    assert vault.due(date(2026, 1, 2)) == [("c", date(2026, 1, 1)), ("a", date(2026, 1, 2)), ("b", date(2026, 1, 2))]
+    assert vault.due(date(2025, 12, 31)) == []
+    vault.extend("a", date(2030, 1, 1))
+    assert [k for k, _ in vault.due(date(2026, 1, 2))] == ["c", "b"]
+    with pytest.raises(VaultError, match="back to 2026-01-01"):
+        vault.extend("a", date(2026, 1, 1))
+    with pytest.raises(UnknownKeyError, match="no record key zz"):
+        vault.extend("zz", date(2030, 1, 1))
+
+    assert vault.destroy("c", reason="review date passed, not re-validated") is True
+    assert vault.destroy("c", reason="again") is False
+    assert vault.get("c") is None and vault.destroyed("c") and not vault.destroyed("b")
+    tombstone = vault.tombstone("c")
+    assert tombstone.reason == "review date passed, not re-validated"
+    assert abs(tombstone.destroyed_at - datetime.now(UTC)) < timedelta(minutes=1)
+    assert [k for k, _ in vault.due(date(2026, 1, 2))] == ["b"]
+    with pytest.raises(RecordPurgedError, match="cannot extend the review of record key c"):
+        vault.extend("c", date(2030, 1, 1))
+    with pytest.raises(RecordPurgedError, match="cannot recreate record key c"):
+        vault.ensure("c", date(2030, 1, 1))
+    assert vault.destroy("never-created", reason="purge order") is False
+    with pytest.raises(RecordPurgedError):
+        vault.ensure("never-created", date(2030, 1, 1))  # a purge order holds for a copy arriving later
+
+
+def test_sqlite_vault_persists_across_instances(tmp_path):
+    path = tmp_path / "vault" / "keys.sqlite"
+    first = SqliteKeyVault(path)
+    key = first.ensure("e1", date(2030, 1, 1))
+    first.ensure("e2", date(2029, 1, 1))
+    first.destroy("e2", reason="purged")
+    first.close()
+    second = SqliteKeyVault(path)
+    assert second.get("e1") == key and second.ensure("e1", date(2030, 1, 1)) == key
+    assert second.destroyed("e2") and second.tombstone("e2").reason == "purged"
+    assert second.due(date(2030, 1, 1)) == [("e1", date(2030, 1, 1))]
+    assert path.stat().st_mode & 0o077 == 0 and path.parent.stat().st_mode & 0o077 == 0
+
+
+def test_a_record_sealed_through_one_connection_opens_through_another(tmp_path):
+    path = tmp_path / "keys.sqlite"
+    record = canonical(*EVENTS)
+    data = sealed_codec(EVENTS, SqliteKeyVault(path)).encode(record)
+    assert Codec(vault=SqliteKeyVault(path)).decode(data) == record
+
+
+def _file_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
+def test_destroyed_key_bytes_are_gone_from_the_sqlite_files(tmp_path):
+    path = tmp_path / "vault" / "keys.sqlite"
+    vault = SqliteKeyVault(path)
+    ids = [str(uuid.uuid4()) for _ in range(3000)]  # several pages, so deletes also merge and free pages
+    keys = {i: vault.ensure(i, date(2026, 1, 1) + timedelta(days=n % 400)) for n, i in enumerate(ids)}
+    doomed = ids[:1200:3] + ids[1500:2500]
+    assert all(keys[i] in _file_bytes(path) for i in doomed[:20]), "the keys are in the files before"
+    for key_id in doomed:
+        vault.destroy(key_id, reason="test")
+    assert vault.scrub() is True
+    content = _file_bytes(path)
+    assert not [i for i in doomed if keys[i] in content]
+    assert all(keys[i] in content for i in ids[2500:2520]), "the kept keys are still there"
+
+
+def _ensure_all(path: str, ids: list[str]) -> dict[str, bytes]:
+    vault = SqliteKeyVault(Path(path))
+    return {i: vault.ensure(i, date(2030, 1, 1)) for i in ids}
+
+
+def test_processes_racing_to_create_a_key_all_get_the_same_one(tmp_path):
+    path = str(tmp_path / "keys.sqlite")
+    ids = [f"event-{n}" for n in range(60)]
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_ensure_all, [path] * 4, [ids, ids[::-1], ids, ids[::-1]]))
+    assert all(r == results[0] for r in results)
+    assert SqliteKeyVault(Path(path)).get_many(ids) == results[0]
+
+
+def test_default_vault_lives_under_the_runtime_dir(tmp_path):
+    vault = default_vault(HubSettings(runtime_dir=tmp_path / "rt"))
+    assert vault.path == tmp_path / "rt" / "vault" / "keys.sqlite" and vault.path.exists()
+
+
+# -- interoperability ------------------------------------------------------------------------------------
+def test_official_avro_reads_the_envelope_and_it_opens_with_the_vaults_keys():
+    codec = sealed_codec(EVENTS)
+    data = codec.encode(EVENTS[1])
+    assert data[:2] == MAGIC
+    writer = avro.schema.parse(default_store().latest.type(PROTECTED_RECORD).schema_json)
+    decoded = avro.io.DatumReader(writer).read(avro.io.BinaryDecoder(io.BytesIO(data[HEADER_SIZE:])))
+    assert decoded["key_ids"] == [EVENTS[1].event_id]
+    assert decoded["review_by"] == date(2027, 4, 1)
+    assert decoded["inner_type"] == "gov.taskforce.hub.CaseEvent" and decoded["algorithm"] == ALGORITHM
+    assert len(decoded["nonce"]) == 12
+    envelope = codec.envelope_of(data)
+    assert envelope.model_dump() == decoded
+    inner = unseal(envelope, codec.vault.get_many(decoded["key_ids"]))
+    assert Codec().decode(inner) == EVENTS[1]
