@@ -212,8 +212,25 @@ class StageRunner(ConsumerRebalanceListener):
         messages were processed."""
         assert self._consumer is not None and self._producer is not None
         self._poll_globals()
-        for tp, records in self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch).items():
-            self._buffers.setdefault(tp, deque()).extend(records)
+        processed = 0
+        while True:
+            for tp, records in self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch).items():
+                self._buffers.setdefault(tp, deque()).extend(records)
+            processed += self._process_in_order()
+            self._pause_full_buffers()
+            # Nothing processed although records are buffered: the merge waits for a partition to be fetched.
+            # Fetch again now, so that a caller counting idle polls never mistakes that wait for an idle input.
+            if processed or self._stopping or not any(self._buffers.values()):
+                break
+        self._batch_size += processed
+        if self._in_transaction and (self._batch_size >= self.max_batch
+                                     or time.monotonic() - self._batch_started >= self.commit_interval_s):
+            self._commit()
+        return processed
+
+    def _process_in_order(self) -> int:
+        """Process buffered records oldest first while the merge allows; returns how many."""
+        assert self._consumer is not None
         processed = 0
         unfetched = self._partitions_with_unfetched_records()
         while processed < self.max_batch and (tp := self._next_in_order(unfetched)) is not None:
@@ -229,11 +246,6 @@ class StageRunner(ConsumerRebalanceListener):
             self._offsets[tp] = OffsetAndMetadata(next_offset, "", -1)
             if not buffer and next_offset < (self._consumer.highwater(tp) or 0):
                 unfetched.add(tp)  # more of it on the broker: its next record may be older than the others' heads
-        self._pause_full_buffers()
-        self._batch_size += processed
-        if self._in_transaction and (self._batch_size >= self.max_batch
-                                     or time.monotonic() - self._batch_started >= self.commit_interval_s):
-            self._commit()
         return processed
 
     def _partitions_with_unfetched_records(self) -> set[TopicPartition]:

@@ -288,6 +288,10 @@ def _open_vault(path: Path) -> SqliteKeyVault:
     return SqliteKeyVault(path)
 
 
+#: Seconds hub processes reuse a record key: a purge reaches every running stage within this.
+KEY_CACHE_S = 1.0
+
+
 def hub_codec(settings: HubSettings | None = None) -> Codec:
     """The codec every hub component reads and writes topics with: report data sealed under the vault's keys."""
-    return Codec(vault=default_vault(settings))
+    return Codec(vault=default_vault(settings), key_cache_s=KEY_CACHE_S)

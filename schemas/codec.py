@@ -12,6 +12,8 @@ single-object encoding (see ``schemas.protection``), and such envelopes are open
 from __future__ import annotations
 
 import io
+import time
+from datetime import date
 from typing import Any
 
 import fastavro
@@ -23,6 +25,7 @@ from schemas.protection import RecordKeys, record_key_ids, review_by_of, seal, u
 from schemas.store import PROTECTED_RECORD, SchemaStore, TypeSchema, default_store
 
 MAGIC = b"\xc3\x01"
+KEY_CACHE_SIZE = 50_000
 HEADER_SIZE = len(MAGIC) + 8
 
 
@@ -79,10 +82,13 @@ class Codec:
     """
 
     def __init__(self, store: SchemaStore | None = None, version: int | None = None,
-                 vault: RecordKeys | None = None) -> None:
+                 vault: RecordKeys | None = None, key_cache_s: float = 0.0) -> None:
         self.store = store or default_store()
         self._pinned = None if version is None else self.store.version(version)
         self.vault = vault
+        #: Seconds a record key read from the vault is reused (0: never); a purge reaches this codec within it.
+        self.key_cache_s = key_cache_s
+        self._key_cache: dict[str, tuple[float, bytes, date]] = {}
 
     def schema_for(self, name: str) -> TypeSchema:
         """The schema this codec writes and reads ``name`` with."""
@@ -145,12 +151,26 @@ class Codec:
         """A report gets its key here; a derived record only uses its reports' keys and never recreates one."""
         if isinstance(model, CaseEvent):
             keys = {model.event_id: vault.ensure(model.event_id, review_by_of(model))}
+            dates = vault.review_dates(key_ids)
         else:
-            keys = vault.get_many(key_ids)
+            keys, dates = self._keys(key_ids, vault)
             _refuse_missing(model, key_ids, keys, vault)
-        dates = vault.review_dates(key_ids)
         _refuse_missing(model, key_ids, dates, vault)  # destroyed since its key was read
         return seal(inner, type(model).avro_name, keys, min(dates.values()))
+
+    def _keys(self, key_ids: list[str], vault: RecordKeys) -> tuple[dict[str, bytes], dict[str, date]]:
+        """Record keys and review dates, reused for ``key_cache_s`` (a router seals one record for every unit: one
+        vault lookup, not ten)."""
+        now = time.monotonic()
+        if len(self._key_cache) > KEY_CACHE_SIZE:
+            self._key_cache.clear()
+        cached = {k: hit for k in key_ids if (hit := self._key_cache.get(k)) and now - hit[0] < self.key_cache_s}
+        missing = [k for k in key_ids if k not in cached]
+        if missing:
+            keys, dates = vault.get_many(missing), vault.review_dates(missing)
+            for key_id in keys.keys() & dates.keys():
+                cached[key_id] = self._key_cache[key_id] = (now, keys[key_id], dates[key_id])
+        return {k: hit[1] for k, hit in cached.items()}, {k: hit[2] for k, hit in cached.items()}
 
     def _envelope(self, data: bytes, writer: TypeSchema) -> ProtectedRecord:
         datum = self._read(data, writer, self.store.history(PROTECTED_RECORD)[-1])
@@ -165,7 +185,7 @@ class Codec:
         if self.vault is None:
             raise RecordSealedError(f"the message is a {envelope.inner_type} sealed under record key(s) "
                                     f"{', '.join(envelope.key_ids)}; reading it needs the key vault")
-        inner = unseal(envelope, self.vault.get_many(envelope.key_ids))
+        inner = unseal(envelope, self._keys(envelope.key_ids, self.vault)[0])
         found = self.writer_of(inner).name
         if found != envelope.inner_type or found == PROTECTED_RECORD:
             raise DecodeError(f"protected record says it seals a {envelope.inner_type} but holds a {found}")

@@ -369,3 +369,16 @@ def test_official_avro_reads_the_envelope_and_it_opens_with_the_vaults_keys():
     assert envelope.model_dump() == decoded
     inner = unseal(envelope, codec.vault.get_many(decoded["key_ids"]))
     assert Codec().decode(inner) == EVENTS[1]
+
+
+def test_a_hub_codec_reuses_a_key_briefly_and_a_purge_reaches_it_after_that():
+    vault = MemoryKeyVault()
+    event = make_event()
+    cached = Codec(vault=vault, key_cache_s=60)
+    sealed = cached.encode(event)
+    assert cached.decode(sealed) == event
+    vault.destroy(event.event_id, reason="test")
+    assert cached.decode(sealed) == event  # within key_cache_s the running process still holds the key
+    cached.key_cache_s = 0  # ...and once it has expired the purge applies
+    with pytest.raises(RecordPurgedError):
+        cached.decode(sealed)
