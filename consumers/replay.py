@@ -260,13 +260,18 @@ class Replay:
             producer.close()
 
     def _live_ingest_topics(self) -> dict[str, str]:
-        """Live ingest topics by agency ORI (restricted to the requested agencies)."""
+        """Live ingest topics by agency ORI (restricted to the requested agencies); the namespace must be new."""
         pattern = re.compile(re.escape(self.live.topic_prefix) + r"ingest\.(.+)")
         consumer = make_consumer(settings=self.live, group_id=None)
         try:
-            found = {m.group(1): t for t in consumer.topics() if (m := pattern.fullmatch(t))}
+            topics = consumer.topics()
         finally:
             consumer.close()
+        if any(t.startswith(self.isolated.topic_prefix) for t in topics):
+            raise ConfigError(f"the replay namespace {self.isolated.topic_prefix} already exists (a kept or "
+                              "interrupted replay): its topics and consumer groups would mix with this one",
+                              hint="Choose another --namespace, or delete that one's topics first.")
+        found = {m.group(1): t for t in topics if (m := pattern.fullmatch(t))}
         if not self.agencies:
             return found
         unknown = self.agencies - set(found)

@@ -19,6 +19,7 @@ from consumers.replay import REPLAYED_STAGES, Replay, compare_decisions
 from consumers.runner import StageRunner
 from consumers.stages import STAGES
 from hub.control import apply_registry
+from hub.exceptions import ConfigError
 from hub.kafka import make_consumer
 from hub.topics import ensure_topics, hub_topics
 from hub.vault import hub_codec
@@ -120,6 +121,8 @@ def test_a_replay_reproduces_what_was_sent_and_touches_nothing_live(live_history
     assert _live_positions(hub_settings) == before, "a replay must not write to live topics or move live groups"
     print(f"replay: {result.replayed_events} events in {result.seconds:.1f} s ({result.events_per_s:.0f}/s), "
           f"{comparison.live_decisions} decisions and {comparison.feed_items} feed items identical")
+    with pytest.raises(ConfigError, match="already exists"):  # a namespace is never reused
+        Replay(hub_settings, "same", datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc)).run()
     job.remove()
 
 
