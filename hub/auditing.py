@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from hub.kafka import make_producer
+from hub.kafka import produce_atomically
 from hub.settings import HubSettings, get_settings
 from schemas.codec import Codec
 from schemas.models import AuditEvent, AuditEventType, AuditOutcome
@@ -44,13 +44,6 @@ def write_audit(events: Iterable[AuditEvent], settings: HubSettings | None = Non
     if not batch:
         return 0
     codec = Codec()
-    producer = make_producer(settings, transactional_id=f"{settings.topic_prefix}hub.audit.{uuid.uuid4().hex[:8]}")
-    try:
-        producer.init_transactions()
-        producer.begin_transaction()
-        for event in batch:
-            producer.send(settings.topic(AUDIT.pattern), key=event.audit_id.encode(), value=codec.encode(event))
-        producer.commit_transaction()
-    finally:
-        producer.close()
+    produce_atomically(settings, f"{settings.topic_prefix}hub.audit.{uuid.uuid4().hex[:8]}",
+                       [(settings.topic(AUDIT.pattern), e.audit_id.encode(), codec.encode(e)) for e in batch])
     return len(batch)

@@ -66,11 +66,11 @@ def _signed_part(topic: str, created_at: str, heads: list[ChainHead]) -> bytes:
 def write_checkpoint(heads: list[ChainHead], topic: str, settings: HubSettings, path: Path | None = None) -> Path:
     """Sign the chain heads and write them as JSON; returns the file written."""
     created_at = datetime.now(timezone.utc).isoformat()
-    signature = _signing_key(settings).sign(_signed_part(topic, created_at, heads))
+    signed = _signed_part(topic, created_at, heads)
     path = path or _key_dir(settings) / "checkpoints" / f"checkpoint-{created_at[:19].replace(':', '')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = json.loads(_signed_part(topic, created_at, heads))
-    document["signature"] = base64.b64encode(signature).decode()
+    document = json.loads(signed)
+    document["signature"] = base64.b64encode(_signing_key(settings).sign(signed)).decode()
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from consumers.registry import DEFAULT_REGISTRY, Registry, load_registry
 from hub.exceptions import ConfigError
-from hub.kafka import make_producer, read_topic
+from hub.kafka import produce_atomically, read_topic
 from hub.settings import HubSettings, get_settings
 from producers.directory import load_agencies
 from schemas.codec import Codec
@@ -76,13 +76,7 @@ def apply_registry(path: Path = DEFAULT_REGISTRY, settings: HubSettings | None =
                                    "already applied with different content")
     revision = revision_of(registry, current, applied_by or getpass.getuser())
     value = Codec().encode(revision)
-    producer = make_producer(settings, transactional_id=f"{settings.topic_prefix}hub.control.registry")
-    try:
-        producer.init_transactions()
-        producer.begin_transaction()
-        producer.send(settings.topic(REGISTRY.pattern), key=REGISTRY_KEY, value=value)
-        producer.send(settings.topic(AUDIT.pattern), key=REGISTRY_KEY, value=value)
-        producer.commit_transaction()
-    finally:
-        producer.close()
+    produce_atomically(settings, f"{settings.topic_prefix}hub.control.registry",
+                       [(settings.topic(REGISTRY.pattern), REGISTRY_KEY, value),
+                        (settings.topic(AUDIT.pattern), REGISTRY_KEY, value)])
     return ApplyResult(revision, current.version if current else None, applied=True)

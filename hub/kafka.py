@@ -71,6 +71,20 @@ def make_producer(settings: HubSettings | None = None, **overrides: Any) -> Kafk
     return _connect(KafkaProducer, settings, **(defaults | overrides))
 
 
+def produce_atomically(settings: HubSettings, transactional_id: str,
+                        records: list[tuple[str, bytes, bytes]]) -> None:
+    """Write (physical topic, key, value) records in one transaction: all of them become visible, or none."""
+    producer = make_producer(settings, transactional_id=transactional_id)
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for topic, key, value in records:
+            producer.send(topic, key=key, value=value)
+        producer.commit_transaction()
+    finally:
+        producer.close()
+
+
 def make_consumer(*topics: str, settings: HubSettings | None = None, **overrides: Any) -> KafkaConsumer:
     """A consumer that reads only committed data and never commits on its own."""
     defaults = {"isolation_level": "read_committed", "enable_auto_commit": False, "auto_offset_reset": "earliest"}
