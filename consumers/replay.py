@@ -1,8 +1,8 @@
 """Replay: re-run the pipeline over a period of ingest history in an isolated namespace, and compare.
 
-A replay copies the ingest history up to the end of the period (with keys, headers, partitions and timestamps)
-and the alert actions taken into topics under its own prefix: what came before the period only rebuilds the
-state the period's decisions depended on, and only the period is compared. It puts the registry in effect (or a proposed one) on its own
+A replay copies the sealed ingest history (``events.ingested``, written by the intake stage) up to the end of the
+period (with keys, headers, partitions and timestamps) and the alert actions taken into topics under its own
+prefix: what came before the period only rebuilds the state the period's decisions depended on, and only the period is compared. It puts the registry in effect (or a proposed one) on its own
 control topic, and runs the same stages with the same runner, each until its inputs are read to the end. Its
 consumer groups, transactional ids, state stores and feeds all carry the prefix, so nothing live is read as
 state or written. The runner's timestamp-ordered merge makes the stages take the same decisions as live did on
@@ -31,12 +31,11 @@ from hub.exceptions import ConfigError, KafkaUnavailableError
 from hub.kafka import make_admin, make_consumer, make_producer, read_topic
 from hub.settings import HubSettings
 from hub.topics import ensure_topics, hub_topics
-from producers.publisher import EVENT_ID_HEADER
+from producers.publisher import AGENCY_HEADER, EVENT_ID_HEADER
 from hub.vault import hub_codec
 from schemas.codec import Codec
-from schemas.exceptions import RecordPurgedError
 from schemas.models import FeedItem, RegistryRevision, RoutingDecision
-from schemas.topics import ALERT_CONTROL, AUDIT, FEED, REGISTRY
+from schemas.topics import ALERT_CONTROL, AUDIT, FEED, INGESTED, REGISTRY
 
 #: The stages a replay re-runs, in pipeline order (sealing the audit chain is not a dissemination decision).
 REPLAYED_STAGES = ("dedup", "correlate", "deconflict", "alerts", "route")
@@ -174,8 +173,10 @@ def compare_feed_items(live: Iterable[FeedItem], replayed: Iterable[FeedItem], i
 
 # -- running a replay ----------------------------------------------------------------------------
 def replay_settings(settings: HubSettings, namespace: str) -> HubSettings:
-    """The same cluster under the replay's own topic prefix (and so its own groups, transactional ids and state)."""
-    return settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}replay.{namespace}."})
+    """The same cluster under the replay's own topic prefix (and so its own groups, transactional ids and state),
+    reading the live key table: a replay seals nothing new, it opens what live sealed."""
+    return settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}replay.{namespace}.",
+                                       "key_table_prefix": settings.key_table_prefix or settings.topic_prefix})
 
 
 class Replay:
@@ -205,7 +206,8 @@ class Replay:
                       self.isolated)
         self._write_registry(revision)
         started = time.monotonic()
-        self._copy_history([*ingest.values(), self.live.topic(ALERT_CONTROL.pattern)])
+        self._copy_history([self.live.topic(INGESTED.pattern),
+                            *(self.live.topic(ALERT_CONTROL.name(ori=ori)) for ori in ingest)])
         stage_seconds = {"copy": time.monotonic() - started}
         for name in REPLAYED_STAGES:
             began = time.monotonic()
@@ -282,7 +284,7 @@ class Replay:
 
     def _copy_history(self, topics: list[str]) -> None:
         """Copy each live partition's records up to the period's end to the same partition of the replay's topic,
-        keeping key, value, headers and timestamp."""
+        keeping key, value, headers and timestamp; of the ingested history, only the requested agencies' reports."""
         consumer = make_consumer(settings=self.live, group_id=None)
         producer = make_producer(self.isolated, linger_ms=20, batch_size=512 * 1024)
         try:
@@ -302,21 +304,24 @@ class Replay:
                 consumer.seek(tp, bounds[tp][0])
             done, stalled_since = 0, time.monotonic()
             since_ms = int(self.since.timestamp() * 1000)
+            ingested = self.live.topic(INGESTED.pattern)
             while pending:
                 batches = consumer.poll(timeout_ms=500)
                 for tp, records in batches.items():
                     target = self.isolated.topic(tp.topic[len(self.live.topic_prefix):])
                     for record in (r for r in records if r.offset < bounds[tp][1]):
+                        done += 1
+                        if tp.topic == ingested and self.agencies and _header(record, AGENCY_HEADER) not in self.agencies:
+                            continue
                         producer.send(target, key=record.key, value=record.value, headers=record.headers,
                                       partition=tp.partition, timestamp_ms=record.timestamp)
-                        if tp.topic != self.live.topic(ALERT_CONTROL.pattern):
+                        if tp.topic == ingested:
                             event_id = _event_id(record, self.codec)
                             self.replayed_events.add(event_id)
                             if self.codec.vault is not None and self.codec.vault.destroyed(event_id):
                                 self.purged_events.add(event_id)
                             if record.timestamp >= since_ms:
                                 self.period_events.add(event_id)
-                        done += 1
                 for tp in [tp for tp, stop in pending.items() if consumer.position(tp) >= stop]:
                     pending.pop(tp)
                     consumer.pause(tp)
@@ -335,21 +340,19 @@ class Replay:
         return [v for v in values if isinstance(v, RoutingDecision)]
 
     def _feed(self, settings: HubSettings, unit: str) -> list[FeedItem]:
-        """The unit's feed items that can still be read (those carrying a purged report cannot)."""
-        items = []
-        for record in read_topic(settings.topic(FEED.name(unit=unit)), settings):
-            try:
-                items.append(self.codec.decode(record.value))
-            except RecordPurgedError:
-                continue
-        return items
+        """The unit's feed items (a purge's tombstones are not items)."""
+        return [self.codec.decode(r.value) for r in read_topic(settings.topic(FEED.name(unit=unit)), settings)
+                if r.value is not None]
+
+
+def _header(record: Any, name: str) -> str | None:
+    return next((value.decode() for key, value in record.headers or () if key == name), None)
 
 
 def _event_id(record: Any, codec: Codec) -> str:
-    """The event id of an ingest record: from the publisher's header, else its envelope's record key, else the
+    """The event id of an ingested record: from intake's header, else its envelope's record key, else the
     record itself."""
-    for name, value in record.headers or ():
-        if name == EVENT_ID_HEADER:
-            return value.decode()
+    if (event_id := _header(record, EVENT_ID_HEADER)) is not None:
+        return event_id
     envelope = codec.envelope_of(record.value)
     return envelope.key_ids[0] if envelope is not None else codec.decode(record.value).event_id

@@ -39,7 +39,7 @@ from hub.vault import hub_codec
 from consumers.exceptions import StageError
 from consumers.stage import Message, Output, Stage
 from consumers.state import SqlitePartitionStore, State, StateWrite
-from schemas.exceptions import RecordPurgedError, SchemaError
+from schemas.exceptions import RecordKeyUnknownError, RecordPurgedError, SchemaError
 from schemas.models import AuditEventType, AuditOutcome
 from schemas.topics import AUDIT, changelog_topic, deadletter_topic
 
@@ -47,6 +47,8 @@ STATE_ENTRIES = Gauge("hub_state_entries", "Entries in a stage's local state sto
 PROCESSED = Counter("hub_messages_processed_total", "Input messages processed", ["stage"])
 DEAD_LETTERS = Counter("hub_dead_letters_total", "Messages sent to the dead-letter topic", ["stage"])
 PURGED_SKIPPED = Counter("hub_purged_inputs_total", "Inputs skipped because retention purged them", ["stage"])
+UNKNOWN_KEYS = Counter("hub_unknown_key_inputs_total", "Inputs sealed under a record key the hub never had "
+                       "(dead-lettered)", ["stage"])
 
 
 class StageRunner(ConsumerRebalanceListener):
@@ -164,10 +166,17 @@ class StageRunner(ConsumerRebalanceListener):
             self.settings, transactional_id=f"{self.group_id}.{self.instance}", transaction_timeout_ms=30_000,
             linger_ms=10, batch_size=256 * 1024, client_id=f"{self.group_id}.{self.instance}")
         self._producer.init_transactions()
+        # New record keys go to hub.keys in the batch's transaction: a key and the record sealed under it become
+        # visible together or not at all (a crash mid-batch leaves neither). The table is read on first use.
+        keys_topic = self.settings.key_table
+        self.codec.vault.bind(lambda key, value: self._producer.send(keys_topic, key=key, value=value))
         self._consumer = make_consumer(
             settings=self.settings, group_id=self.group_id, max_poll_records=self.max_batch,
             partition_assignment_strategy=[RangePartitionAssignor],  # co-partitioned inputs share state
             client_id=f"{self.group_id}.{self.instance}")
+        missing = [t for t in (self.changelog, self.deadletter) if not self._consumer.partitions_for_topic(t)]
+        if missing:
+            raise TopicMissingError(f"the {self.stage.name} stage needs {', '.join(missing)}, which does not exist")
         self._open_globals()
         pattern = input_regex(self.stage, self.settings)
         self._consumer.subscribe(pattern=pattern, listener=self)
@@ -212,6 +221,7 @@ class StageRunner(ConsumerRebalanceListener):
         messages were processed."""
         assert self._consumer is not None and self._producer is not None
         self._poll_globals()
+        self.codec.vault.refresh()  # purges reach a running stage at its next poll
         processed = 0
         while True:
             for tp, records in self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch).items():
@@ -307,6 +317,10 @@ class StageRunner(ConsumerRebalanceListener):
             value = self.codec.decode(record.value)
         except RecordPurgedError:
             PURGED_SKIPPED.labels(self.stage.name).inc()  # purged under retention: as if never written
+            return
+        except RecordKeyUnknownError as exc:
+            UNKNOWN_KEYS.labels(self.stage.name).inc()  # not purged: forged or sealed elsewhere
+            self._dead_letter(record, exc)
             return
         except (SchemaError, ValueError) as exc:
             self._dead_letter(record, exc)
@@ -453,6 +467,8 @@ class StageRunner(ConsumerRebalanceListener):
         for store in self._stores.values():
             store.close()
         self._stores, self._states = {}, {}
+        self.codec.vault.bind(None)
+        self.codec.vault.close()
 
 
 def input_regex(stage: Stage, settings: HubSettings) -> str:

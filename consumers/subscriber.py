@@ -3,12 +3,17 @@
 A :class:`Subscriber` assigns every partition of ``feed.<unit>`` and commits its position under the unit's
 consumer group (``feed.<unit>``, which the unit's principal may use), so a restarted subscriber carries on where
 it stopped. The broker's ACLs, not this class, keep a unit out of other feeds.
+
+Feed items arrive in the clear (over TLS): a unit needs its own credentials and the CA, no hub key. When a
+report is purged, the hub writes a tombstone over every feed item that carried it; the subscriber turns it into a
+:class:`PurgeNotice` (the unit must delete its own copies), and compaction removes the item from the feed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -18,12 +23,20 @@ from kafka.structs import OffsetAndMetadata
 from consumers.exceptions import FeedMissingError
 from hub.kafka import make_consumer
 from hub.settings import HubSettings, get_settings
-from hub.vault import hub_codec
-from schemas.exceptions import RecordPurgedError
+from schemas.codec import Codec
 from schemas.models import FeedItem
-from schemas.topics import FEED
+from schemas.topics import FEED, PURGE_NOTICE_HEADER, PURGED_EVENTS_HEADER
 
 StartAt = Literal["committed", "beginning"] | datetime
+
+
+@dataclass(frozen=True)
+class PurgeNotice:
+    """A record the unit received was purged: delete every copy of it (28 CFR 23.20(g))."""
+
+    record_id: str
+    event_ids: list[str]
+    notice: str
 
 
 class Subscriber:
@@ -34,8 +47,8 @@ class Subscriber:
         self.settings = settings or get_settings()
         self.topic = FEED.name(self.settings.topic_prefix, unit=unit_id)
         self.group_id = self.topic
-        self.codec = hub_codec(self.settings)
-        self.purged = 0  # items skipped because a report they carry was purged under retention
+        self.codec = Codec()
+        self.notices: list[PurgeNotice] = []  # purges of records this unit received, read since it started
         self._consumer = make_consumer(settings=self.settings, group_id=self.group_id)
         partitions = self._consumer.partitions_for_topic(self.topic)
         if not partitions:
@@ -63,19 +76,17 @@ class Subscriber:
 
     def items(self, follow: bool = False, idle_s: float = 3.0) -> Iterator[FeedItem]:
         """Feed items in partition order; without ``follow``, stop once the feed has been read to its end and
-        nothing new arrived for ``idle_s``. Positions are committed after each batch (at least once). Items
-        carrying a purged report cannot be read any more and are skipped (counted in :attr:`purged`)."""
+        nothing new arrived for ``idle_s``. Positions are committed after each batch (at least once). Purge
+        notices are collected in :attr:`notices`."""
         quiet_since = time.monotonic()
         while True:
             polled = self._consumer.poll(timeout_ms=500)
             for records in polled.values():
                 for record in records:
-                    try:
-                        item = self.codec.decode(record.value)
-                    except RecordPurgedError:
-                        self.purged += 1
+                    if record.value is None:
+                        self.notices.append(_notice(record))
                         continue
-                    yield item
+                    yield self.codec.decode(record.value)
             if polled:
                 self.commit()
                 quiet_since = time.monotonic()
@@ -97,3 +108,10 @@ class Subscriber:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _notice(tombstone: object) -> PurgeNotice:
+    headers = {name: value.decode() for name, value in getattr(tombstone, "headers", None) or []}
+    event_ids = [e for e in headers.get(PURGED_EVENTS_HEADER, "").split(",") if e]
+    return PurgeNotice((getattr(tombstone, "key", None) or b"").decode(), event_ids,
+                       headers.get(PURGE_NOTICE_HEADER, "record withdrawn by the hub"))

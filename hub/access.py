@@ -8,12 +8,21 @@ The model (least privilege; the broker refuses everything no rule allows):
   ids), and IDEMPOTENT_WRITE on the cluster (kept explicit, though WRITE on its topics would do). No CREATE or
   DESCRIBE on the cluster: ALL on its prefix already lets it create its topics, cluster CREATE would let it
   create any topic, and cluster DESCRIBE would show it every ACL and consumer group.
-- ``agency-{ORI}``, one per publishing agency: WRITE and DESCRIBE on its own ``{prefix}ingest.{ORI}`` only.
-  Idempotent producing needs no cluster ACL: since Kafka 3.0 (KIP-679) WRITE on any topic allows
-  InitProducerId. No READ: an agency cannot read back even its own topic (``hub publish --drain`` needs it).
+- ``agency-{ORI}``, one per publishing agency: WRITE, DESCRIBE and READ on its own ``{prefix}ingest.{ORI}``
+  (``hub publish --drain`` reads it back by assigning partitions, without a consumer group, so no GROUP rule),
+  and WRITE and DESCRIBE on its own ``{prefix}alerts.control.{ORI}`` (``hub alerts ack|resolve``: the alerts
+  stage takes the acting agency from that topic's name). Idempotent producing needs no cluster ACL: since
+  Kafka 3.0 (KIP-679) WRITE on any topic allows InitProducerId.
 - ``tf-{unit}``, one per BEST task force: READ and DESCRIBE on its own ``{prefix}feed.{unit}``, READ on the
   consumer group named ``{prefix}feed.{unit}`` and on groups prefixed ``{prefix}feed.{unit}.``. The dot keeps
   ``tf-best-tucson`` out of ``tf-best-tucson-west``'s groups, which a bare ``feed.{unit}`` prefix would not.
+- ``auditor-{name}``, one per auditor of ``deploy/auditors.yaml``: READ and DESCRIBE on ``{prefix}audit`` and
+  ``{prefix}audit.chain`` (read by assigning partitions, no group), WRITE and DESCRIBE on
+  ``{prefix}audit.queries``, where ``hub audit`` records each of its queries before running it (CJIS: access to
+  the audit log is audited). That record is one message from an idempotent producer, not a transaction, so the
+  auditor needs no transactional id (KIP-679 again: WRITE on the topic allows InitProducerId). Nothing else: it
+  cannot write ``audit``, and the seal stage refuses anything but audit queries on ``audit.queries``. The
+  auditors share that topic, so the principal an auditor's query names is its own word, not the broker's.
 
 Principals are cluster-wide while ACLs name prefixed resources, so :func:`apply_access` manages an ACL when its
 principal follows the naming above and its resource is the cluster or a name under ``prefix``; anything else
@@ -36,21 +45,25 @@ from kafka.admin import (
     ResourcePatternFilter, ResourceType, ScramMechanism, UserScramCredentialUpsertion,
 )
 from kafka.errors import KafkaError, SecurityDisabledError
+import yaml
 
+from hub.auditing import audit_event
 from hub.credentials import load_passwords, new_password, save_passwords
 from hub.exceptions import AccessConfigError, AccessError, CredentialsMissingError
 from hub.kafka import make_admin
-from hub.settings import HubSettings, get_settings
-from schemas.models import ORI_PATTERN
-from schemas.topics import FEED, INGEST
+from hub.settings import REPO_ROOT, HubSettings, get_settings
+from schemas.models import ORI_PATTERN, AuditEvent, AuditEventType
+from schemas.topics import ALERT_CONTROL, AUDIT, AUDIT_CHAIN, AUDIT_QUERIES, FEED, INGEST
 
 HUB = "hub"
 AGENCY = "agency-"
 TASK_FORCE = "tf-"
+AUDITOR = "auditor-"
 CLUSTER = "kafka-cluster"
 MECHANISM = "SCRAM-SHA-512"
 UNIT_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 PASSWORDS_FILE = "principals.json"
+DEFAULT_AUDITORS = REPO_ROOT / "deploy" / "auditors.yaml"
 
 ResourceKind = Literal["TOPIC", "GROUP", "TRANSACTIONAL_ID", "CLUSTER"]
 PatternKind = Literal["LITERAL", "PREFIXED"]
@@ -69,6 +82,10 @@ class AclRule:
     operation: Operation
     permission: Literal["ALLOW", "DENY"] = "ALLOW"
     host: str = "*"
+
+    def __str__(self) -> str:
+        return (f"{self.permission} {self.principal} {self.operation} on {self.resource_type} {self.pattern} "
+                f"{self.name}" + (f" from {self.host}" if self.host != "*" else ""))
 
     def to_kafka(self) -> ACL:
         return ACL(f"User:{self.principal}", self.host, ACLOperation[self.operation],
@@ -94,38 +111,64 @@ def task_force_principal(unit_id: str) -> str:
     return f"{TASK_FORCE}{unit_id}"
 
 
-def principals(agencies: list[str], task_forces: list[str]) -> list[str]:
+def auditor_principal(name: str) -> str:
+    return f"{AUDITOR}{name}"
+
+
+def principals(agencies: list[str], task_forces: list[str], auditors: list[str] = ()) -> list[str]:
     """Every principal the model names, hub first."""
-    return [HUB, *map(agency_principal, agencies), *map(task_force_principal, task_forces)]
+    return [HUB, *map(agency_principal, agencies), *map(task_force_principal, task_forces),
+            *map(auditor_principal, auditors)]
 
 
 def is_managed(principal: str) -> bool:
-    return principal == HUB or principal.startswith((AGENCY, TASK_FORCE))
+    return principal == HUB or principal.startswith((AGENCY, TASK_FORCE, AUDITOR))
 
 
-def _check_names(agencies: list[str], task_forces: list[str]) -> None:
+def _check_names(agencies: list[str], task_forces: list[str], auditors: list[str] = ()) -> None:
     bad = [f"agency {a!r}" for a in agencies if not ORI_PATTERN.match(a)]
     bad += [f"task force {t!r}" for t in task_forces if not UNIT_PATTERN.match(t)]
+    bad += [f"auditor {a!r}" for a in auditors if not UNIT_PATTERN.match(a)]
     if bad:
         raise AccessConfigError(f"invalid names: {', '.join(bad)}",
-                                hint="Agencies are 9-character ORIs (CACBP0100); task forces are lower-case "
-                                     "slugs (best-san-diego).")
+                                hint="Agencies are 9-character ORIs (CACBP0100); task forces and auditors are "
+                                     "lower-case slugs (best-san-diego, oig).")
 
 
-def desired_acls(prefix: str, agencies: list[str], task_forces: list[str]) -> set[AclRule]:
-    """The complete ACL set for the hub, its agencies and task forces (see the module docstring). Pure."""
-    _check_names(agencies, task_forces)
+def load_auditors(path: Path = DEFAULT_AUDITORS) -> list[str]:
+    """The auditors' names (``auditors: [{name: oig, ...}]``), checked like task-force ids."""
+    try:
+        entries = (yaml.safe_load(path.read_text()) or {}).get("auditors") or []
+        names = [str(entry["name"]) for entry in entries]
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError) as exc:
+        raise AccessConfigError(f"cannot read the auditors in {path}: {type(exc).__name__}: {exc}",
+                                hint="List them as `auditors:` entries with a `name:` each "
+                                     "(see deploy/auditors.yaml).") from exc
+    _check_names([], [], names)
+    return sorted(names)
+
+
+def desired_acls(prefix: str, agencies: list[str], task_forces: list[str],
+                 auditors: list[str] = ()) -> set[AclRule]:
+    """The complete ACL set for the hub, its agencies, task forces and auditors (see the module docstring). Pure."""
+    _check_names(agencies, task_forces, auditors)
     # Kafka has no empty prefix: without one, the literal wildcard "*" names every topic.
     rules = {AclRule(HUB, "TOPIC", "PREFIXED", prefix, "ALL") if prefix else AclRule(HUB, "TOPIC", "LITERAL", "*", "ALL")}
     rules |= {AclRule(HUB, kind, "PREFIXED", f"{prefix}hub.", "ALL") for kind in ("GROUP", "TRANSACTIONAL_ID")}
     rules.add(AclRule(HUB, "CLUSTER", "LITERAL", CLUSTER, "IDEMPOTENT_WRITE"))
     for ori in agencies:
-        topic = INGEST.name(prefix, ori=ori)
-        rules |= {AclRule(agency_principal(ori), "TOPIC", "LITERAL", topic, op) for op in ("WRITE", "DESCRIBE")}
+        user, ingest, control = agency_principal(ori), INGEST.name(prefix, ori=ori), ALERT_CONTROL.name(prefix, ori=ori)
+        rules |= {AclRule(user, "TOPIC", "LITERAL", ingest, op) for op in ("WRITE", "DESCRIBE", "READ")}
+        rules |= {AclRule(user, "TOPIC", "LITERAL", control, op) for op in ("WRITE", "DESCRIBE")}
     for unit in task_forces:
         user, feed = task_force_principal(unit), FEED.name(prefix, unit=unit)
         rules |= {AclRule(user, "TOPIC", "LITERAL", feed, op) for op in ("READ", "DESCRIBE")}
         rules |= {AclRule(user, "GROUP", "LITERAL", feed, "READ"), AclRule(user, "GROUP", "PREFIXED", f"{feed}.", "READ")}
+    for name in auditors:
+        user = auditor_principal(name)
+        rules |= {AclRule(user, "TOPIC", "LITERAL", spec.name(prefix), op)
+                  for spec in (AUDIT, AUDIT_CHAIN) for op in ("READ", "DESCRIBE")}
+        rules |= {AclRule(user, "TOPIC", "LITERAL", AUDIT_QUERIES.name(prefix), op) for op in ("WRITE", "DESCRIBE")}
     return rules
 
 
@@ -170,9 +213,15 @@ class AccessReport:
     created: list[AclRule] = field(default_factory=list)
     deleted: list[AclRule] = field(default_factory=list)
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.created or self.deleted or any(p.credential != "kept" for p in self.principals))
+    def audit_events(self, principal: str) -> list[AuditEvent]:
+        """One ACCESS_CHANGED record per change (user created or updated, ACL created or deleted), attributed to
+        ``principal``, the authenticated user who made it."""
+        changes = [(f"user {p.principal}: SCRAM credential {p.credential}", p.principal)
+                   for p in self.principals if p.credential != "kept"]
+        changes += [(f"ACL created: {rule}", rule.principal) for rule in self.created]
+        changes += [(f"ACL deleted: {rule}", rule.principal) for rule in self.deleted]
+        return [audit_event("hub access", AuditEventType.ACCESS_CHANGED, principal, detail, subject_ids=[subject])
+                for detail, subject in changes]
 
 
 def _ensure_credentials(admin: KafkaAdminClient, names: list[str], explicit: dict[str, str], store: Path,
@@ -235,18 +284,19 @@ def _wait_until(done, what: str, timeout_s: float = 15.0) -> None:
 
 
 def apply_access(admin_settings: HubSettings, prefix: str, agencies: list[str], task_forces: list[str],
-                 passwords: dict[str, str] | None = None) -> AccessReport:
-    """Make the broker's users and ACLs match the model for these agencies and task forces (idempotent).
+                 passwords: dict[str, str] | None = None, auditors: list[str] = ()) -> AccessReport:
+    """Make the broker's users and ACLs match the model for these agencies, task forces and auditors (idempotent).
 
     ``admin_settings`` must connect as a super user; ``passwords`` sets given principals' passwords (others are
     generated once and kept in the runtime dir's principals file, mode 0600).
     """
-    wanted = desired_acls(prefix, agencies, task_forces)
-    names = principals(agencies, task_forces)
+    wanted = desired_acls(prefix, agencies, task_forces, auditors)
+    names = principals(agencies, task_forces, auditors)
     unknown = sorted(set(passwords or {}) - set(names))
     if unknown:
         raise AccessConfigError(f"passwords given for principals outside the model: {', '.join(unknown)}",
-                                hint="Pass passwords only for hub, agency-<ORI> and tf-<unit> principals being applied.")
+                                hint="Pass passwords only for the hub, agency-<ORI>, tf-<unit> and auditor-<name> "
+                                     "principals being applied.")
     with _admin_session(admin_settings, "change access") as admin:
         credentials = _ensure_credentials(admin, names, passwords or {}, passwords_file(admin_settings))
         created, deleted = _sync_acls(admin, wanted, prefix)

@@ -1,8 +1,9 @@
 """CJIS audit records for actions that are not dissemination decisions: purges, review extensions, rejected
 records, alert state changes, access changes, replays and queries of the audit log itself.
 
-Each is an :class:`AuditEvent` on the ``audit`` topic (sealed into the hash chain by the seal stage like every
-other audit record), carrying timestamp, component, event type, principal and outcome.
+Each is an :class:`AuditEvent` carrying timestamp, component, event type, principal and outcome, sealed into the
+hash chain by the seal stage like every other audit record. Queries of the audit log go to ``audit.queries``,
+everything else to ``audit``: an auditor may record its own queries without being able to write ``audit``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from hub.kafka import produce_atomically
+from kafka.errors import AuthorizationError, KafkaTimeoutError
+
+from hub.exceptions import AccessError, TopicMissingError
+from hub.kafka import make_producer, produce_atomically
 from hub.settings import HubSettings, get_settings
 from schemas.codec import Codec
 from schemas.models import AuditEvent, AuditEventType, AuditOutcome
-from schemas.topics import AUDIT
+from schemas.topics import AUDIT, AUDIT_QUERIES
 
 AUDIT_NAMESPACE = uuid.UUID("8f6b7f0e-2a43-4c55-9a0e-6f1f3f2c9b17")
 
@@ -47,3 +51,27 @@ def write_audit(events: Iterable[AuditEvent], settings: HubSettings | None = Non
     produce_atomically(settings, f"{settings.topic_prefix}hub.audit.{uuid.uuid4().hex[:8]}",
                        [(settings.topic(AUDIT.pattern), e.audit_id.encode(), codec.encode(e)) for e in batch])
     return len(batch)
+
+
+def record_query(component: str, query: str, settings: HubSettings | None = None) -> AuditEvent:
+    """Record a query of the audit log on ``audit.queries``, under the caller's principal, before it runs.
+
+    One record needs no transaction: an idempotent producer writes it with nothing but WRITE on that topic (an
+    auditor holds no transactional id), and it is visible to read_committed readers as soon as it is acked.
+    """
+    settings = settings or get_settings()
+    event = audit_event(component, AuditEventType.AUDIT_QUERIED, principal_of(settings), query)
+    topic = settings.topic(AUDIT_QUERIES.pattern)
+    producer = make_producer(settings, max_block_ms=15_000)
+    try:
+        producer.send(topic, key=event.audit_id.encode(), value=Codec().encode(event)).get(30)
+    except AuthorizationError as exc:
+        raise AccessError(f"{event.principal} may not record queries on {topic}, so the query does not run "
+                          "(CJIS: every access to the audit log is audited)",
+                          hint="Connect as an auditor-<name> principal (deploy/auditors.yaml, `hub access apply`) "
+                               "or as hub.") from exc
+    except KafkaTimeoutError as exc:
+        raise TopicMissingError(f"{topic} did not answer: it does not exist, or the broker is unreachable") from exc
+    finally:
+        producer.close()
+    return event

@@ -5,6 +5,10 @@ needs lives under ``<runtime_dir>/<name>/``: one folder per node with its render
 logs and data, plus ``cluster.json`` describing the layout (so ``stop`` and ``status`` need no flags).
 The jars are shared by all instances under ``<runtime_dir>/kafka-<version>/libs``.
 
+Clients connect to 127.0.0.1 unless ``--host`` names another local IPv4 address (say a bridge's, so that
+processes in network namespaces reach the broker): the client listener then binds and advertises that address
+alone, and a TLS certificate names it too. The controller listener always stays on 127.0.0.1.
+
 Security (``--auth scram``, ``--tls``): the client listener ``CLIENT`` speaks SASL_PLAINTEXT (SASL_SSL with TLS)
 with SCRAM-SHA-512, and ``StandardAuthorizer`` refuses whatever no ACL allows. ``User:admin`` is the only super
 user; its password is generated at the first start, kept in ``<instance>/credentials.json`` (mode 0600) and
@@ -21,6 +25,8 @@ listener ANONYMOUS would have to be a super user, and controllers also answer ad
 from __future__ import annotations
 
 import base64
+import errno
+import ipaddress
 import json
 import os
 import shutil
@@ -44,6 +50,7 @@ DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
 READY_LINE = "Kafka Server started"
 ADMIN = "admin"
 SCRAM = "SCRAM-SHA-512"
+LOOPBACK = "127.0.0.1"
 log = get_logger(component="broker")
 
 Progress = Callable[[str], None]
@@ -62,6 +69,14 @@ class Layout:
     cluster_id: str
     auth: BrokerAuth = "none"
     tls: bool = False
+    host: str = LOOPBACK  # where the client listener binds and what it advertises; controllers stay on 127.0.0.1
+
+    def to_json(self) -> str:
+        """``cluster.json``'s text; the default host is left out, so files of earlier versions stay the same."""
+        fields = asdict(self)
+        if self.host == LOOPBACK:
+            del fields["host"]
+        return json.dumps(fields)
 
     @property
     def secured(self) -> bool:
@@ -85,7 +100,7 @@ class Layout:
 
     @property
     def bootstrap_servers(self) -> str:
-        return ",".join(f"127.0.0.1:{self.broker_port(n)}" for n in self.node_ids)
+        return ",".join(f"{self.host}:{self.broker_port(n)}" for n in self.node_ids)
 
 
 @dataclass(frozen=True)
@@ -103,14 +118,37 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
+
+
+def check_listen_host(host: str) -> None:
+    """Refuse a client listener address that is no IPv4 literal or that no interface of this machine has."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if not isinstance(address, ipaddress.IPv4Address) or address.is_unspecified:
+        raise BrokerStartError(
+            f"--host must be one IPv4 address of this machine, not {host!r}",
+            hint="Use 127.0.0.1 (the default) or the address of a local interface, e.g. a bridge's (`ip -4 addr`).",
+        )
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as exc:
+            if exc.errno != errno.EADDRNOTAVAIL:
+                raise
+            raise BrokerStartError(
+                f"{host} is not an address of this machine, so the broker cannot listen on it",
+                hint="Pick an address `ip -4 addr` shows, or create the interface first.",
+            ) from exc
 
 
 def free_port_block(size: int = 101) -> int:
@@ -184,7 +222,8 @@ class KafkaJars:
 
 
 class LocalBroker:
-    """One local KRaft cluster of 1 or 3 nodes on 127.0.0.1, managed through files under its directory."""
+    """One local KRaft cluster of 1 or 3 nodes on 127.0.0.1 (clients: or another local address), managed through
+    files under its directory."""
 
     def __init__(self, settings: HubSettings | None = None, name: str = "broker") -> None:
         self.settings = settings or get_settings()
@@ -276,12 +315,18 @@ class LocalBroker:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, nodes: int = 1, port: int = 9092, heap: str = "512m", timeout: float = 120.0,
-              progress: Progress = _quiet, auth: BrokerAuth = "none", tls: bool = False) -> Layout:
-        """Start the cluster and wait until it answers a metadata request; a running cluster is left as is."""
+              progress: Progress = _quiet, auth: BrokerAuth = "none", tls: bool = False,
+              host: str = LOOPBACK) -> Layout:
+        """Start the cluster and wait until it answers a metadata request; a running cluster is left as is.
+
+        ``host``: the local IPv4 address the client listener binds and advertises (the controllers stay on
+        127.0.0.1); with TLS the certificate names it too."""
         if nodes not in (1, 3):
             raise BrokerStartError(f"--nodes must be 1 or 3, not {nodes}", hint="Use `--nodes 1` or `--nodes 3`.")
         if auth not in ("none", "scram"):
             raise BrokerStartError(f"--auth must be none or scram, not {auth}", hint="Use `--auth none` or `--auth scram`.")
+        if host != LOOPBACK:
+            check_listen_host(host)
         current = self.layout
         if current and self.running:
             if (current.auth, current.tls) != (auth, tls):
@@ -289,6 +334,11 @@ class LocalBroker:
                     f"the broker at {current.bootstrap_servers} is running with auth={current.auth}, "
                     f"tls={current.tls}, not auth={auth}, tls={tls}",
                     hint="Stop it first (`hub broker stop --wipe`: security is set when storage is formatted).",
+                )
+            if current.host != host:
+                raise BrokerStartError(
+                    f"the broker at {current.bootstrap_servers} is running on {current.host}, not {host}",
+                    hint="Stop it first (`hub broker stop --wipe`), then start it with the new --host.",
                 )
             progress(f"broker already running at {current.bootstrap_servers}")
             return current
@@ -298,25 +348,29 @@ class LocalBroker:
         require_tool("java", "to run the Kafka broker")
         self.jars.fetch(progress)
 
-        if current and (current.nodes, current.port, current.auth, current.tls) != (nodes, port, auth, tls):
+        if current and (current.nodes, current.port, current.auth, current.tls, current.host) != (
+                nodes, port, auth, tls, host):
+            moved = f" on {current.host} -> {host}" if current.host != host else ""
             progress(f"layout changed ({current.nodes} node(s) on {current.port}, auth={current.auth}, tls={current.tls}"
-                     f" -> {nodes} on {port}, auth={auth}, tls={tls}): wiping old data")
+                     f" -> {nodes} on {port}, auth={auth}, tls={tls}{moved}): wiping old data")
             shutil.rmtree(self.dir)
             current = None
-        layout = current or Layout(nodes=nodes, port=port, cluster_id=new_cluster_id(), auth=auth, tls=tls)
-        taken = [p for n in layout.node_ids for p in (layout.broker_port(n), layout.controller_port(n))
-                 if not port_is_free(p)]
+        layout = current or Layout(nodes=nodes, port=port, cluster_id=new_cluster_id(), auth=auth, tls=tls, host=host)
+        taken = [(h, p) for n in layout.node_ids
+                 for h, p in ((layout.host, layout.broker_port(n)), (LOOPBACK, layout.controller_port(n)))
+                 if not port_is_free(p, h)]
         if taken:
             raise PortInUseError(
-                f"port(s) {', '.join(map(str, taken))} on 127.0.0.1 are already in use",
+                f"port(s) {', '.join(str(p) for _, p in taken)} on {', '.join(sorted({h for h, _ in taken}))} "
+                "are already in use",
                 hint="Stop whatever holds them (`ss -ltnp`), or start on other ports with `hub broker start --port N`.",
             )
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._layout_file.write_text(json.dumps(asdict(layout)))
+        self._layout_file.write_text(layout.to_json())
         if layout.auth == "scram" and self.admin_password() is None:
             save_passwords(self.credentials_file, {ADMIN: new_password()})
         if layout.tls:
-            ensure_tls_files(self.tls_files.ca_file.parent)
+            ensure_tls_files(self.tls_files.ca_file.parent, [layout.host] if layout.host != LOOPBACK else [])
 
         started = time.monotonic()
         for node_id in layout.node_ids:
@@ -350,9 +404,9 @@ class LocalBroker:
     @staticmethod
     def _plaintext_listeners(layout: Layout, node_id: int) -> dict[str, str]:
         return {
-            "listeners": f"PLAINTEXT://127.0.0.1:{layout.broker_port(node_id)},"
+            "listeners": f"PLAINTEXT://{layout.host}:{layout.broker_port(node_id)},"
                          f"CONTROLLER://127.0.0.1:{layout.controller_port(node_id)}",
-            "advertised_listeners": f"PLAINTEXT://127.0.0.1:{layout.broker_port(node_id)}",
+            "advertised_listeners": f"PLAINTEXT://{layout.host}:{layout.broker_port(node_id)}",
             "protocol_map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter_broker_listener": "PLAINTEXT",
             "extra": "",
@@ -384,9 +438,9 @@ class LocalBroker:
                 f"super.users=User:{ADMIN}",
             ]
         return {
-            "listeners": f"CLIENT://127.0.0.1:{layout.broker_port(node_id)},"
+            "listeners": f"CLIENT://{layout.host}:{layout.broker_port(node_id)},"
                          f"CONTROLLER://127.0.0.1:{layout.controller_port(node_id)}",
-            "advertised_listeners": f"CLIENT://127.0.0.1:{layout.broker_port(node_id)}",
+            "advertised_listeners": f"CLIENT://{layout.host}:{layout.broker_port(node_id)}",
             "protocol_map": f"CLIENT:{layout.client_protocol},CONTROLLER:{'SASL_PLAINTEXT' if scram else 'PLAINTEXT'}",
             "inter_broker_listener": "CLIENT",
             "extra": "\n".join(lines) + "\n",

@@ -2,12 +2,13 @@
 
 A registry file is validated, compared with the applied revision, and written as a new
 :class:`RegistryRevision` to the compacted control topic and to the audit topic in one transaction, so every
-change (units, areas, clearances, subscriptions) is both in effect and on the record, or neither.
+change (units, areas, clearances, subscriptions) is both in effect and on the record, or neither. The revision
+names the authenticated principal that applied it; a person's name, if given, is only in the detail of the
+:class:`AuditEvent` written with it.
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from consumers.registry import DEFAULT_REGISTRY, Registry, load_registry
+from hub.auditing import audit_event, principal_of
 from hub.exceptions import ConfigError
 from hub.kafka import produce_atomically, read_topic
 from hub.settings import HubSettings, get_settings
 from producers.directory import load_agencies
 from schemas.codec import Codec
-from schemas.models import RegistryRevision
+from schemas.models import AuditEventType, RegistryRevision
 from schemas.topics import AUDIT, REGISTRY
 
 REGISTRY_KEY = b"registry"
@@ -64,7 +66,8 @@ def revision_of(registry: Registry, current: RegistryRevision | None, applied_by
 
 def apply_registry(path: Path = DEFAULT_REGISTRY, settings: HubSettings | None = None,
                    applied_by: str | None = None) -> ApplyResult:
-    """Validate ``path`` and make it the registry in effect (idempotent for an unchanged file)."""
+    """Validate ``path`` and make it the registry in effect (idempotent for an unchanged file); ``applied_by`` is
+    the free-text name of the person applying it (the principal is the connection's)."""
     settings = settings or get_settings()
     registry = load_registry(path, agencies=load_agencies())
     document = document_of(registry)
@@ -74,9 +77,16 @@ def apply_registry(path: Path = DEFAULT_REGISTRY, settings: HubSettings | None =
     if current is not None and registry.version <= current.version:
         raise RegistryVersionError(f"{path} has version {registry.version}, but version {current.version} is "
                                    "already applied with different content")
-    revision = revision_of(registry, current, applied_by or getpass.getuser())
-    value = Codec().encode(revision)
+    principal = principal_of(settings)
+    revision = revision_of(registry, current, principal)
+    event = audit_event("hub taskforces", AuditEventType.OTHER, principal,
+                        f"registry version {revision.version} applied (sha256 {revision.sha256[:12]})"
+                        + (f" by {applied_by}" if applied_by else "") + ": " + "; ".join(revision.changes),
+                        subject_ids=[f"registry v{revision.version}"])
+    codec = Codec()
+    value = codec.encode(revision)
     produce_atomically(settings, f"{settings.topic_prefix}hub.control.registry",
                        [(settings.topic(REGISTRY.pattern), REGISTRY_KEY, value),
-                        (settings.topic(AUDIT.pattern), REGISTRY_KEY, value)])
+                        (settings.topic(AUDIT.pattern), REGISTRY_KEY, value),
+                        (settings.topic(AUDIT.pattern), REGISTRY_KEY, codec.encode(event))])
     return ApplyResult(revision, current.version if current else None, applied=True)

@@ -39,6 +39,14 @@ class HubSettings(BaseSettings):
     runtime_dir: Path = Field(
         REPO_ROOT / ".hub", description="Where the local broker keeps jars, pid files, logs and data."
     )
+    kek_file: Path | None = Field(
+        None, description="Hub hosts only: the key-encryption key wrapping the record keys on hub.keys (base64 of "
+        "32 bytes). Default <runtime_dir>/secrets/kek, created on first use; every hub host needs the same one."
+    )
+    key_table_prefix: str | None = Field(
+        None, description="Topic prefix of the record-key table when it differs from HUB_TOPIC_PREFIX (replays "
+        "read the live one)."
+    )
     broker_auth: BrokerAuth = Field(
         "none", description="Local broker started by `hub broker start`: none, or scram (SASL/SCRAM + ACLs)."
     )
@@ -65,6 +73,15 @@ class HubSettings(BaseSettings):
     def kafka_home(self) -> Path:
         """Cache of the broker's jars, shared by every broker instance under the runtime directory."""
         return self.runtime_dir / f"kafka-{KAFKA_VERSION}"
+
+    @property
+    def key_table(self) -> str:
+        """The physical name of the record-key table (``hub.keys``), shared by a replay with live."""
+        return f"{self.topic_prefix if self.key_table_prefix is None else self.key_table_prefix}hub.keys"
+
+    @property
+    def kek_path(self) -> Path:
+        return self.kek_file or self.runtime_dir / "secrets" / "kek"
 
     def topic(self, name: str) -> str:
         """The physical topic name for a logical one."""

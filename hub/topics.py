@@ -12,7 +12,7 @@ from hub.kafka import make_admin
 from hub.settings import HubSettings, get_settings
 from schemas.topics import (
     ALERT_CONTROL, ALERTS, ALERTS_RAISED, AUDIT, AUDIT_CHAIN, CANONICAL, CHANGELOG, CORRELATION_KEYS, DEADLETTER,
-    FEED, INGEST, REGISTRY, TopicSpec,
+    AUDIT_QUERIES, FEED, INGEST, INGESTED, KEYS, REGISTRY, TopicSpec,
 )
 
 Action = Literal["created", "ok", "drift"]
@@ -61,11 +61,11 @@ def _verify(admin, name: str, spec: TopicSpec) -> TopicStatus:
 
 def hub_topics(prefix: str, agencies: list[str], stages: list[str],
                units: list[str] = ()) -> list[tuple[str, TopicSpec]]:
-    """Every topic the hub needs: one ingest topic per agency, the derived streams, one feed per task force,
-    and per stage its changelog and dead-letter topics."""
-    wanted = [(INGEST.name(prefix, ori=ori), INGEST) for ori in agencies]
-    wanted += [(spec.name(prefix), spec) for spec in (CANONICAL, CORRELATION_KEYS, ALERTS_RAISED, ALERT_CONTROL, ALERTS,
-                                                      AUDIT, AUDIT_CHAIN, REGISTRY)]
+    """Every topic the hub needs: one ingest and one alert control topic per agency, the derived streams, one
+    feed per task force, and per stage its changelog and dead-letter topics."""
+    wanted = [(spec.name(prefix, ori=ori), spec) for ori in agencies for spec in (INGEST, ALERT_CONTROL)]
+    wanted += [(spec.name(prefix), spec) for spec in (INGESTED, KEYS, CANONICAL, CORRELATION_KEYS, ALERTS_RAISED,
+                                                      ALERTS, AUDIT, AUDIT_QUERIES, AUDIT_CHAIN, REGISTRY)]
     wanted += [(FEED.name(prefix, unit=unit), FEED) for unit in units]
     for stage in stages:
         wanted += [(CHANGELOG.name(prefix, stage=stage), CHANGELOG), (DEADLETTER.name(prefix, stage=stage), DEADLETTER)]

@@ -1,42 +1,72 @@
 """The key vault: one random record key per report, destroyed when 28 CFR 23.20(h) says to purge the report.
 
 Records on Kafka's append-only log cannot be deleted, so the codec seals each record carrying a report's
-data under that report's key (``schemas.protection``). Destroying the key purges every copy at once, on
+data under that report's key (``schemas.protection``). Destroying the key purges every sealed copy at once, on
 every topic, replica and backup. The vault remembers which ids it destroyed, when and why (never the key),
-so a purged report is not sealed again under a fresh key.
+so a purged report is not sealed again under a fresh key, and a key it never had is "unknown", not "purged".
+
+The hub's stages run on several hosts that share nothing but Kafka, so the keys live on Kafka too: the
+compacted, hub-only topic ``hub.keys`` (:data:`schemas.topics.KEYS`), one entry per report, each record key
+wrapped (AES-256-GCM) under the key-encryption key (KEK) that only hub hosts hold. A destroy replaces the
+entry with a marker holding no key; compaction then removes the wrapped key from the broker's disks. Every hub
+process keeps the whole table in memory, read from the topic, like a Kafka Streams global table.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import os
-import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
-from hub.exceptions import HubError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from kafka import TopicPartition
+
+from hub.credentials import write_private
+from hub.exceptions import HubError, TopicMissingError
+from hub.kafka import make_consumer, make_producer
+from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
 from schemas.codec import Codec
 from schemas.exceptions import RecordPurgedError
 
 KEY_SIZE = 32
+#: A key about to be created is checked against a table read to its end at most this long ago: a key for the same
+#: report can only come from another intake instance that received the same event id on another partition.
+CREATE_FRESHNESS_S = 1.0
+#: A process reading keys reads the table to its end at least this often, so a purge reaches it within this.
+READ_FRESHNESS_S = 1.0
+KEK_CHECK_ID = "__kek__"  # the entry proving which KEK the table's keys are wrapped under
+_NONCE_SIZE = 12
 
 
 class VaultError(HubError):
     """The key vault cannot be opened or refuses a change."""
 
-    hint = "The vault is <runtime_dir>/vault/keys.sqlite; check that it exists, is readable and is not corrupt."
+    hint = "Record keys live on the hub-only topic hub.keys; check that it exists (`hub topics init`)."
 
 
 class UnknownKeyError(VaultError):
     """No record key was ever created under the id given."""
 
-    hint = "Record keys are created when a report is first written with protection on; check the event id."
+    hint = "Record keys are created when the intake stage first seals a report; check the event id."
+
+
+class KekMismatchError(VaultError):
+    """This host's key-encryption key is not the one the hub's record keys are wrapped under."""
+
+    hint = ("Every hub host must hold the same KEK file (HUB_KEK_FILE); copy it from a running hub host. A new KEK "
+            "cannot read the keys already on hub.keys.")
 
 
 @dataclass(frozen=True)
@@ -106,7 +136,7 @@ def _check_extension(key_id: str, current: date, review_by: date) -> None:
 
 
 class MemoryKeyVault(KeyVault):
-    """A vault in a dict, for tests and one-off tools."""
+    """The table of record keys in dicts: the in-process part of :class:`KafkaKeyVault`, and a vault for tests."""
 
     def __init__(self) -> None:
         self._keys: dict[str, tuple[bytes, date]] = {}
@@ -116,10 +146,11 @@ class MemoryKeyVault(KeyVault):
         if key_id in self._tombstones:
             raise _purged(key_id, self._tombstones[key_id], "recreate")
         entry = self._keys.get(key_id)
-        if entry is None:
-            entry = (_new_key(), review_by)
-        self._keys[key_id] = (entry[0], max(entry[1], review_by))
-        return entry[0]
+        if entry is not None and entry[1] >= review_by:
+            return entry[0]
+        key = entry[0] if entry is not None else _new_key()
+        self._store(key_id, key, max(review_by, entry[1]) if entry is not None else review_by)
+        return key
 
     def get(self, key_id: str) -> bytes | None:
         entry = self._keys.get(key_id)
@@ -129,8 +160,9 @@ class MemoryKeyVault(KeyVault):
         return {k: self._keys[k][1] for k in key_ids if k in self._keys}
 
     def destroy(self, key_id: str, *, reason: str) -> bool:
-        existed = self._keys.pop(key_id, None) is not None
-        self._tombstones.setdefault(key_id, Tombstone(key_id, datetime.now(UTC), reason))
+        existed = key_id in self._keys
+        if key_id not in self._tombstones:
+            self._forget(Tombstone(key_id, datetime.now(UTC), reason))
         return existed
 
     def due(self, on: date) -> list[tuple[str, date]]:
@@ -143,155 +175,231 @@ class MemoryKeyVault(KeyVault):
             raise UnknownKeyError(f"no record key {key_id} in the vault")
         key, current = self._keys[key_id]
         _check_extension(key_id, current, review_by)
-        self._keys[key_id] = (key, review_by)
+        self._store(key_id, key, review_by)
 
     def tombstone(self, key_id: str) -> Tombstone | None:
         return self._tombstones.get(key_id)
 
+    def _store(self, key_id: str, key: bytes, review_by: date) -> None:
+        """Keep a key (subclasses also write it where other processes read it)."""
+        self._keys[key_id] = (key, review_by)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, key BLOB NOT NULL, review_by TEXT NOT NULL,
-                                 created_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS keys_due ON keys (review_by, key_id);
-CREATE TABLE IF NOT EXISTS tombstones (key_id TEXT PRIMARY KEY, destroyed_at TEXT NOT NULL, reason TEXT NOT NULL);
-"""
-_BUSY_TIMEOUT_S = 30.0
+    def _forget(self, tombstone: Tombstone) -> None:
+        """Drop a key and remember that it was destroyed (subclasses also write the marker)."""
+        self._keys.pop(tombstone.key_id, None)
+        self._tombstones[tombstone.key_id] = tombstone
 
 
-class SqliteKeyVault(KeyVault):
-    """One SQLite file shared by every hub process on the host: WAL, short transactions, a busy timeout.
+# -- the KEK and the entries of hub.keys ------------------------------------------------------------
+def load_kek(settings: HubSettings) -> bytes:
+    """The hub's key-encryption key from HUB_KEK_FILE; created there (0600) on first use when none is set."""
+    path = settings.kek_path
+    if not path.exists():
+        if settings.kek_file is not None:
+            raise VaultError(f"the key-encryption key file {path} (HUB_KEK_FILE) does not exist",
+                             hint="Copy the KEK file from a hub host; only hub hosts hold it.")
+        write_private(path, base64.b64encode(_new_key()) + b"\n")
+    try:
+        kek = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except (OSError, ValueError) as exc:
+        raise VaultError(f"cannot read the key-encryption key {path}: {exc}") from exc
+    if len(kek) != KEY_SIZE:
+        raise VaultError(f"the key-encryption key in {path} is {len(kek)} bytes, not {KEY_SIZE}",
+                         hint="The file holds 32 random bytes in base64: `head -c32 /dev/urandom | base64`.")
+    return kek
 
-    ``secure_delete`` overwrites a destroyed key's bytes in the pages, and :meth:`destroy` truncates the
-    write-ahead log so no older copy of the page survives in it either.
+
+def kek_fingerprint(kek: bytes) -> str:
+    """Names a KEK without revealing it (shown in errors, stored in the table's check entry)."""
+    return hmac.new(kek, b"gov.taskforce.hub.kek-fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def wrap_entry(kek: bytes, key_id: str, key: bytes, review_by: date) -> bytes:
+    """The value of an active key's entry: the key sealed under the KEK, bound to its id."""
+    nonce = os.urandom(_NONCE_SIZE)
+    wrapped = AESGCM(kek).encrypt(nonce, key, f"hub.keys|{key_id}".encode())
+    return json.dumps({"wrapped": _b64(wrapped), "nonce": _b64(nonce), "review_by": review_by.isoformat(),
+                       "kek": kek_fingerprint(kek)}).encode()
+
+
+def destroyed_entry(tombstone: Tombstone) -> bytes:
+    """The value that replaces a destroyed key's entry: when and why, and no key."""
+    return json.dumps({"destroyed_at": tombstone.destroyed_at.isoformat(), "reason": tombstone.reason}).encode()
+
+
+KeySink = Callable[[bytes, bytes], None]  # (record key, value) -> written to hub.keys
+
+
+class KafkaKeyVault(MemoryKeyVault):
+    """The hub's vault: an in-memory table read from ``hub.keys``, written back through a sink.
+
+    Stages write new keys through the runner's transactional producer (:meth:`bind`), in the same transaction
+    as the record sealed under them: the key and the record become visible together, or neither does. Tools
+    (purge, review extensions) write through a producer of their own and wait for the broker's acknowledgement.
+    A key missing from the table makes the vault read the topic to its end before it says "unknown".
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def __init__(self, settings: HubSettings | None = None, kek: bytes | None = None) -> None:
+        super().__init__()
+        self.settings = settings or get_settings()
+        self.topic = self.settings.key_table
+        self._kek = kek if kek is not None else load_kek(self.settings)
+        self._fingerprint = kek_fingerprint(self._kek)
+        self._kek_checked = False
+        self._caught_up_at = 0.0
+        self._sink: KeySink | None = None
+        self._own_producer: Any = None
+        self._reader: Any = None
+        self._partitions: list[TopicPartition] = []
+        self._lock = threading.RLock()
+        self.log = get_logger(component="vault")
+
+    # -- reading the table -------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self._reader is not None:
+            return
+        reader = make_consumer(settings=self.settings, group_id=None, client_id=f"{self.settings.client_id}.keys")
+        partitions = sorted(reader.partitions_for_topic(self.topic) or [])
+        if not partitions:
+            reader.close()
+            raise TopicMissingError(f"the key table {self.topic} does not exist")
+        self._partitions = [TopicPartition(self.topic, p) for p in partitions]
+        reader.assign(self._partitions)
+        reader.seek_to_beginning()
+        self._reader = reader
+        self.catch_up()
+        if not self._kek_checked:  # a new table: say which KEK its keys are wrapped under
+            self._write(KEK_CHECK_ID.encode(), json.dumps({"kek": self._fingerprint}).encode())
+            self._kek_checked = True
+
+    def catch_up(self) -> None:
+        """Read the table up to the topic's current (committed) end: every key written before now is known."""
+        with self._lock:
+            if self._reader is None:
+                self._open()
+                return
+            ends = self._reader.end_offsets(self._partitions)
+            deadline = time.monotonic() + self.settings.connect_timeout_s * 3
+            while any(self._reader.position(tp) < end for tp, end in ends.items()):
+                if time.monotonic() > deadline:
+                    raise VaultError(f"reading the key table {self.topic} did not reach its end in time")
+                self._apply(self._reader.poll(timeout_ms=500))
+            self._caught_up_at = time.monotonic()
+
+    def refresh(self) -> None:
+        """Take in whatever the table has received since (no waiting): running stages see purges promptly."""
+        with self._lock:
+            if self._reader is not None:
+                self._apply(self._reader.poll(timeout_ms=0))
+
+    def _apply(self, polled: dict[Any, list[Any]]) -> None:
+        for records in polled.values():
+            for record in records:
+                self._take(record.key.decode(), record.value)
+
+    def _take(self, key_id: str, value: bytes | None) -> None:
+        if value is None:
+            return  # never written by the hub: a destroyed id keeps its marker forever
+        entry = json.loads(value)
+        if key_id == KEK_CHECK_ID:
+            if entry["kek"] != self._fingerprint:
+                raise KekMismatchError(f"the record keys on {self.topic} are wrapped under KEK {entry['kek']}, "
+                                       f"but this host's KEK ({self.settings.kek_path}) is {self._fingerprint}")
+            self._kek_checked = True
+            return
+        if "destroyed_at" in entry:
+            MemoryKeyVault._forget(self, Tombstone(key_id, datetime.fromisoformat(entry["destroyed_at"]),
+                                                   entry["reason"]))
+            return
         try:
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # keys readable by the hub's user only
-            self._db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA secure_delete=ON")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a committed key survives a crash of any process; only an OS crash or power loss could lose
-            # the last keys (FULL would cost a disk flush per new report, before its record can be sent).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.DatabaseError) as exc:
-            raise VaultError(f"cannot open the key vault {path}: {exc}") from exc
-        self.path = path
-        self._lock = threading.Lock()  # one connection shared by a consumer's threads
+            key = AESGCM(self._kek).decrypt(base64.b64decode(entry["nonce"]), base64.b64decode(entry["wrapped"]),
+                                            f"hub.keys|{key_id}".encode())
+        except InvalidTag:
+            self.log.error("record key cannot be unwrapped", key_id=key_id, kek=entry.get("kek"))
+            return
+        known = self._keys.get(key_id)
+        if known is not None and known[0] != key:
+            # Two intake instances sealed the same event id at once (one id published on two partitions): the
+            # later key replaces the earlier, whose records become unreadable. Say so; never hide it.
+            self.log.error("a second record key was written for one report", key_id=key_id)
+        MemoryKeyVault._store(self, key_id, key, date.fromisoformat(entry["review_by"]))
 
-    def close(self) -> None:
-        self._db.close()
+    def _known(self, key_ids: Iterable[str], max_age_s: float = 0.0) -> list[str]:
+        """Catch up when the table is older than :data:`READ_FRESHNESS_S` (purges), or when any id is in neither
+        table, unless the table was read to its end within ``max_age_s`` (keys committed since are then known)."""
+        ids = list(key_ids)
+        with self._lock:
+            self._open()
+            age = time.monotonic() - self._caught_up_at
+            if age >= READ_FRESHNESS_S or (age >= max_age_s
+                                           and any(k not in self._keys and k not in self._tombstones for k in ids)):
+                self.catch_up()
+        return ids
 
+    # -- the KeyVault interface --------------------------------------------------------------------
     def ensure(self, key_id: str, review_by: date) -> bytes:
         with self._lock:
-            row = self._db.execute("SELECT key, review_by FROM keys WHERE key_id=?", (key_id,)).fetchone()
-            if row is not None and date.fromisoformat(row[1]) >= review_by:
-                return row[0]  # the common case needs no write lock
-        with self._transaction() as db:
-            tombstone = self._tombstone(db, key_id)
-            if tombstone is not None:
-                raise _purged(key_id, tombstone, "recreate")
-            db.execute("INSERT INTO keys VALUES (?, ?, ?, ?) ON CONFLICT(key_id) DO UPDATE "
-                       "SET review_by=max(review_by, excluded.review_by)",
-                       (key_id, _new_key(), review_by.isoformat(), datetime.now(UTC).isoformat()))
-            return db.execute("SELECT key FROM keys WHERE key_id=?", (key_id,)).fetchone()[0]
+            return super().ensure(self._known([key_id], CREATE_FRESHNESS_S)[0], review_by)
 
     def get(self, key_id: str) -> bytes | None:
-        return self.get_many([key_id]).get(key_id)
+        return super().get(self._known([key_id])[0])
 
     def get_many(self, key_ids: Iterable[str]) -> dict[str, bytes]:
-        return dict(self._select("key", key_ids))
+        return {k: self._keys[k][0] for k in self._known(key_ids) if k in self._keys}
 
     def review_dates(self, key_ids: Iterable[str]) -> dict[str, date]:
-        return {k: date.fromisoformat(d) for k, d in self._select("review_by", key_ids)}
-
-    def destroy(self, key_id: str, *, reason: str) -> bool:
-        with self._transaction() as db:
-            existed = db.execute("DELETE FROM keys WHERE key_id=?", (key_id,)).rowcount > 0
-            db.execute("INSERT OR IGNORE INTO tombstones VALUES (?, ?, ?)",
-                       (key_id, datetime.now(UTC).isoformat(), reason))
-        self.scrub()
-        return existed
-
-    def scrub(self) -> bool:
-        """Copy the log into the file and truncate it (old page images hold destroyed keys); False if busy."""
-        with self._lock:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        return busy == 0
-
-    def due(self, on: date) -> list[tuple[str, date]]:
-        with self._lock:
-            rows = self._db.execute("SELECT key_id, review_by FROM keys WHERE review_by <= ? "
-                                    "ORDER BY review_by, key_id", (on.isoformat(),)).fetchall()
-        return [(k, date.fromisoformat(d)) for k, d in rows]
-
-    def extend(self, key_id: str, review_by: date) -> None:
-        with self._transaction() as db:
-            tombstone = self._tombstone(db, key_id)
-            if tombstone is not None:
-                raise _purged(key_id, tombstone, "extend the review of")
-            row = db.execute("SELECT review_by FROM keys WHERE key_id=?", (key_id,)).fetchone()
-            if row is None:
-                raise UnknownKeyError(f"no record key {key_id} in the vault {self.path}")
-            _check_extension(key_id, date.fromisoformat(row[0]), review_by)
-            db.execute("UPDATE keys SET review_by=? WHERE key_id=?", (review_by.isoformat(), key_id))
+        return super().review_dates(self._known(key_ids))
 
     def tombstone(self, key_id: str) -> Tombstone | None:
+        return super().tombstone(self._known([key_id])[0])
+
+    def due(self, on: date) -> list[tuple[str, date]]:
+        self.catch_up()
+        return super().due(on)
+
+    def destroy(self, key_id: str, *, reason: str) -> bool:
         with self._lock:
-            return self._tombstone(self._db, key_id)
+            return super().destroy(self._known([key_id])[0], reason=reason)
 
-    @staticmethod
-    def _tombstone(db: sqlite3.Connection, key_id: str) -> Tombstone | None:
-        row = db.execute("SELECT destroyed_at, reason FROM tombstones WHERE key_id=?", (key_id,)).fetchone()
-        return None if row is None else Tombstone(key_id, datetime.fromisoformat(row[0]), row[1])
-
-    def _select(self, column: str, key_ids: Iterable[str]) -> list[tuple[str, str | bytes]]:
-        ids = list(dict.fromkeys(key_ids))
-        rows: list[tuple[str, str | bytes]] = []
+    def extend(self, key_id: str, review_by: date) -> None:
         with self._lock:
-            for start in range(0, len(ids), 500):  # below SQLite's bound-parameter limit
-                chunk = ids[start:start + 500]
-                rows += self._db.execute(f"SELECT key_id, {column} FROM keys WHERE key_id IN "
-                                         f"({','.join('?' * len(chunk))})", chunk).fetchall()
-        return rows
+            super().extend(self._known([key_id])[0], review_by)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front, so two processes never both create a key."""
+    def _store(self, key_id: str, key: bytes, review_by: date) -> None:
+        self._write(key_id.encode(), wrap_entry(self._kek, key_id, key, review_by))
+        super()._store(key_id, key, review_by)
+
+    def _forget(self, tombstone: Tombstone) -> None:
+        self._write(tombstone.key_id.encode(), destroyed_entry(tombstone))
+        super()._forget(tombstone)
+
+    # -- writing -----------------------------------------------------------------------------------
+    def bind(self, sink: KeySink | None) -> None:
+        """Write new entries through ``sink`` (the runner's transactional producer); None: this vault's own."""
+        self._sink = sink
+
+    def _write(self, key: bytes, value: bytes) -> None:
+        if self._sink is not None:
+            self._sink(key, value)
+            return
+        if self._own_producer is None:
+            self._own_producer = make_producer(self.settings, client_id=f"{self.settings.client_id}.keys")
+        self._own_producer.send(self.topic, key=key, value=value).get(timeout=30)
+
+    def close(self) -> None:
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise VaultError(f"the key vault {self.path} stayed locked for {_BUSY_TIMEOUT_S:.0f} s: {exc}",
-                                 hint="Another hub process holds a long write transaction on it; retry.") from exc
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.DatabaseError):
-                    raise VaultError(f"the key vault {self.path} failed: {exc}") from exc
-                raise
-
-
-def default_vault(settings: HubSettings | None = None) -> SqliteKeyVault:
-    """The vault every hub process on this host shares: ``<runtime_dir>/vault/keys.sqlite`` (opened once per
-    process)."""
-    return _open_vault((settings or get_settings()).runtime_dir / "vault" / "keys.sqlite")
-
-
-@lru_cache(maxsize=None)
-def _open_vault(path: Path) -> SqliteKeyVault:
-    return SqliteKeyVault(path)
-
-
-#: Seconds hub processes reuse a record key: a purge reaches every running stage within this.
-KEY_CACHE_S = 1.0
+            for client in (self._reader, self._own_producer):
+                if client is not None:
+                    client.close()
+            self._reader = self._own_producer = None
 
 
 def hub_codec(settings: HubSettings | None = None) -> Codec:
-    """The codec every hub component reads and writes topics with: report data sealed under the vault's keys."""
-    return Codec(vault=default_vault(settings), key_cache_s=KEY_CACHE_S)
+    """The codec hub components read and write sealed topics with: report data sealed under the hub's keys.
+
+    Each call opens its own view of the key table (a stage binds it to its own transactions)."""
+    return Codec(vault=KafkaKeyVault(settings))

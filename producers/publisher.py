@@ -22,12 +22,12 @@ from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
 from producers.exceptions import AgencyMismatchError, TopicMissingError
 from producers.spool import Spool, SpooledRecord
-from hub.vault import hub_codec
 from schemas.codec import Codec
 from schemas.models import CaseEvent
 from schemas.topics import INGEST, ingest_key
 
 EVENT_ID_HEADER = "event_id"
+AGENCY_HEADER = "agency"  # the publishing agency's ORI, kept in the clear on the sealed history (replay --agency)
 log = get_logger(component="publisher")
 
 
@@ -59,7 +59,7 @@ class Publisher:
         self.topic = INGEST.name(self.settings.topic_prefix, ori=agency_ori)
         self.batch_size = batch_size
         self.delivery_timeout_s = delivery_timeout_s
-        self.codec = codec or hub_codec(self.settings)
+        self.codec = codec or Codec()  # in the clear: agencies hold no hub key; intake seals what it accepts
         self.spool = Spool(self.settings.runtime_dir / "spool", agency_ori)
         self.report = PublishReport()
         self._buffer: list[tuple[str, bytes, bytes, str]] = []

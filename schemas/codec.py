@@ -12,20 +12,19 @@ single-object encoding (see ``schemas.protection``), and such envelopes are open
 from __future__ import annotations
 
 import io
-import time
 from datetime import date
 from typing import Any
 
 import fastavro
 from pydantic import ValidationError
 
-from schemas.exceptions import DecodeError, RecordInvalidError, RecordPurgedError, RecordSealedError, SchemaLoadError
+from schemas.exceptions import (DecodeError, RecordInvalidError, RecordKeyUnknownError, RecordPurgedError,
+                                RecordSealedError, SchemaLoadError)
 from schemas.models import MODELS_BY_NAME, AvroModel, CaseEvent, ProtectedRecord
 from schemas.protection import RecordKeys, record_key_ids, review_by_of, seal, unseal
 from schemas.store import PROTECTED_RECORD, SchemaStore, TypeSchema, default_store
 
 MAGIC = b"\xc3\x01"
-KEY_CACHE_SIZE = 50_000
 HEADER_SIZE = len(MAGIC) + 8
 
 
@@ -82,13 +81,10 @@ class Codec:
     """
 
     def __init__(self, store: SchemaStore | None = None, version: int | None = None,
-                 vault: RecordKeys | None = None, key_cache_s: float = 0.0) -> None:
+                 vault: RecordKeys | None = None) -> None:
         self.store = store or default_store()
         self._pinned = None if version is None else self.store.version(version)
         self.vault = vault
-        #: Seconds a record key read from the vault is reused (0: never); a purge reaches this codec within it.
-        self.key_cache_s = key_cache_s
-        self._key_cache: dict[str, tuple[float, bytes, date]] = {}
 
     def schema_for(self, name: str) -> TypeSchema:
         """The schema this codec writes and reads ``name`` with."""
@@ -158,19 +154,9 @@ class Codec:
         _refuse_missing(model, key_ids, dates, vault)  # destroyed since its key was read
         return seal(inner, type(model).avro_name, keys, min(dates.values()))
 
-    def _keys(self, key_ids: list[str], vault: RecordKeys) -> tuple[dict[str, bytes], dict[str, date]]:
-        """Record keys and review dates, reused for ``key_cache_s`` (a router seals one record for every unit: one
-        vault lookup, not ten)."""
-        now = time.monotonic()
-        if len(self._key_cache) > KEY_CACHE_SIZE:
-            self._key_cache.clear()
-        cached = {k: hit for k in key_ids if (hit := self._key_cache.get(k)) and now - hit[0] < self.key_cache_s}
-        missing = [k for k in key_ids if k not in cached]
-        if missing:
-            keys, dates = vault.get_many(missing), vault.review_dates(missing)
-            for key_id in keys.keys() & dates.keys():
-                cached[key_id] = self._key_cache[key_id] = (now, keys[key_id], dates[key_id])
-        return {k: hit[1] for k, hit in cached.items()}, {k: hit[2] for k, hit in cached.items()}
+    @staticmethod
+    def _keys(key_ids: list[str], vault: RecordKeys) -> tuple[dict[str, bytes], dict[str, date]]:
+        return vault.get_many(key_ids), vault.review_dates(key_ids)
 
     def _envelope(self, data: bytes, writer: TypeSchema) -> ProtectedRecord:
         datum = self._read(data, writer, self.store.history(PROTECTED_RECORD)[-1])
@@ -185,7 +171,12 @@ class Codec:
         if self.vault is None:
             raise RecordSealedError(f"the message is a {envelope.inner_type} sealed under record key(s) "
                                     f"{', '.join(envelope.key_ids)}; reading it needs the key vault")
-        inner = unseal(envelope, self._keys(envelope.key_ids, self.vault)[0])
+        keys = self.vault.get_many(envelope.key_ids)
+        unknown = [k for k in envelope.key_ids if k not in keys and not self.vault.destroyed(k)]
+        if unknown:
+            raise RecordKeyUnknownError(f"{envelope.inner_type.rsplit('.', 1)[-1]} is sealed under record key(s) "
+                                        f"{', '.join(unknown)} that the hub never had", unknown)
+        inner = unseal(envelope, keys)
         found = self.writer_of(inner).name
         if found != envelope.inner_type or found == PROTECTED_RECORD:
             raise DecodeError(f"protected record says it seals a {envelope.inner_type} but holds a {found}")
@@ -201,17 +192,15 @@ class Codec:
 
 
 def _refuse_missing(model: AvroModel, key_ids: list[str], found: dict[str, Any], vault: RecordKeys) -> None:
-    """A derived record must not be written once any report it carries was purged."""
+    """A derived record must not be written once any report it carries was purged, nor carry a report that the
+    intake stage never sealed."""
     missing = [k for k in key_ids if k not in found]
     if not missing:
         return
     purged = [k for k in missing if vault.destroyed(k)]
-    unknown = [k for k in missing if k not in purged]
-    reasons = [f"purged report(s) {', '.join(purged)}"] if purged else []
-    if unknown:
-        reasons.append(f"report(s) {', '.join(unknown)} that have no record key")
-    raise RecordPurgedError(
-        f"cannot write a {type(model).__name__} carrying {' and '.join(reasons)}", missing,
-        hint=None if not unknown else "A derived record may only carry reports sealed through this key vault; "
-                                      "reports written before protection was enabled, or through another vault, "
-                                      "have no key.")
+    name = type(model).__name__
+    if purged:
+        raise RecordPurgedError(f"cannot write a {name} carrying purged report(s) {', '.join(purged)}", purged)
+    raise RecordKeyUnknownError(f"cannot write a {name} carrying report(s) {', '.join(missing)} that have no record "
+                                f"key", missing, hint="A derived record may only carry reports the intake stage "
+                                                      "sealed; reports that did not pass through it have no key.")

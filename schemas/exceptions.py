@@ -38,7 +38,7 @@ class UnknownSchemaError(DecodeError):
 
 
 class RecordPurgedError(DecodeError):
-    """A protected record's key was destroyed (or never existed): its data is gone; ``key_ids`` names the keys."""
+    """A protected record's key was destroyed by a purge: its data is gone; ``key_ids`` names the keys."""
 
     hint = ("The record was purged under the 28 CFR Part 23 retention rules (its record key was destroyed); "
             "nothing can recover it. Skip it, and do not write records derived from it.")
@@ -48,10 +48,22 @@ class RecordPurgedError(DecodeError):
         self.key_ids = key_ids
 
 
+class RecordKeyUnknownError(DecodeError):
+    """A protected record names a record key the hub never had: not purged, but forged, or sealed elsewhere."""
+
+    hint = ("Only the hub's intake stage seals records, under keys on the hub.keys topic; a record sealed by anyone "
+            "else (another hub, an agency's own tool) belongs in the dead-letter topic.")
+
+    def __init__(self, message: str, key_ids: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.key_ids = key_ids
+
+
 class RecordSealedError(DecodeError):
     """A protected record reached a codec that has no key vault to open it with."""
 
-    hint = "Create the codec with the hub's key vault: Codec(vault=hub.vault.default_vault(settings))."
+    hint = ("Only hub hosts read sealed topics, with the codec of hub.vault.hub_codec(settings) (it needs the hub "
+            "principal and the KEK); agencies and task forces read their own topics, which are not sealed.")
 
 
 class IncompatibleSchemaError(SchemaError):

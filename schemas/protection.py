@@ -20,8 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from schemas.exceptions import DecodeError, RecordPurgedError
-from schemas.models import (MAX_RETENTION, AvroModel, CanonicalEvent, CaseEvent, DeconflictionAlert, FeedItem,
-                            ProtectedRecord)
+from schemas.models import MAX_RETENTION, AvroModel, CanonicalEvent, CaseEvent, DeconflictionAlert, ProtectedRecord
 
 ALGORITHM = "AES-256-GCM+HKDF-SHA256"
 KEY_SIZE = 32
@@ -50,10 +49,7 @@ def record_key_ids(model: AvroModel) -> list[str]:
         return sorted({model.primary.event_id, *(r.event_id for r in model.reports)})
     if isinstance(model, DeconflictionAlert):
         return sorted({p.event_id for p in model.parties})
-    if isinstance(model, FeedItem):
-        body = model.event or model.alert
-        return record_key_ids(body) if body is not None else []  # a pointer names no report
-    return []
+    return []  # FeedItem: delivered in the clear to its unit (over TLS); a purge tombstones it on the feed
 
 
 def review_by_of(event: CaseEvent) -> date:

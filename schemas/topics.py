@@ -15,8 +15,14 @@ from pydantic import BaseModel, ConfigDict
 from schemas.models import CaseEvent, Location
 from schemas.reference import PORTS_OF_ENTRY
 
-CleanupPolicy = Literal["delete", "compact"]
+CleanupPolicy = Literal["delete", "compact", "compact,delete"]
 FOREVER = -1
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
+#: Compacted topics that hold data a purge must remove: segments roll hourly and any dirty share is cleaned, so a
+#: replaced value (a destroyed key, a tombstoned feed item) is gone from the broker's disks within hours.
+PROMPT_COMPACTION = {"segment.ms": str(HOUR_MS), "max.compaction.lag.ms": str(HOUR_MS),
+                     "min.cleanable.dirty.ratio": "0.01"}
 # A location within this distance of a port of entry belongs to that port's county for keying.
 NEAREST_PORT_KM = 50.0
 
@@ -33,24 +39,51 @@ class TopicSpec(BaseModel):
     value: str
     cleanup_policy: CleanupPolicy
     retention_ms: int
+    extra_configs: dict[str, str] = {}
 
     def name(self, prefix: str = "", **params: str) -> str:
         return prefix + self.pattern.format(**params)
 
     @property
     def configs(self) -> dict[str, str]:
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms), **self.extra_configs}
 
 
 INGEST = TopicSpec(
     pattern="ingest.{ori}",
-    purpose="Events one agency publishes; the broker can restrict each agency to its own topic.",
+    purpose="Events one agency publishes, in the clear (agencies hold no hub key); only that agency's principal "
+    "may write it. The intake stage seals each record into events.ingested, so this is kept only a week.",
     partitions=6,
     key="location area: 'county:<FIPS>' (ports and points near a port map to the port's county), "
     "else 'state:<XX>', else 'agency:<ORI>'",
     value="CaseEvent, Avro single-object encoding (schemas/avsc)",
     cleanup_policy="delete",
-    retention_ms=FOREVER,  # the audit replay re-reads ingest history; purges are handled by retention sweeps
+    # Long enough to ride out an intake outage; hourly segments make the bound on a plain copy 7 days + 1 hour.
+    retention_ms=7 * DAY_MS,
+    extra_configs={"segment.ms": str(HOUR_MS)},
+)
+
+INGESTED = TopicSpec(
+    pattern="events.ingested",
+    purpose="Every accepted report, sealed under its record key by the intake stage: the history dedup and "
+    "replays read. Partition N holds what arrived on partition N of the ingest topics.",
+    partitions=INGEST.partitions,
+    key="as on the ingest topic (location area)",
+    value="ProtectedRecord sealing a CaseEvent",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,  # purges are crypto-shredding: destroying a report's key makes its record unreadable
+)
+
+KEYS = TopicSpec(
+    pattern="hub.keys",
+    purpose="The record keys of every report, each wrapped under the hub's key-encryption key; a purge replaces "
+    "an entry with a marker that holds no key. Only the hub principal may read or write it.",
+    partitions=1,
+    key="event id (and '__kek__': which KEK the keys are wrapped under)",
+    value="JSON: wrapped key, nonce, review-by date; or destroyed_at and reason",
+    cleanup_policy="compact",
+    retention_ms=FOREVER,
+    extra_configs=PROMPT_COMPACTION,
 )
 
 
@@ -112,8 +145,14 @@ DEADLETTER = TopicSpec(
     key="the original key",
     value="the original bytes, untouched",
     cleanup_policy="delete",
-    retention_ms=FOREVER,
+    retention_ms=30 * DAY_MS,  # the intake's dead letters are an agency's plain records: fix and resend within 30 days
 )
+
+
+#: Headers of the tombstone a purge writes over a feed item: which reports were purged, and the notice to the unit
+#: (28 CFR 23.20(g): recipients are told of corrections and purges).
+PURGED_EVENTS_HEADER = "purge.event_ids"
+PURGE_NOTICE_HEADER = "purge.notice"
 
 
 def changelog_topic(stage: str) -> str:
@@ -146,8 +185,9 @@ ALERTS_RAISED = TopicSpec(
 )
 
 ALERT_CONTROL = TopicSpec(
-    pattern="alerts.control",
-    purpose="Acknowledgements and resolutions (`hub alerts ack|resolve`), co-partitioned with alerts.raised.",
+    pattern="alerts.control.{ori}",
+    purpose="One agency's acknowledgements and resolutions (`hub alerts ack|resolve`), co-partitioned with "
+    "alerts.raised; the broker lets only that agency's principal write it, so the topic names who acted.",
     partitions=6,
     key="alert_id",
     value="AlertAction, Avro single-object encoding",
@@ -170,10 +210,12 @@ FEED = TopicSpec(
     purpose="What one BEST task force may see: full records and pointers, after the sharing rules; the broker "
     "lets only that unit's principal read it.",
     partitions=3,
-    key="record id (canonical id or alert id)",
-    value="FeedItem, Avro single-object encoding",
-    cleanup_policy="delete",
-    retention_ms=FOREVER,
+    key="record id (canonical id or alert id): compaction keeps a record's latest revision; a purge writes a "
+    "tombstone with a purge notice in its headers",
+    value="FeedItem in the clear (delivered to the unit over TLS), Avro single-object encoding",
+    cleanup_policy="compact,delete",
+    retention_ms=90 * DAY_MS,
+    extra_configs={**PROMPT_COMPACTION, "delete.retention.ms": str(7 * DAY_MS)},  # notices stay a week
 )
 
 AUDIT = TopicSpec(
@@ -195,6 +237,19 @@ REGISTRY = TopicSpec(
     value="RegistryRevision, Avro single-object encoding",
     cleanup_policy="compact",
     retention_ms=FOREVER,
+)
+
+AUDIT_QUERIES = TopicSpec(
+    pattern="audit.queries",
+    purpose="Queries of the audit log (`hub audit`), recorded by whoever ran them (CJIS: access to the audit log is "
+    "audited); auditors may write here but not to audit. Co-partitioned with audit: the seal stage chains both.",
+    partitions=AUDIT.partitions,  # partition N of both inputs feeds chain partition N, which has one writer
+    key="audit_id",
+    value="AuditEvent (AUDIT_QUERIED), Avro single-object encoding",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+    # The broker stamps each query, so the time its seal records is not the writer's to choose.
+    extra_configs={"message.timestamp.type": "LogAppendTime"},
 )
 
 AUDIT_CHAIN = TopicSpec(

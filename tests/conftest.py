@@ -105,8 +105,11 @@ def topic_records(settings: HubSettings, topic: str, timeout_s: float = 60.0) ->
     return read_topic(topic, settings, timeout_s)
 
 
-def publish_events(settings: HubSettings, events: list) -> None:
-    """Publish events the way agencies do: one Publisher per agency, every event confirmed."""
+def publish_events(settings: HubSettings, events: list, *, intake: bool = True) -> None:
+    """Publish events the way agencies do: one Publisher per agency, every event confirmed; then (``intake``)
+    run the intake stage until every one is sealed into events.ingested, where dedup reads them."""
+    from consumers.runner import StageRunner
+    from consumers.stages.intake import IntakeStage
     from producers.publisher import Publisher
 
     by_agency: dict[str, list] = {}
@@ -117,6 +120,8 @@ def publish_events(settings: HubSettings, events: list) -> None:
             for event in batch:
                 publisher.publish(event)
             assert publisher.flush().published == len(batch)
+    if intake:
+        StageRunner(IntakeStage(), settings, commit_interval_s=0.2).run_until_caught_up()
 
 
 def hub_env(settings: HubSettings) -> dict[str, str]:

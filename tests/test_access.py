@@ -6,11 +6,15 @@ from __future__ import annotations
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 from kafka import TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
@@ -19,21 +23,32 @@ from kafka.errors import (
     TopicAuthorizationFailedError, TransactionalIdAuthorizationFailedError,
 )
 
+from consumers.audit import GENESIS, seal
 from hub.access import (
-    AclRule, apply_access, broker_acls, credentials_for, desired_acls, in_scope, passwords_file, show_acls,
+    AccessReport, AclRule, PrincipalReport, apply_access, broker_acls, credentials_for, desired_acls, in_scope,
+    load_auditors, passwords_file, show_acls,
 )
+from hub.auditing import record_query
 from hub.broker import LocalBroker
-from hub.exceptions import AccessConfigError, AuthenticationFailedError, CredentialsMissingError, KafkaUnavailableError
-from hub.kafka import make_admin, make_consumer, make_producer
+from hub.exceptions import (
+    AccessConfigError, AccessError, AuthenticationFailedError, CredentialsMissingError, KafkaUnavailableError,
+)
+from hub.kafka import make_admin, make_consumer, make_producer, read_topic
 from hub.settings import HubSettings
 from hub.topics import ensure_topics, hub_topics
-from tests.conftest import running_local_broker, unique
+from producers.directory import DEFAULT_DIRECTORY
+from schemas.codec import Codec
+from schemas.models import AuditEventType, AuditOutcome
+from tests.conftest import hub_env, running_local_broker, unique
 
 PREFIX = "t."
 AGENCIES = ["CACBP0100", "AZHSI0100"]
 TASK_FORCES = ["best-san-diego", "best-tucson"]
-TOPICS = [f"{PREFIX}ingest.{a}" for a in AGENCIES] + [f"{PREFIX}feed.{u}" for u in TASK_FORCES] + [
-    f"{PREFIX}events.canonical"]
+AUDITORS = ["oig"]
+TOPICS = [f"{PREFIX}ingest.{a}" for a in AGENCIES] + [f"{PREFIX}alerts.control.{a}" for a in AGENCIES] + [
+    f"{PREFIX}feed.{u}" for u in TASK_FORCES] + [
+    f"{PREFIX}{t}" for t in ("events.canonical", "hub.keys", "audit", "audit.chain", "audit.queries")]
+HUB = [sys.executable, "-m", "hub"]
 
 
 # -- the model, no Kafka ---------------------------------------------------------------------------
@@ -41,11 +56,49 @@ def _rules_of(rules: set[AclRule], principal: str) -> set[tuple[str, str, str, s
     return {(r.resource_type, r.pattern, r.name, r.operation) for r in rules if r.principal == principal}
 
 
-def test_agency_may_only_write_and_describe_its_own_ingest_topic():
+def test_agency_may_use_only_its_own_ingest_and_alert_control_topics():
     rules = desired_acls("p.", ["CACBP0100", "AZHSI0100"], [])
-    assert _rules_of(rules, "agency-CACBP0100") == {("TOPIC", "LITERAL", "p.ingest.CACBP0100", "WRITE"),
-                                                    ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "DESCRIBE")}
+    assert _rules_of(rules, "agency-CACBP0100") == {
+        ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "WRITE"), ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "DESCRIBE"),
+        ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "READ"),  # read back by `hub publish --drain`, without a group
+        ("TOPIC", "LITERAL", "p.alerts.control.CACBP0100", "WRITE"),
+        ("TOPIC", "LITERAL", "p.alerts.control.CACBP0100", "DESCRIBE")}
     assert all(r.permission == "ALLOW" for r in rules)
+
+
+def test_auditor_reads_the_audit_log_and_writes_only_its_queries():
+    rules = desired_acls("p.", ["CACBP0100"], ["best-tucson"], ["oig"])
+    assert _rules_of(rules, "auditor-oig") == {
+        ("TOPIC", "LITERAL", "p.audit", "READ"), ("TOPIC", "LITERAL", "p.audit", "DESCRIBE"),
+        ("TOPIC", "LITERAL", "p.audit.chain", "READ"), ("TOPIC", "LITERAL", "p.audit.chain", "DESCRIBE"),
+        ("TOPIC", "LITERAL", "p.audit.queries", "WRITE"), ("TOPIC", "LITERAL", "p.audit.queries", "DESCRIBE")}
+    without = desired_acls("p.", ["CACBP0100"], ["best-tucson"])
+    assert rules - without == {r for r in rules if r.principal == "auditor-oig"}
+
+
+def test_auditors_come_from_their_file_and_are_slugs(tmp_path):
+    assert load_auditors() == ["oig"]
+    for text in ("auditors:\n  - {name: Inspector General}\n", "auditors:\n  - {title: oig}\n", "auditors: ["):
+        bad = tmp_path / "auditors.yaml"
+        bad.write_text(text)
+        with pytest.raises(AccessConfigError):
+            load_auditors(bad)
+
+
+def test_every_access_change_is_audited_under_the_principal_that_made_it():
+    created = AclRule("agency-CACBP0100", "TOPIC", "LITERAL", "p.alerts.control.CACBP0100", "WRITE")
+    deleted = AclRule("tf-best-tucson", "GROUP", "PREFIXED", "p.feed.best-tucson.", "READ")
+    report = AccessReport([PrincipalReport("hub", "kept", 4), PrincipalReport("auditor-oig", "created", 6)],
+                          [created], [deleted])
+    events = report.audit_events("admin")
+    assert [(e.event_type, e.principal, e.outcome, e.subject_ids) for e in events] == [
+        (AuditEventType.ACCESS_CHANGED, "admin", AuditOutcome.SUCCESS, [p])
+        for p in ("auditor-oig", "agency-CACBP0100", "tf-best-tucson")]
+    assert [e.detail for e in events] == [
+        "user auditor-oig: SCRAM credential created",
+        "ACL created: ALLOW agency-CACBP0100 WRITE on TOPIC LITERAL p.alerts.control.CACBP0100",
+        "ACL deleted: ALLOW tf-best-tucson READ on GROUP PREFIXED p.feed.best-tucson."]
+    assert AccessReport([PrincipalReport("hub", "kept", 4)]).audit_events("admin") == []
 
 
 def test_task_force_reads_its_feed_and_its_own_groups_only():
@@ -67,15 +120,17 @@ def test_hub_owns_the_prefix_and_its_groups_and_transactions():
 
 def test_model_is_pure_and_rejects_names_that_are_not_oris_or_slugs():
     assert desired_acls(PREFIX, AGENCIES, TASK_FORCES) == desired_acls(PREFIX, AGENCIES, TASK_FORCES)
-    for agencies, units in ([["cacbp0100"], []], [["CACBP0100*"], []], [[], ["Best San Diego"]], [[], ["a."]]):
+    for agencies, units, auditors in ([["cacbp0100"], [], []], [["CACBP0100*"], [], []], [[], ["Best San Diego"], []],
+                                      [[], ["a."], []], [[], [], ["OIG"]], [[], [], ["*"]]):
         with pytest.raises(AccessConfigError):
-            desired_acls(PREFIX, agencies, units)
+            desired_acls(PREFIX, agencies, units, auditors)
 
 
 def test_scope_leaves_other_users_and_other_prefixes_alone():
     assert in_scope(AclRule("agency-X", "TOPIC", "LITERAL", "t.ingest.X", "WRITE"), "t.")
     assert in_scope(AclRule("hub", "CLUSTER", "LITERAL", "kafka-cluster", "CREATE"), "t.")
     assert not in_scope(AclRule("agency-X", "TOPIC", "LITERAL", "u.ingest.X", "WRITE"), "t.")
+    assert in_scope(AclRule("auditor-oig", "TOPIC", "LITERAL", "t.audit", "READ"), "t.")
     assert not in_scope(AclRule("auditor", "TOPIC", "LITERAL", "t.ingest.X", "READ"), "t.")
 
 
@@ -94,7 +149,7 @@ def secured(request, tmp_path_factory) -> Iterator[Secured]:
     runtime = tmp_path_factory.mktemp("access-runtime")
     with running_local_broker("access-broker", runtime, auth="scram", tls=request.param == "sasl+tls") as broker:
         admin = broker.client_settings().model_copy(update={"topic_prefix": PREFIX, "connect_timeout_s": 5.0})
-        apply_access(admin, PREFIX, AGENCIES, TASK_FORCES)
+        apply_access(admin, PREFIX, AGENCIES, TASK_FORCES, auditors=AUDITORS)
         secured = Secured(broker, admin)
         hub_admin = make_admin(secured.as_("hub"))
         hub_admin.create_topics([NewTopic(t, 1, 1) for t in TOPICS])
@@ -102,8 +157,37 @@ def secured(request, tmp_path_factory) -> Iterator[Secured]:
         producer = make_producer(secured.as_("hub"))
         for unit in TASK_FORCES:
             producer.send(f"{PREFIX}feed.{unit}", key=unit.encode(), value=b"routed").get(30)
+        sealed = Codec().encode(seal(0, 1, GENESIS, b"audited", datetime.now(timezone.utc)))
+        for topic, value in (("ingest.CACBP0100", b"report"), ("alerts.control.CACBP0100", b"ack"),
+                             ("audit", b"decision"), ("audit.chain", sealed), ("audit.queries", b"query"),
+                             ("hub.keys", b"wrapped key")):
+            producer.send(PREFIX + topic, value=value).get(30)
         producer.close()
         yield secured
+
+
+def _read_assigned(settings: HubSettings, topic: str) -> list:
+    """Poll partition 0 of a topic from the start without a consumer group (as `hub publish --drain` and
+    `hub audit` read) until a record arrives (or 10 s pass)."""
+    consumer = make_consumer(settings=settings, group_id=None)
+    partition = TopicPartition(topic, 0)
+    try:
+        consumer.assign([partition])
+        consumer.seek_to_beginning(partition)
+        for _ in range(20):
+            if records := [r for batch in consumer.poll(timeout_ms=500).values() for r in batch]:
+                return records
+        return []
+    finally:
+        consumer.close()
+
+
+def _cli_env(settings: HubSettings) -> dict[str, str]:
+    """Environment for the `hub` CLI connecting as ``settings``' principal."""
+    env = hub_env(settings) | {"HUB_SECURITY_PROTOCOL": settings.security_protocol,
+                               "HUB_SASL_MECHANISM": settings.sasl_mechanism,
+                               "HUB_SASL_USERNAME": settings.sasl_username, "HUB_SASL_PASSWORD": settings.sasl_password}
+    return env | ({"HUB_SSL_CAFILE": str(settings.ssl_cafile)} if settings.ssl_cafile else {})
 
 
 def _read(settings: HubSettings, topic: str, group: str) -> list:
@@ -135,12 +219,72 @@ def test_agency_produces_to_its_own_ingest_topic_with_an_idempotent_producer(sec
         producer.close()
 
 
+def test_agency_reads_back_its_own_ingest_topic_without_a_group(secured):
+    assert [r.value for r in _read_assigned(secured.as_("agency-CACBP0100"), f"{PREFIX}ingest.CACBP0100")][:1] == [
+        b"report"]
+
+
+def test_agency_acts_on_alerts_on_its_own_control_topic(secured):
+    producer = make_producer(secured.as_("agency-AZHSI0100"))
+    try:
+        assert producer.send(f"{PREFIX}alerts.control.AZHSI0100", key=b"alert", value=b"ack").get(30).offset >= 0
+    finally:
+        producer.close()
+
+
+def test_hub_alerts_ack_acts_only_as_the_connected_agency(secured):
+    command = [*HUB, "alerts", "ack", "alert-1", "--agency", "AZHSI0100", "--by", "Lt. Vega"]
+    acked = subprocess.run(command, capture_output=True, text=True, env=_cli_env(secured.as_("agency-AZHSI0100")),
+                           timeout=120)
+    assert acked.returncode == 0 and "as agency-AZHSI0100" in acked.stdout, acked.stdout + acked.stderr
+    posing = subprocess.run(command, capture_output=True, text=True, env=_cli_env(secured.as_("agency-CACBP0100")),
+                            timeout=120)
+    assert posing.returncode == 1 and "may act only for its own agency" in posing.stderr, posing.stderr
+
+
+def test_auditor_reads_the_audit_log_and_records_its_queries_without_a_transaction(secured):
+    auditor = secured.as_("auditor-oig")
+    assert [r.value for r in _read_assigned(auditor, f"{PREFIX}audit")] == [b"decision"]
+    assert len(_read_assigned(auditor, f"{PREFIX}audit.chain")) == 1
+    event = record_query("test", "who-saw E-1", auditor)  # an idempotent producer: WRITE on the topic suffices
+    queries = [Codec().decode(r.value) for r in read_topic(f"{PREFIX}audit.queries", secured.as_("hub"))[1:]]
+    assert [(q.audit_id, q.principal) for q in queries] == [(event.audit_id, "auditor-oig")]
+    producer = make_producer(auditor, transactional_id=f"{PREFIX}hub.audit.oig", max_block_ms=10_000)
+    try:  # so the auditor could not write audit records the way the hub does (one transaction) either
+        with pytest.raises(TransactionalIdAuthorizationFailedError):
+            producer.init_transactions()
+    finally:
+        producer.close()
+    for other in ("agency-CACBP0100", "tf-best-tucson"):  # no record, no query
+        with pytest.raises(AccessError, match="may not record queries"):
+            record_query("test", "who-saw E-1", secured.as_(other))
+
+
+def test_hub_audit_verify_runs_as_the_auditor_and_is_recorded_under_its_principal(secured):
+    auditor = secured.as_("auditor-oig")
+    verified = subprocess.run([*HUB, "audit", "verify"], capture_output=True, text=True, env=_cli_env(auditor),
+                              timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "1 audit records verified, every chain intact" in verified.stdout
+    queries = [Codec().decode(r.value) for r in read_topic(f"{PREFIX}audit.queries", secured.as_("hub"))[1:]]
+    assert any((q.event_type, q.principal, q.detail) == (AuditEventType.AUDIT_QUERIED, "auditor-oig", "verify")
+               for q in queries)
+    refused = subprocess.run([*HUB, "audit", "verify"], capture_output=True, text=True,
+                             env=_cli_env(secured.as_("agency-CACBP0100")), timeout=120)
+    assert refused.returncode == 1 and "may not record queries" in refused.stderr, refused.stderr
+
+
 @pytest.mark.parametrize("principal, topic", [
     ("agency-CACBP0100", "ingest.AZHSI0100"),  # another agency's ingest
     ("agency-CACBP0100", "feed.best-san-diego"),  # a feed
     ("agency-CACBP0100", "events.canonical"),  # the hub's own streams
+    ("agency-CACBP0100", "alerts.control.AZHSI0100"),  # acting on alerts as another agency
     ("tf-best-san-diego", "feed.best-san-diego"),  # a task force only reads its feed
     ("tf-best-san-diego", "ingest.CACBP0100"),
+    ("tf-best-san-diego", "alerts.control.CACBP0100"),
+    ("auditor-oig", "audit"),  # an auditor records its queries, never the audit log itself
+    ("auditor-oig", "audit.chain"),
+    ("auditor-oig", "alerts.control.CACBP0100"),
 ])
 def test_writes_outside_the_model_are_refused(secured, principal, topic):
     # not idempotent: a principal with no WRITE anywhere is refused one step earlier (see the next test)
@@ -172,8 +316,15 @@ def test_idempotent_producing_needs_write_on_some_topic(secured):
 @pytest.mark.parametrize("principal, topic, may_describe", [
     ("tf-best-san-diego", "feed.best-tucson", False),  # another task force's feed
     ("tf-best-san-diego", "ingest.CACBP0100", False),
-    ("agency-CACBP0100", "ingest.CACBP0100", True),  # an agency cannot read back, not even its own topic
+    ("agency-CACBP0100", "ingest.AZHSI0100", False),  # another agency's reports
+    ("agency-CACBP0100", "alerts.control.CACBP0100", True),  # it writes its actions, it does not read them
     ("agency-CACBP0100", "feed.best-san-diego", False),
+    ("agency-CACBP0100", "audit", False),
+    ("auditor-oig", "ingest.CACBP0100", False),  # an auditor reads the audit log, not the data it is about
+    ("auditor-oig", "feed.best-san-diego", False),
+    ("auditor-oig", "events.canonical", False),
+    ("auditor-oig", "hub.keys", False),
+    ("auditor-oig", "audit.queries", True),  # written, not read: the queries are in the chain it reads
 ])
 def test_reads_outside_the_model_are_refused(secured, principal, topic, may_describe):
     consumer = make_consumer(settings=secured.as_(principal), group_id=None)
@@ -305,26 +456,55 @@ def test_apply_is_idempotent_and_removes_only_stale_rules_it_owns(secured):
     client.create_acls([foreign.to_kafka(), other_prefix.to_kafka()])
     client.close()
     try:
-        again = apply_access(admin, PREFIX, AGENCIES, TASK_FORCES)
+        again = apply_access(admin, PREFIX, AGENCIES, TASK_FORCES, auditors=AUDITORS)
         assert (again.created, again.deleted) == ([], [])
         assert {p.credential for p in again.principals} == {"kept"}
 
-        shrunk = apply_access(admin, PREFIX, AGENCIES, ["best-san-diego"])
+        shrunk = apply_access(admin, PREFIX, AGENCIES, ["best-san-diego"], auditors=AUDITORS)
         assert {r.principal for r in shrunk.deleted} == {"tf-best-tucson"} and len(shrunk.deleted) == 4
         assert {foreign, other_prefix} <= set(show_acls(admin))
         with pytest.raises(GroupAuthorizationFailedError):
             _read(secured.as_("tf-best-tucson"), f"{PREFIX}feed.best-tucson", f"{PREFIX}feed.best-tucson")
     finally:
-        restored = apply_access(admin, PREFIX, AGENCIES, TASK_FORCES)
+        restored = apply_access(admin, PREFIX, AGENCIES, TASK_FORCES, auditors=AUDITORS)
         client = make_admin(admin)
         client.delete_acls([foreign.to_kafka(), other_prefix.to_kafka()])
         client.close()
     assert len(restored.created) == 4
-    assert set(show_acls(admin)) == desired_acls(PREFIX, AGENCIES, TASK_FORCES)
+    assert set(show_acls(admin)) == desired_acls(PREFIX, AGENCIES, TASK_FORCES, AUDITORS)
+
+
+def test_hub_access_apply_audits_each_change_under_the_admin_principal(secured, tmp_path):
+    """The CLI, as the super user: the changes it makes are AuditEvents naming the authenticated principal."""
+    admin = secured.admin
+    directory = yaml.safe_load(DEFAULT_DIRECTORY.read_text())
+    agencies = tmp_path / "agencies.yaml"
+    agencies.write_text(yaml.safe_dump({"agencies": [a for a in directory["agencies"] if a["ori"] in AGENCIES]}))
+    command = [*HUB, "access", "apply", "--agencies", str(agencies), "--task-forces", ",".join(TASK_FORCES)]
+    apply_access(admin, PREFIX, AGENCIES, TASK_FORCES, auditors=[])  # the CLI will add the auditor back
+
+    def audited() -> list:
+        codec = Codec()
+        return [e for e in (codec.decode(r.value) for r in read_topic(f"{PREFIX}audit", admin)[1:])
+                if e.event_type == AuditEventType.ACCESS_CHANGED]
+
+    before = len(audited())
+    applied = subprocess.run(command, capture_output=True, text=True, env=_cli_env(admin), timeout=120)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "ACLs created: 6, deleted: 0" in applied.stdout
+    events = audited()[before:]
+    assert len(events) == 6 and {e.principal for e in events} == {admin.sasl_username}
+    assert {e.subject_ids[0] for e in events} == {"auditor-oig"}
+    assert "ACL created: ALLOW auditor-oig WRITE on TOPIC LITERAL t.audit.queries" in {e.detail for e in events}
+    again = subprocess.run(command, capture_output=True, text=True, env=_cli_env(admin), timeout=120)
+    assert again.returncode == 0 and "ACLs created: 0, deleted: 0" in again.stdout, again.stdout + again.stderr
+    assert len(audited()) == before + 6, "nothing changed, nothing audited"
+    assert set(show_acls(admin)) == desired_acls(PREFIX, AGENCIES, TASK_FORCES, AUDITORS)
 
 
 def test_explicit_password_is_set_on_the_broker(secured):
-    apply_access(secured.admin, PREFIX, AGENCIES, TASK_FORCES, passwords={"tf-best-tucson": "chosen-by-the-unit"})
+    apply_access(secured.admin, PREFIX, AGENCIES, TASK_FORCES, passwords={"tf-best-tucson": "chosen-by-the-unit"},
+                 auditors=AUDITORS)
     settings = secured.as_("tf-best-tucson")
     assert settings.sasl_password == "chosen-by-the-unit"
     assert _read(settings, f"{PREFIX}feed.best-tucson", f"{PREFIX}feed.best-tucson.fresh")

@@ -9,11 +9,11 @@ import avro.datafile
 import avro.io
 import pytest
 
-from hub.topics import ensure_topics
+from hub.topics import ensure_topics, hub_topics
 from hub.vault import hub_codec
 from producers.sample import generate
 from schemas.archive import read_archive
-from schemas.topics import INGEST
+from schemas.topics import INGESTED
 from tests.conftest import hub_env, publish_events, topic_records
 
 HUB = [sys.executable, "-m", "hub"]
@@ -22,11 +22,11 @@ HUB = [sys.executable, "-m", "hub"]
 @pytest.mark.kafka
 def test_an_archive_reads_back_with_apache_avro_and_restores_byte_for_byte(hub_settings, tmp_path):
     events = [e for e in generate(300, seed=8).events if e.agency_ori == "CACBP0100"]
-    topic = INGEST.name(hub_settings.topic_prefix, ori="CACBP0100")
-    ensure_topics([(topic, INGEST)], hub_settings)
+    topic = hub_settings.topic(INGESTED.pattern)  # the hub's sealed history of what agencies published
+    ensure_topics(hub_topics(hub_settings.topic_prefix, ["CACBP0100"], ["intake"]), hub_settings)
     publish_events(hub_settings, events)
     env = hub_env(hub_settings)
-    archived = subprocess.run([*HUB, "archive", "ingest.CACBP0100", "--to", str(tmp_path / "archive")],
+    archived = subprocess.run([*HUB, "archive", INGESTED.pattern, "--to", str(tmp_path / "archive")],
                               capture_output=True, text=True, env=env, timeout=120)
     assert archived.returncode == 0, archived.stdout + archived.stderr
     [path] = sorted((tmp_path / "archive").glob("*.avro"))
@@ -46,9 +46,9 @@ def test_an_archive_reads_back_with_apache_avro_and_restores_byte_for_byte(hub_s
     refused = subprocess.run([*HUB, "archive", "restore", str(tmp_path / "archive"), "--topic", "ingest.nowhere"],
                              capture_output=True, text=True, env=env, timeout=120)
     assert refused.returncode != 0 and "no such topic" in refused.stdout + refused.stderr
-    ensure_topics([(hub_settings.topic("ingest.restored"), INGEST)], hub_settings)
-    restored = subprocess.run([*HUB, "archive", "restore", str(tmp_path / "archive"), "--topic", "ingest.restored"],
+    ensure_topics([(hub_settings.topic("events.restored"), INGESTED)], hub_settings)
+    restored = subprocess.run([*HUB, "archive", "restore", str(tmp_path / "archive"), "--topic", "events.restored"],
                               capture_output=True, text=True, env=env, timeout=120)
     assert restored.returncode == 0, restored.stdout + restored.stderr
-    copy = topic_records(hub_settings, hub_settings.topic("ingest.restored"))
+    copy = topic_records(hub_settings, hub_settings.topic("events.restored"))
     assert sorted(r.value for r in copy) == sorted(original.values())

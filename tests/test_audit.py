@@ -12,15 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.audit import GENESIS, link, seal, verify_chain
+from consumers.exceptions import StageError
 from consumers.registry import load_registry
 from consumers.runner import StageRunner
+from consumers.stage import Message
 from consumers.stages.route import RouteStage
 from consumers.stages.seal import SealStage
+from consumers.state import MemoryPartitionStore, State
+from hub.auditing import audit_event, record_query
 from hub.control import apply_registry
 from hub.kafka import make_producer
 from hub.topics import ensure_topics, hub_topics
 from schemas.codec import Codec
-from schemas.topics import AUDIT_CHAIN, CANONICAL
+from schemas.models import AuditEventType
+from schemas.topics import AUDIT_CHAIN, AUDIT_QUERIES, CANONICAL, deadletter_topic
 from tests.conftest import codec_with_keys, hub_env, topic_records
 from tests.test_sharing import canonical, event
 
@@ -88,6 +93,24 @@ def test_verifying_from_a_checkpoint_starts_after_it_and_checks_the_seal_it_sign
     assert "shorter" in verify_chain(0, sealed[:1], start=head).broken.reason
 
 
+def test_audit_and_its_queries_feed_one_chain_per_partition_and_nothing_else_is_sealed_from_the_queries():
+    stage, store, codec = SealStage(), MemoryPartitionStore(), Codec()
+    change = audit_event("alerts", AuditEventType.ALERT_STATUS_CHANGED, "agency-CAHSI0100", "acknowledged")
+    query = audit_event("hub audit", AuditEventType.AUDIT_QUERIED, "auditor-oig", "verify")
+
+    def sealed(topic: str, value) -> list:
+        state = State(store)
+        outputs = stage.process(Message(topic, 2, 0, b"k", value, 0, codec.encode(value)), state)
+        store.apply(state.take_writes(), None)
+        return [o.value for o in outputs]
+
+    chain = [*sealed("t.audit", change), *sealed("t.audit.queries", query), *sealed("t.audit", change)]
+    assert [(s.partition, s.sequence) for s in chain] == [(2, 1), (2, 2), (2, 3)]
+    assert verify_chain(2, [(i, codec.encode(s)) for i, s in enumerate(chain)]).broken is None
+    with pytest.raises(StageError, match="only audit queries"):  # an auditor cannot write other audit records
+        sealed("t.audit.queries", change)
+
+
 @pytest.mark.kafka
 def test_the_sealed_audit_verifies_answers_who_saw_and_names_a_forged_record(hub_settings, tmp_path):
     units = sorted(u.unit_id for u in load_registry().task_forces)
@@ -100,7 +123,16 @@ def test_the_sealed_audit_verifies_answers_who_saw_and_names_a_forged_record(hub
                       value=codec.encode(record))
     producer.flush()
     StageRunner(RouteStage(), hub_settings, commit_interval_s=0.2).run_until_idle(idle_polls=10)
+    query = record_query("test", "who-saw E-1", hub_settings)  # on audit.queries, the sealer's second input
+    not_a_query = audit_event("test", AuditEventType.ACCESS_CHANGED, "auditor-oig", "forged")
+    producer.send(hub_settings.topic(AUDIT_QUERIES.pattern), key=b"forged", value=codec.encode(not_a_query)).get(30)
     StageRunner(SealStage(), hub_settings, commit_interval_s=0.2).run_until_idle(idle_polls=10)
+    chained = [codec.decode(codec.decode(r.value).record) for r in
+               topic_records(hub_settings, hub_settings.topic(AUDIT_CHAIN.pattern))]
+    assert query.audit_id in {getattr(c, "audit_id", None) for c in chained}
+    assert not_a_query.audit_id not in {getattr(c, "audit_id", None) for c in chained}
+    [refused] = topic_records(hub_settings, hub_settings.topic(deadletter_topic("seal")))
+    assert refused.key == b"forged"
     env = hub_env(hub_settings)
 
     verified = subprocess.run([*HUB, "audit", "verify"], capture_output=True, text=True, env=env, timeout=120)

@@ -16,7 +16,7 @@ from consumers.stages.dedup import DedupStage
 from consumers.state import MemoryPartitionStore, State
 from producers.sample import generate
 from schemas.models import (
-    AlertAction, AlertKind, AlertStatus, AuditEvent, AuditEventType, CanonicalEvent, DeconflictionAlert,
+    AlertAction, AlertKind, AlertStatus, AuditEvent, AuditEventType, AuditOutcome, CanonicalEvent, DeconflictionAlert,
 )
 from tests.factories import PLANNED_RAID, event_dict, make_event
 from tests.test_dedup import PartitionedRun
@@ -128,14 +128,29 @@ class Lifecycle:
     def __init__(self) -> None:
         self.stage, self.store = AlertLifecycleStage(), MemoryPartitionStore()
         self.audited: list[AuditEvent] = []
+        self.writes = 0  # state changes made so far
 
-    def feed(self, value) -> list[DeconflictionAlert]:
-        """The alert states the input produced (their audit records are kept in ``audited``)."""
+    def feed(self, value, topic: str | None = None) -> list[DeconflictionAlert]:
+        """The alert states the input produced (their audit records are kept in ``audited``). An action arrives on
+        the control topic of the agency it names unless ``topic`` (a physical name, prefixed) says otherwise."""
+        if topic is None:
+            topic = f"t.alerts.control.{value.agency_ori}" if isinstance(value, AlertAction) else "t.alerts.raised"
         state = State(self.store)
-        outputs = self.stage.process(Message("alerts.x", 0, 0, None, value, 0), state)
-        self.store.apply(state.take_writes(), None)
+        outputs = self.stage.process(Message(topic, 0, 0, None, value, 0), state)
+        writes = state.take_writes()
+        self.writes += len(writes)
+        self.store.apply(writes, None)
         self.audited += [o.value for o in outputs if isinstance(o.value, AuditEvent)]
         return [o.value for o in outputs if isinstance(o.value, DeconflictionAlert)]
+
+    def refused(self, value, topic: str | None = None) -> AuditEvent:
+        """Feed an action that must be refused: no alert state, no state change, one FAILURE audit record."""
+        writes, audited = self.writes, len(self.audited)
+        assert self.feed(value, topic) == []
+        assert self.writes == writes, "a refused action changes no state"
+        [record] = self.audited[audited:]
+        assert (record.event_type, record.outcome) == (AuditEventType.ALERT_STATUS_CHANGED, AuditOutcome.FAILURE)
+        return record
 
 
 def _action(alert, kind, ori, at):
@@ -150,21 +165,46 @@ def test_alert_is_acknowledged_then_resolved_by_a_party():
     assert acked.status == AlertStatus.ACKNOWLEDGED and "Sgt. Ramos" in acked.explanation
     [resolved] = life.feed(_action(alert, "RESOLVE", "CAHSI0100", alert.raised_at))
     assert resolved.status == AlertStatus.RESOLVED
-    assert [(a.event_type, a.principal, a.subject_ids[0], a.detail.rsplit(" ", 1)[-1]) for a in life.audited] == [
-        (AuditEventType.ALERT_STATUS_CHANGED, "hub", alert.alert_id, "OPEN"),
-        (AuditEventType.ALERT_STATUS_CHANGED, "CA0370000/Sgt. Ramos", alert.alert_id, "ACKNOWLEDGED"),
-        (AuditEventType.ALERT_STATUS_CHANGED, "CAHSI0100/Sgt. Ramos", alert.alert_id, "RESOLVED")]
-    with pytest.raises(StageError, match="it is RESOLVED"):
-        life.feed(_action(alert, "ACKNOWLEDGE", "CAHSI0100", alert.raised_at))
+    # the principal is the agency whose topic the action came from; the officer's name is only in the detail
+    assert [(a.event_type, a.principal, a.subject_ids[0], a.detail) for a in life.audited] == [
+        (AuditEventType.ALERT_STATUS_CHANGED, "hub", alert.alert_id, f"EVENT alert {alert.alert_id} is now OPEN"),
+        (AuditEventType.ALERT_STATUS_CHANGED, "agency-CA0370000", alert.alert_id,
+         f"EVENT alert {alert.alert_id} is now ACKNOWLEDGED (by Sgt. Ramos)"),
+        (AuditEventType.ALERT_STATUS_CHANGED, "agency-CAHSI0100", alert.alert_id,
+         f"EVENT alert {alert.alert_id} is now RESOLVED (by Sgt. Ramos)")]
+    again = life.refused(_action(alert, "ACKNOWLEDGE", "CAHSI0100", alert.raised_at))
+    assert again.principal == "agency-CAHSI0100" and again.detail.endswith("refused: the alert is RESOLVED")
 
 
 def test_only_parties_may_act_and_unknown_alerts_are_refused():
     alert, life = _raised_alert(), Lifecycle()
     life.feed(alert)
-    with pytest.raises(StageError, match="not a party"):
-        life.feed(_action(alert, "ACKNOWLEDGE", "TXDPS0000", alert.raised_at))
-    with pytest.raises(StageError, match="no alert"):
-        life.feed(_action(alert.model_copy(update={"alert_id": "missing"}), "RESOLVE", "CAHSI0100", alert.raised_at))
+    outsider = life.refused(_action(alert, "ACKNOWLEDGE", "TXDPS0000", alert.raised_at))
+    assert outsider.principal == "agency-TXDPS0000" and "TXDPS0000 is not a party" in outsider.detail
+    assert "Sgt. Ramos" in outsider.detail and outsider.subject_ids == [alert.alert_id]
+    unknown = life.refused(_action(alert.model_copy(update={"alert_id": "missing"}), "RESOLVE", "CAHSI0100",
+                                   alert.raised_at))
+    assert unknown.principal == "agency-CAHSI0100" and "no such alert" in unknown.detail
+    [still] = life.feed(_action(alert, "ACKNOWLEDGE", "CAHSI0100", alert.raised_at))
+    assert still.status == AlertStatus.ACKNOWLEDGED, "the refusals left the alert as it was"
+
+
+def test_the_topic_not_the_action_says_which_agency_acted():
+    """alerts.control.<ORI> is writable only by agency-<ORI>: an action naming another agency is refused, even
+    when that agency is a party, and the refusal is attributed to the topic's agency."""
+    alert, life = _raised_alert(), Lifecycle()
+    life.feed(alert)
+    impersonated = _action(alert, "RESOLVE", "CAHSI0100", alert.raised_at)
+    for writer in ("CA0370000", "TXDPS0000"):  # the other party, and an outsider
+        record = life.refused(impersonated, topic=f"t.alerts.control.{writer}")
+        assert record.principal == f"agency-{writer}"
+        assert f"names agency CAHSI0100 but was written by agency-{writer}" in record.detail
+    late = _action(alert, "ACKNOWLEDGE", "TXDPS0000", alert.raised_at + timedelta(days=2))
+    life.refused(late)  # its time does not escalate the (urgent, unacknowledged) alert either
+    [acked] = life.feed(_action(alert, "ACKNOWLEDGE", "CAHSI0100", alert.raised_at))
+    assert acked.status == AlertStatus.ACKNOWLEDGED
+    with pytest.raises(StageError, match="not on an agency's alerts.control"):
+        life.feed(impersonated, topic="t.alerts.raised")
 
 
 def test_unacknowledged_urgent_alert_escalates_by_event_time():

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import multiprocessing
 import uuid
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +13,9 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from hub.settings import HubSettings
-from hub.vault import KeyVault, MemoryKeyVault, SqliteKeyVault, UnknownKeyError, VaultError, default_vault
+from hub.vault import KeyVault, MemoryKeyVault, UnknownKeyError, VaultError, kek_fingerprint, wrap_entry
 from schemas.codec import HEADER_SIZE, MAGIC, Codec, to_avro_datum
-from schemas.exceptions import DecodeError, RecordPurgedError, RecordSealedError, SchemaLoadError
+from schemas.exceptions import DecodeError, RecordKeyUnknownError, RecordPurgedError, RecordSealedError, SchemaLoadError
 from schemas.models import (
     AlertKind, AlertParty, AlertStatus, AuditEvent, AuditEventType, AuditOutcome, AvroModel, CanonicalEvent,
     CaseEvent, DeconflictionAlert, DedupDecision, DedupRule, FeedItem, RecordPointer, ReportCredit, ShareForm,
@@ -78,8 +76,6 @@ PROTECTED = {
     "CaseEvent": EVENTS[0],
     "CanonicalEvent": canonical(*EVENTS),
     "DeconflictionAlert": alert(EVENTS[0], EVENTS[2]),
-    "FeedItem(event)": feed_item(canonical(EVENTS[1], EVENTS[2])),
-    "FeedItem(alert)": feed_item(alert(EVENTS[1], EVENTS[0])),
 }
 
 
@@ -104,14 +100,14 @@ def test_key_ids_name_the_reports_each_record_carries():
     assert record_key_ids(a) == [a.event_id]
     assert record_key_ids(canonical(c, a, b)) == sorted(e.event_id for e in EVENTS)
     assert record_key_ids(alert(b, a)) == sorted([a.event_id, b.event_id])
-    assert record_key_ids(feed_item(canonical(b))) == [b.event_id]
-    assert record_key_ids(feed_item(alert(c, a))) == sorted([a.event_id, c.event_id])
     pointer = RecordPointer(record_id=str(uuid.uuid4()), record_kind=SharedRecordKind.CANONICAL_EVENT,
                             owners=[a.source_agency])
-    assert record_key_ids(feed_item(pointer)) == []
+    # Feed items go to their unit in the clear (the unit holds no hub key); a purge tombstones them instead.
+    for item in (feed_item(canonical(b)), feed_item(alert(c, a)), feed_item(pointer)):
+        assert record_key_ids(item) == []
 
 
-def test_records_without_report_data_are_written_as_today():
+def test_records_without_report_data_and_feed_items_are_written_in_the_clear():
     pointer = feed_item(RecordPointer(record_id=str(uuid.uuid4()), record_kind=SharedRecordKind.ALERT,
                                       alert_kind=AlertKind.TARGET, owners=[EVENTS[0].source_agency]))
     audit = AuditEvent(audit_id=str(uuid.uuid4()), recorded_at=datetime(2025, 10, 3, 16, 5, 1, 123000, tzinfo=UTC),
@@ -119,7 +115,8 @@ def test_records_without_report_data_are_written_as_today():
                        principal="User:records-officer", outcome=AuditOutcome.SUCCESS,
                        subject_ids=[EVENTS[0].event_id], detail="review date passed")
     codec = Codec(vault=MemoryKeyVault())
-    for record in (pointer, audit):
+    full = feed_item(canonical(*EVENTS))
+    for record in (pointer, audit, full):
         data = codec.encode(record)
         assert data == Codec().encode(record) and codec.envelope_of(data) is None
         assert Codec().decode(data) == record
@@ -142,7 +139,7 @@ def test_destroying_one_key_purges_every_record_carrying_that_report_only():
 def test_a_derived_record_cannot_be_written_once_a_report_was_purged():
     codec = sealed_codec(EVENTS)
     codec.vault.destroy(EVENTS[2].event_id, reason="purged at review")
-    for record in (canonical(*EVENTS), alert(EVENTS[0], EVENTS[2]), feed_item(canonical(EVENTS[2]))):
+    for record in (canonical(*EVENTS), alert(EVENTS[0], EVENTS[2])):
         with pytest.raises(RecordPurgedError, match=f"purged report.*{EVENTS[2].event_id}") as info:
             codec.encode(record)
         assert info.value.key_ids == [EVENTS[2].event_id]
@@ -152,9 +149,9 @@ def test_a_derived_record_cannot_be_written_once_a_report_was_purged():
 
 def test_a_derived_record_of_a_report_never_sealed_is_refused_with_its_reason():
     codec = sealed_codec(EVENTS[:2])
-    with pytest.raises(RecordPurgedError, match="no record key") as info:
+    with pytest.raises(RecordKeyUnknownError, match="no record key") as info:
         codec.encode(canonical(*EVENTS))
-    assert info.value.key_ids == [EVENTS[2].event_id] and "before protection was enabled" in str(info.value)
+    assert info.value.key_ids == [EVENTS[2].event_id] and "intake stage" in str(info.value)
 
 
 def _reencoded(codec: Codec, data: bytes, **changes: object) -> bytes:
@@ -183,7 +180,7 @@ def test_a_sealed_record_needs_a_vault_but_its_envelope_does_not():
     data = sealed_codec(EVENTS).encode(EVENTS[0])
     with pytest.raises(RecordSealedError, match="needs the key vault") as info:
         Codec().decode(data)
-    assert isinstance(info.value, DecodeError) and "Codec(vault=" in str(info.value)
+    assert isinstance(info.value, DecodeError) and "hub_codec(settings)" in str(info.value)
     envelope = Codec().envelope_of(data)
     assert envelope.key_ids == [EVENTS[0].event_id] and envelope.review_by == review_by_of(EVENTS[0])
     assert Codec().envelope_of(Codec().encode(EVENTS[0])) is None
@@ -206,14 +203,14 @@ def test_a_reader_pinned_to_an_older_version_reads_the_sealed_record_with_it():
 
 
 @settings(max_examples=80, deadline=None)
-@given(kind=st.sampled_from(["event", "canonical", "alert", "feed"]),
+@given(kind=st.sampled_from(["event", "canonical", "alert"]),
        members=st.lists(st.integers(0, 4), min_size=1, max_size=5, unique=True),
        destroyed=st.sets(st.integers(0, 4)))
 def test_a_record_is_readable_iff_none_of_its_reports_was_purged(kind, members, destroyed):
     assume(kind != "alert" or len(members) >= 2)
     carried = [POOL[i] for i in members]
     record: AvroModel = {"event": lambda: carried[0], "canonical": lambda: canonical(*carried),
-                         "alert": lambda: alert(*carried), "feed": lambda: feed_item(canonical(*carried))}[kind]()
+                         "alert": lambda: alert(*carried)}[kind]()
     codec = sealed_codec(POOL)
     data = codec.encode(record)
     for i in destroyed:
@@ -249,9 +246,9 @@ def test_seal_needs_every_key_in_any_order():
 
 
 # -- key vaults ----------------------------------------------------------------------------------------
-@pytest.fixture(params=["memory", "sqlite"])
-def vault(request, tmp_path) -> KeyVault:
-    return MemoryKeyVault() if request.param == "memory" else SqliteKeyVault(tmp_path / "vault" / "keys.sqlite")
+@pytest.fixture
+def vault() -> KeyVault:
+    return MemoryKeyVault()  # KafkaKeyVault is this table plus the topic: tests/test_key_table.py
 
 
 def test_ensure_creates_once_and_never_shortens_the_review(vault):
@@ -295,65 +292,6 @@ def test_due_extend_and_destroy(vault):
         vault.ensure("never-created", date(2030, 1, 1))  # a purge order holds for a copy arriving later
 
 
-def test_sqlite_vault_persists_across_instances(tmp_path):
-    path = tmp_path / "vault" / "keys.sqlite"
-    first = SqliteKeyVault(path)
-    key = first.ensure("e1", date(2030, 1, 1))
-    first.ensure("e2", date(2029, 1, 1))
-    first.destroy("e2", reason="purged")
-    first.close()
-    second = SqliteKeyVault(path)
-    assert second.get("e1") == key and second.ensure("e1", date(2030, 1, 1)) == key
-    assert second.destroyed("e2") and second.tombstone("e2").reason == "purged"
-    assert second.due(date(2030, 1, 1)) == [("e1", date(2030, 1, 1))]
-    assert path.stat().st_mode & 0o077 == 0 and path.parent.stat().st_mode & 0o077 == 0
-
-
-def test_a_record_sealed_through_one_connection_opens_through_another(tmp_path):
-    path = tmp_path / "keys.sqlite"
-    record = canonical(*EVENTS)
-    data = sealed_codec(EVENTS, SqliteKeyVault(path)).encode(record)
-    assert Codec(vault=SqliteKeyVault(path)).decode(data) == record
-
-
-def _file_bytes(path: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
-
-
-def test_destroyed_key_bytes_are_gone_from_the_sqlite_files(tmp_path):
-    path = tmp_path / "vault" / "keys.sqlite"
-    vault = SqliteKeyVault(path)
-    ids = [str(uuid.uuid4()) for _ in range(3000)]  # several pages, so deletes also merge and free pages
-    keys = {i: vault.ensure(i, date(2026, 1, 1) + timedelta(days=n % 400)) for n, i in enumerate(ids)}
-    doomed = ids[:1200:3] + ids[1500:2500]
-    assert all(keys[i] in _file_bytes(path) for i in doomed[:20]), "the keys are in the files before"
-    for key_id in doomed:
-        vault.destroy(key_id, reason="test")
-    assert vault.scrub() is True
-    content = _file_bytes(path)
-    assert not [i for i in doomed if keys[i] in content]
-    assert all(keys[i] in content for i in ids[2500:2520]), "the kept keys are still there"
-
-
-def _ensure_all(path: str, ids: list[str]) -> dict[str, bytes]:
-    vault = SqliteKeyVault(Path(path))
-    return {i: vault.ensure(i, date(2030, 1, 1)) for i in ids}
-
-
-def test_processes_racing_to_create_a_key_all_get_the_same_one(tmp_path):
-    path = str(tmp_path / "keys.sqlite")
-    ids = [f"event-{n}" for n in range(60)]
-    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_ensure_all, [path] * 4, [ids, ids[::-1], ids, ids[::-1]]))
-    assert all(r == results[0] for r in results)
-    assert SqliteKeyVault(Path(path)).get_many(ids) == results[0]
-
-
-def test_default_vault_lives_under_the_runtime_dir(tmp_path):
-    vault = default_vault(HubSettings(runtime_dir=tmp_path / "rt"))
-    assert vault.path == tmp_path / "rt" / "vault" / "keys.sqlite" and vault.path.exists()
-
-
 # -- interoperability ------------------------------------------------------------------------------------
 def test_official_avro_reads_the_envelope_and_it_opens_with_the_vaults_keys():
     codec = sealed_codec(EVENTS)
@@ -371,14 +309,23 @@ def test_official_avro_reads_the_envelope_and_it_opens_with_the_vaults_keys():
     assert Codec().decode(inner) == EVENTS[1]
 
 
-def test_a_hub_codec_reuses_a_key_briefly_and_a_purge_reaches_it_after_that():
+def test_a_purge_reaches_a_codec_at_once_and_an_unknown_key_is_not_a_purge():
     vault = MemoryKeyVault()
-    event = make_event()
-    cached = Codec(vault=vault, key_cache_s=60)
-    sealed = cached.encode(event)
-    assert cached.decode(sealed) == event
+    event, stranger = make_event(), make_event(source_record_id="20262504000099")
+    codec = Codec(vault=vault)
+    sealed = codec.encode(event)
+    assert codec.decode(sealed) == event
     vault.destroy(event.event_id, reason="test")
-    assert cached.decode(sealed) == event  # within key_cache_s the running process still holds the key
-    cached.key_cache_s = 0  # ...and once it has expired the purge applies
     with pytest.raises(RecordPurgedError):
-        cached.decode(sealed)
+        codec.decode(sealed)
+    forged = Codec(vault=MemoryKeyVault()).encode(stranger)  # sealed under a key this hub never had
+    with pytest.raises(RecordKeyUnknownError, match="never had") as raised:
+        codec.decode(forged)
+    assert not isinstance(raised.value, RecordPurgedError) and raised.value.key_ids == [stranger.event_id]
+
+
+def test_a_key_table_entry_holds_the_key_only_wrapped_under_the_kek():
+    kek, key = bytes(range(32)), bytes(range(100, 132))
+    entry = wrap_entry(kek, "e1", key, date(2030, 1, 1))
+    assert key not in entry and kek not in entry and b"2030-01-01" in entry
+    assert kek_fingerprint(kek).encode() in entry and kek_fingerprint(kek) != kek_fingerprint(bytes(32))

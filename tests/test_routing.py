@@ -19,13 +19,14 @@ from consumers.stages import STAGES
 from consumers.stages.dedup import DedupStage
 from consumers.stages.route import RouteStage
 from consumers.state import MemoryPartitionStore, State
+from hub.auditing import principal_of
 from hub.control import applied_revision, apply_registry, document_of
 from hub.kafka import make_producer
 from hub.topics import ensure_topics, hub_topics
 from producers.directory import load_agencies
 from producers.sample import generate
 from schemas.codec import Codec
-from schemas.models import DisseminationLevel, FeedItem, RegistryRevision, RoutingDecision
+from schemas.models import AuditEvent, DisseminationLevel, FeedItem, RegistryRevision, RoutingDecision
 from schemas.topics import AUDIT, CANONICAL, FEED
 from tests.conftest import codec_with_keys, publish_events, topic_records
 from tests.test_sharing import canonical, event
@@ -213,15 +214,18 @@ def test_applying_a_registry_is_idempotent_audited_and_refuses_a_stale_version(h
     codec = Codec()
     audited = [codec.decode(r.value) for r in topic_records(hub_settings, hub_settings.topic(AUDIT.pattern))]
     revisions = [v for v in audited if isinstance(v, RegistryRevision)]
-    assert [(r.version, r.applied_by) for r in revisions] == [(1, "Sgt. Ortiz")]
+    assert [(r.version, r.applied_by) for r in revisions] == [(1, principal_of(hub_settings))]
+    [event] = [v for v in audited if isinstance(v, AuditEvent)]  # the person's name only in the detail
+    assert event.principal == principal_of(hub_settings) and "by Sgt. Ortiz" in event.detail
     assert json.loads(revisions[0].document)["version"] == 1
     assert sorted(load_agencies()) and load_registry() == Registry.model_validate(json.loads(revisions[0].document))
 
 
 @pytest.mark.kafka
-def test_a_router_without_its_registry_topic_says_how_to_create_it(hub_settings):
+def test_a_router_without_its_topics_says_which_and_how_to_create_them(hub_settings):
     from hub.exceptions import TopicMissingError
 
     with pytest.raises(TopicMissingError) as missing:
         StageRunner(RouteStage(), hub_settings).run()
-    assert "control.taskforces" in str(missing.value) and "hub topics init" in str(missing.value)
+    assert "changelog.route" in str(missing.value) and "hub topics init" in str(missing.value)
+

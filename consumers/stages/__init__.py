@@ -6,10 +6,11 @@ from consumers.stage import Stage
 from consumers.stages.alerts import AlertLifecycleStage
 from consumers.stages.correlate import CorrelateStage, DeconflictStage
 from consumers.stages.dedup import DedupStage
+from consumers.stages.intake import IntakeStage
 from consumers.stages.route import RouteStage
 from consumers.stages.seal import SealStage
 
 STAGES: dict[str, type[Stage]] = {
-    "dedup": DedupStage, "correlate": CorrelateStage, "deconflict": DeconflictStage, "alerts": AlertLifecycleStage,
+    "intake": IntakeStage, "dedup": DedupStage, "correlate": CorrelateStage, "deconflict": DeconflictStage, "alerts": AlertLifecycleStage,
     "route": RouteStage, "seal": SealStage,
 }

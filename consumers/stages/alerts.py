@@ -1,13 +1,17 @@
 """Alert lifecycle: open, acknowledged, resolved, and escalated when nobody acknowledges in time.
 
 Existing deconfliction systems notify both parties but do not track the conflict to resolution; this
-stage does. Actions arrive on the control topic (``hub alerts ack|resolve``), co-partitioned with the
-raised alerts by alert id. Deadlines run on event time (the newest alert or action time seen in the
-partition), so a replay escalates exactly the same alerts.
+stage does. Actions arrive on each agency's own control topic ``alerts.control.<ORI>`` (``hub alerts
+ack|resolve``), co-partitioned with the raised alerts by alert id. Only ``agency-<ORI>`` may write that topic,
+so the topic, not the action's content, says which agency acted: an action naming another agency, or from an
+agency that is not a party, is refused. A refusal changes nothing (its time escalates nothing either) and is
+audited as a FAILURE of that agency's principal. Deadlines run on event time (the newest alert or accepted
+action time seen in the partition), so a replay escalates exactly the same alerts.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 from pydantic import Field
@@ -16,8 +20,11 @@ from pydantic_settings import SettingsConfigDict
 from consumers.exceptions import StageError
 from consumers.stage import Message, Output, Stage, StageConfig
 from consumers.state import State
+from hub.access import agency_principal
 from hub.auditing import audit_event
-from schemas.models import AlertAction, AlertActionKind, AlertStatus, AuditEventType, DeconflictionAlert
+from schemas.models import (
+    AlertAction, AlertActionKind, AlertStatus, AuditEventType, AuditOutcome, DeconflictionAlert,
+)
 from schemas.topics import ALERTS, AUDIT
 
 #: Who changes an alert when no person does (raising it, escalating it).
@@ -28,6 +35,8 @@ ALLOWED = {
     AlertActionKind.RESOLVE: {AlertStatus.OPEN, AlertStatus.ESCALATED, AlertStatus.ACKNOWLEDGED},
 }
 RESULT = {AlertActionKind.ACKNOWLEDGE: AlertStatus.ACKNOWLEDGED, AlertActionKind.RESOLVE: AlertStatus.RESOLVED}
+#: The acting agency's ORI, at the end of a (prefixed) control topic's name.
+CONTROL_TOPIC = re.compile(r"alerts\.control\.([A-Z0-9]+)$")
 
 
 class AlertLifecycleConfig(StageConfig):
@@ -42,7 +51,7 @@ class AlertLifecycleConfig(StageConfig):
 
 class AlertLifecycleStage(Stage):
     name = "alerts"
-    input_pattern = r"alerts\.(raised|control)"
+    input_pattern = r"alerts\.raised|alerts\.control\.[A-Z0-9]+"
     outputs = (ALERTS.pattern, AUDIT.pattern)
 
     def __init__(self, config: AlertLifecycleConfig | None = None) -> None:
@@ -55,6 +64,12 @@ class AlertLifecycleStage(Stage):
 
     def process(self, message: Message, state: State) -> list[Output]:
         value = message.value
+        if isinstance(value, AlertAction):
+            refused = self._refusal(value, _acting_ori(message), state)
+            if refused is not None:
+                return [refused]
+        elif not isinstance(value, DeconflictionAlert):
+            raise StageError(f"unexpected {type(value).__name__} on the alerts stage's inputs")
         now = datetime.fromtimestamp(self.event_time(message), tz=timezone.utc)
         outputs = self._escalate_due(now, state)
         if isinstance(value, DeconflictionAlert):
@@ -64,26 +79,39 @@ class AlertLifecycleStage(Stage):
                                               else timedelta(hours=self.config.ack_hours))
                 state.put("due", f"{deadline.timestamp():014.0f}|{value.alert_id}", value.alert_id,
                           deadline + self.retention)
-        elif isinstance(value, AlertAction):
-            outputs += self._act(value, state)
         else:
-            raise StageError(f"unexpected {type(value).__name__} on the alerts stage's inputs")
+            outputs += self._act(value, state)
         return outputs
 
-    def _act(self, action: AlertAction, state: State) -> list[Output]:
+    def _refusal(self, action: AlertAction, ori: str, state: State) -> Output | None:
+        """The audit record refusing an action the agency ``ori`` may not take (None: it may)."""
         stored = state.get("alert", action.alert_id)
-        if stored is None:
-            raise StageError(f"no alert {action.alert_id} (acted on by {action.agency_ori} {action.actor})")
-        alert = DeconflictionAlert.model_validate(stored)
-        if action.agency_ori not in {p.agency.ori for p in alert.parties}:
-            raise StageError(f"{action.agency_ori} is not a party to alert {alert.alert_id}")
-        if alert.status not in ALLOWED[action.action]:
-            raise StageError(f"cannot {action.action.lower()} alert {alert.alert_id}: it is {alert.status}")
+        alert = DeconflictionAlert.model_validate(stored) if stored is not None else None
+        if action.agency_ori != ori:
+            reason = f"it names agency {action.agency_ori} but was written by {agency_principal(ori)}"
+        elif alert is None:
+            reason = "there is no such alert"
+        elif ori not in {p.agency.ori for p in alert.parties}:
+            reason = f"{ori} is not a party to the alert"
+        elif alert.status not in ALLOWED[action.action]:
+            reason = f"the alert is {alert.status}"
+        else:
+            return None
+        record = audit_event(self.name, AuditEventType.ALERT_STATUS_CHANGED, agency_principal(ori),
+                             f"{action.action.lower()} of alert {action.alert_id} by {action.actor} refused: {reason}",
+                             subject_ids=[action.alert_id], outcome=AuditOutcome.FAILURE, at=action.at,
+                             identity=f"refused|{ori}|{action.alert_id}|{action.action}|{action.actor}|"
+                                      f"{action.at.isoformat()}")
+        return Output(AUDIT.pattern, action.alert_id.encode(), record)
+
+    def _act(self, action: AlertAction, state: State) -> list[Output]:
+        """Apply an action :meth:`_refusal` let through (its ORI is the acting topic's)."""
+        alert = DeconflictionAlert.model_validate(state.get("alert", action.alert_id))
         note = f": {action.note}" if action.note else ""
         return self._store(alert.model_copy(update={
             "status": RESULT[action.action], "updated_at": action.at,
             "explanation": f"{action.action.lower()}d by {action.actor} ({action.agency_ori}){note}"}), state,
-            principal=f"{action.agency_ori}/{action.actor}")
+            principal=agency_principal(action.agency_ori), by=action.actor)
 
     def _escalate_due(self, now: datetime, state: State) -> list[Output]:
         outputs = []
@@ -99,12 +127,22 @@ class AlertLifecycleStage(Stage):
                     state, principal=HUB_PRINCIPAL)
         return outputs
 
-    def _store(self, alert: DeconflictionAlert, state: State, *, principal: str) -> list[Output]:
-        """The alert's new state, and its audit record (CJIS: who changed it, when, to what)."""
+    def _store(self, alert: DeconflictionAlert, state: State, *, principal: str, by: str = "") -> list[Output]:
+        """The alert's new state, and its audit record (CJIS: who changed it, when, to what); ``by`` is the
+        officer's free-text name, kept in the detail next to the authenticated principal."""
         state.put("alert", alert.alert_id, alert.model_dump(mode="json"), alert.updated_at + self.retention)
         record = audit_event(self.name, AuditEventType.ALERT_STATUS_CHANGED, principal,
-                             f"{alert.alert_kind} alert {alert.alert_id} is now {alert.status}",
+                             f"{alert.alert_kind} alert {alert.alert_id} is now {alert.status}"
+                             + (f" (by {by})" if by else ""),
                              subject_ids=[alert.alert_id, *(p.event_id for p in alert.parties)], at=alert.updated_at,
                              identity=f"alert|{alert.alert_id}|{alert.status}|{alert.updated_at.isoformat()}")
         return [Output(ALERTS.pattern, alert.alert_id.encode(), alert),
                 Output(AUDIT.pattern, alert.alert_id.encode(), record)]
+
+
+def _acting_ori(message: Message) -> str:
+    """The agency whose control topic an action came from: the only principal allowed to write it."""
+    found = CONTROL_TOPIC.search(message.topic)
+    if found is None:
+        raise StageError(f"an alert action on {message.topic}, not on an agency's alerts.control.<ORI> topic")
+    return found.group(1)

@@ -11,7 +11,7 @@ Rules, in order (each decision is explained in the canonical event it produces):
    threshold;
 5. otherwise it is a new canonical event.
 Candidates are looked up in the partition's state only: the ingest key (location area) puts every
-report of one seizure in the same partition.
+report of one seizure in the same partition, and intake keeps that partition number in ``events.ingested``.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def match_score(candidate: Candidate, event: CaseEvent, config: DedupConfig) -> 
 
 class DedupStage(Stage):
     name = "dedup"
-    input_pattern = r"ingest\..+"
+    input_pattern = r"events\.ingested"
     outputs = (CANONICAL.pattern,)
 
     def __init__(self, config: DedupConfig | None = None) -> None:

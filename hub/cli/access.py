@@ -1,4 +1,4 @@
-"""``hub access``: SCRAM users and ACLs for the hub service, each publishing agency and each task force."""
+"""``hub access``: SCRAM users and ACLs for the hub service, each publishing agency, task force and auditor."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hub.access import apply_access, passwords_file, show_acls
+from hub.access import DEFAULT_AUDITORS, apply_access, load_auditors, passwords_file, show_acls
 from hub.broker import LocalBroker
-from hub.auditing import audit_event, principal_of, write_audit
+from hub.auditing import principal_of, write_audit
 from hub.cli import app, console
 from hub.credentials import load_passwords
 from hub.settings import HubSettings, get_settings
+from hub.topics import ensure_topics
 from consumers.registry import DEFAULT_REGISTRY, load_registry
 from producers.directory import DEFAULT_DIRECTORY, load_agencies
-from schemas.models import AuditEventType
+from schemas.topics import AUDIT
 
-access_app = typer.Typer(help="Broker-enforced access: one SCRAM user per agency and task force, least-privilege "
-                         "ACLs (see hub/access.py).", no_args_is_help=True)
+access_app = typer.Typer(help="Broker-enforced access: one SCRAM user per agency, task force and auditor, "
+                         "least-privilege ACLs (see hub/access.py).", no_args_is_help=True)
 app.add_typer(access_app, name="access")
 
 
@@ -37,24 +38,24 @@ def admin_settings() -> HubSettings:
 def apply(
     agencies: Path = typer.Option(DEFAULT_DIRECTORY, "--agencies", help="Agency directory: one principal per ORI."),
     registry: Path = typer.Option(DEFAULT_REGISTRY, "--registry", help="Task-force registry: one principal per unit."),
+    auditors: Path = typer.Option(DEFAULT_AUDITORS, "--auditors", help="Auditors: one principal per name."),
     task_forces: list[str] = typer.Option([], "--task-forces", help="Only these unit ids (best-san-diego) instead of "
                                           "the registry's: repeat the option or separate them with commas."),
     show_passwords: bool = typer.Option(False, "--show-passwords", help="Also print every principal's password."),
 ) -> None:
-    """Create missing users and make the ACLs of hub, agency-* and tf-* principals exactly the model's.
+    """Create missing users and make the ACLs of hub, agency-*, tf-* and auditor-* principals exactly the model's.
 
-    Principals come from the agency directory and the task-force registry: agency-<ORI> may write only its
-    ingest topic, tf-<unit> may read only feed.<unit> with consumer groups feed.<unit>[.*], hub does the rest."""
+    Principals come from the agency directory, the task-force registry and the auditors file: agency-<ORI> may
+    write its ingest topic (and read it back) and its alerts.control.<ORI>, tf-<unit> may read only feed.<unit>
+    with consumer groups feed.<unit>[.*], auditor-<name> may read audit and audit.chain and write only
+    audit.queries, hub does the rest. Every change is audited under the principal that made it."""
     settings = admin_settings()
     units = [unit for value in task_forces for unit in value.split(",") if unit] or \
         sorted(unit.unit_id for unit in load_registry(registry).task_forces)
-    report = apply_access(settings, settings.topic_prefix, sorted(load_agencies(agencies)), units)
-    if report.changed:
-        write_audit([audit_event("hub access", AuditEventType.ACCESS_CHANGED, principal_of(settings),
-                                 f"ACLs created: {len(report.created)}, deleted: {len(report.deleted)}; principals: "
-                                 + ", ".join(f"{p.name} {p.credential}" for p in report.principals),
-                                 subject_ids=sorted({str(acl) for acl in [*report.created, *report.deleted]}))],
-                    settings)
+    names = load_auditors(auditors)
+    ensure_topics([(settings.topic(AUDIT.pattern), AUDIT)], settings)  # no change may go unaudited
+    report = apply_access(settings, settings.topic_prefix, sorted(load_agencies(agencies)), units, auditors=names)
+    write_audit(report.audit_events(principal_of(settings)), settings)
     known = load_passwords(passwords_file(settings)) if show_passwords else {}
     table = Table("principal", "credential", "ACLs", *(["password"] if show_passwords else []))
     for p in report.principals:

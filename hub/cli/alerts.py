@@ -6,13 +6,17 @@ from datetime import datetime, timezone
 from typing import Optional
 
 import typer
+from kafka.errors import AuthorizationError, KafkaTimeoutError
 from rich.table import Table
 
+from hub.access import AGENCY, agency_principal
 from hub.cli import app, console
+from hub.exceptions import AccessError, TopicMissingError
 from hub.kafka import make_consumer, make_producer
 from hub.settings import get_settings
 from hub.vault import hub_codec
-from schemas.models import AlertAction, AlertActionKind, DeconflictionAlert
+from schemas.codec import Codec
+from schemas.models import ORI_PATTERN, AlertAction, AlertActionKind, DeconflictionAlert
 from schemas.topics import ALERT_CONTROL, ALERTS
 
 alerts_app = typer.Typer(help="Deconfliction alerts: list them, acknowledge or resolve them.", no_args_is_help=True)
@@ -47,18 +51,37 @@ def list_alerts(agency: Optional[str] = typer.Option(None, "--agency", help="Onl
 
 
 def _act(kind: AlertActionKind, alert_id: str, agency: str, actor: str, note: str | None) -> None:
+    """Write the action to the agency's own control topic: the broker lets only agency-<ORI> write it, which is
+    how the alerts stage knows who acted (an action holds no report data, so no hub key is needed)."""
     settings = get_settings()
+    if not ORI_PATTERN.match(agency):
+        raise typer.BadParameter(f"{agency!r} is not an ORI (9 characters, e.g. CACBP0100)", param_hint="--agency")
+    user = settings.sasl_username
+    if user and user.startswith(AGENCY) and user != agency_principal(agency):
+        raise AccessError(f"connected as {user}, which may act only for its own agency, not {agency}",
+                          hint=f"Pass --agency {user.removeprefix(AGENCY)}, or connect as {agency_principal(agency)}.")
+    topic = settings.topic(ALERT_CONTROL.name(ori=agency))
     action = AlertAction(alert_id=alert_id, action=kind, agency_ori=agency, actor=actor,
                          at=datetime.now(timezone.utc), note=note)
-    producer = make_producer(settings)
-    producer.send(settings.topic(ALERT_CONTROL.pattern), key=alert_id.encode(), value=hub_codec(settings).encode(action)).get(30)
-    producer.close()
-    console.print(f"{kind.lower()} sent for alert {alert_id}; `hub alerts list` shows the new state once "
-                  "the alerts stage has processed it (a refused action lands in deadletter.alerts with the reason)")
+    producer = make_producer(settings, max_block_ms=15_000)
+    try:
+        producer.send(topic, key=alert_id.encode(), value=Codec().encode(action)).get(30)
+    except AuthorizationError as exc:
+        raise AccessError(f"the broker refused {user or 'this client'} writing {topic}",
+                          hint=f"Connect as {agency_principal(agency)} (`hub access apply` grants it that topic).") \
+            from exc
+    except KafkaTimeoutError as exc:
+        raise TopicMissingError(f"{topic} did not answer: it does not exist, or the broker is unreachable") from exc
+    finally:
+        producer.close()
+    console.print(f"{kind.lower()} sent for alert {alert_id} as {agency_principal(agency)}; `hub alerts list` shows "
+                  "the new state once the alerts stage has processed it (a refused action changes nothing and is "
+                  "recorded in the audit log as a failure, with the reason)")
 
 
 ActorOption = typer.Option(..., "--by", help="Name of the person acting (recorded in the alert).")
-AgencyOption = typer.Option(..., "--agency", help="ORI of the acting agency; it must be a party to the alert.")
+AgencyOption = typer.Option(..., "--agency", help="ORI of the acting agency; it must be a party to the alert, and "
+                            "the connection must be its principal agency-<ORI> when the broker enforces access.")
 
 
 @alerts_app.command("ack")

@@ -7,7 +7,7 @@ import time
 import typer
 from rich.table import Table
 
-from hub.broker import LocalBroker
+from hub.broker import LOOPBACK, LocalBroker
 from hub.cli import app, console
 from hub.settings import KAFKA_VERSION, get_settings
 
@@ -43,17 +43,22 @@ def start(
                              "(default HUB_BROKER_AUTH)."),
     tls: bool = typer.Option(get_settings().broker_tls, "--tls/--no-tls",
                              help="TLS on the client listener with a generated CA (default HUB_BROKER_TLS)."),
+    host: str = typer.Option(LOOPBACK, "--host",
+                             help="Local IPv4 address the client listener binds and advertises (e.g. a bridge's, "
+                             "for clients in network namespaces); the TLS certificate names it too. Controllers "
+                             "stay on 127.0.0.1."),
 ) -> None:
     """Start the cluster and wait until it answers; starting a running cluster just reports it."""
     broker = LocalBroker()
     layout = broker.layout
-    if broker.running and layout is not None and (layout.auth, layout.tls) == (auth, tls):
+    if broker.running and layout is not None and (layout.auth, layout.tls, layout.host) == (auth, tls, host):
         console.print(f"Kafka is already running at [bold]{broker.bootstrap_servers}[/]")
         return
     began = time.monotonic()
     with console.status("starting Kafka") as status:
         layout = broker.start(nodes=nodes, port=port, heap=heap, timeout=timeout,
-                              progress=lambda m: status.update(m), auth=auth, tls=tls)  # type: ignore[arg-type]
+                              progress=lambda m: status.update(m), auth=auth, tls=tls,  # type: ignore[arg-type]
+                              host=host)
     console.print(f"Kafka is up at [bold]{layout.bootstrap_servers}[/] ({time.monotonic() - began:.1f}s)")
     if layout.secured:
         _print_exports(broker)

@@ -76,9 +76,9 @@ def demo(count: int = typer.Option(2000, "--count", help="Sample events to gener
     console.print(table)
     _show_examples(settings, topics)
 
-    console.rule("5. dedup, correlate, deconflict, alert lifecycle (hub run all)")
-    ensure_topics(hub_topics(settings.topic_prefix, [], sorted(STAGES)), settings)
-    for name in ("dedup", "correlate", "deconflict", "alerts"):
+    console.rule("5. intake, dedup, correlate, deconflict, alert lifecycle (hub run all)")
+    ensure_topics(hub_topics(settings.topic_prefix, sorted(agencies), sorted(STAGES)), settings)
+    for name in ("intake", "dedup", "correlate", "deconflict", "alerts"):
         processed = _catch_up(settings, name)
         console.print(f"  {name}: {processed:,} messages processed")
     _show_canonical(settings)

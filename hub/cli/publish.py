@@ -18,7 +18,7 @@ from producers.directory import DEFAULT_DIRECTORY, agency as find_agency, load_a
 from producers.publisher import PublishReport, Publisher
 from producers.readers import Rejected, read_events
 from schemas.models import CaseEvent
-from schemas.topics import INGEST
+from schemas.topics import ALERT_CONTROL, INGEST
 
 EXIT_REJECTED = 2
 EXIT_SPOOLED = 3
@@ -32,7 +32,8 @@ app.add_typer(topics_app, name="topics")
 
 @topics_app.command("init")
 def topics_init(
-    agency: Optional[list[str]] = typer.Option(None, "--agency", help="Only this agency's ingest topic (repeatable)."),
+    agency: Optional[list[str]] = typer.Option(None, "--agency", help="Only this agency's ingest and alert "
+                                               "control topics (repeatable)."),
     agencies: Path = AgenciesOption,
     registry: Path = typer.Option(DEFAULT_REGISTRY, "--registry", help="Task-force registry: one feed topic per unit."),
 ) -> None:
@@ -44,7 +45,8 @@ def topics_init(
 
     settings = get_settings()
     if agency:
-        wanted = [(INGEST.name(settings.topic_prefix, ori=ori), INGEST) for ori in agency]
+        wanted = [(spec.name(settings.topic_prefix, ori=ori), spec) for ori in agency
+                  for spec in (INGEST, ALERT_CONTROL)]
     else:
         units = sorted(unit.unit_id for unit in load_registry(registry).task_forces)
         wanted = hub_topics(settings.topic_prefix, sorted(load_agencies(agencies)), sorted(STAGES), units)

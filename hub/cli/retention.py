@@ -1,25 +1,21 @@
 """``hub retention``: 28 CFR 23.20(h) review dates, and purges that reach every copy of a record.
 
-Kafka's log is append-only, so a report is purged by destroying its record key in the vault
-(``hub/vault.py``): its ingest record, every canonical event, alert and feed item carrying it, their replicas,
-replays and archives become unreadable at once. Each purge and each extension is audited (``audit`` topic).
+The work is done by ``consumers/retention.py``: see its docstring for what a purge reaches and how.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Optional
 
 import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from hub.auditing import audit_event, write_audit
+from consumers.retention import due_reports, extend_review, purge, review_horizon
 from hub.cli import app, console
 from hub.exceptions import ConfigError
 from hub.settings import get_settings
-from hub.vault import default_vault
-from schemas.models import MAX_RETENTION, AuditEventType
 
 retention_app = typer.Typer(help="Review-by dates of reports, and purging those past them (crypto-shredding).",
                             no_args_is_help=True)
@@ -38,7 +34,7 @@ def _table(due: list[tuple[str, date]], today: date) -> Table:
 @retention_app.command("sweep")
 def sweep(
     within: int = typer.Option(30, "--within", min=0, help="Also list reports due for review within this many days."),
-    purge: bool = typer.Option(False, "--purge", help="Purge every report past its review-by date (default: only "
+    purge_now: bool = typer.Option(False, "--purge", help="Purge every report past its review-by date (default: only "
                                "list them). Needs --authorized-by: nothing is purged without authorization."),
     authorized_by: Optional[str] = typer.Option(None, "--authorized-by", help="The control official authorizing "
                                                 "the purge (recorded in the audit log)."),
@@ -48,36 +44,30 @@ def sweep(
     """List reports due for review, and with --purge destroy the record keys of those past their review-by date
     so that no copy of them can be read again: not from the feeds, a replay or an archive. Every purge is written
     to the audit log (who authorized it, which report, when) before its key is destroyed."""
-    today = datetime.now(timezone.utc).date()
-    vault = default_vault()
-    due = vault.due(today + timedelta(days=within))
+    today, horizon = review_horizon(within)
+    settings = get_settings()
+    due = due_reports(settings, horizon)
     past = [(event_id, review_by) for event_id, review_by in due if review_by < today]
-    console.print(f"{len(due):,} reports due for review by {today + timedelta(days=within)}, {len(past):,} past "
-                  f"their review-by date", highlight=False)
+    console.print(f"{len(due):,} reports due for review by {horizon}, {len(past):,} past their review-by date",
+                  highlight=False)
     if due:
         console.print(_table(due, today))
         if len(due) > SHOWN:
             console.print(f"... and {len(due) - SHOWN:,} more")
-    if not purge:
+    if not purge_now:
         if past:
             console.print("dry run: nothing purged (add --purge --authorized-by NAME)")
         return
     if not authorized_by:
         raise ConfigError("--purge needs --authorized-by: 28 CFR 23 allows no purge without authorization",
                           hint="Name the control official, e.g. --authorized-by 'J. Smith, HSI SAC San Diego'.")
-    settings = get_settings()
-    write_audit([audit_event("retention", AuditEventType.RECORD_PURGED, authorized_by,
-                             f"report purged: review-by {review_by} passed; {reason}", subject_ids=[event_id])
-                 for event_id, review_by in past], settings)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("destroying record keys", total=len(past))
-        for event_id, _ in past:
-            vault.destroy(event_id, reason=f"{reason} (authorized by {authorized_by})")
-            progress.advance(task)
-    scrubbed = vault.scrub()
-    console.print(f"purged {len(past):,} reports (audited; authorized by {authorized_by})"
-                  + ("" if scrubbed else "; the vault's log is still in use by another process, run the sweep "
-                                         "again later to scrub it"), highlight=False)
+        result = purge(settings, [event_id for event_id, _ in past], authorized_by=authorized_by, reason=reason,
+                       progress=lambda done: progress.update(task, completed=done))
+    console.print(f"purged {len(result.purged):,} reports (audited; authorized by {authorized_by}); "
+                  f"{result.tombstones:,} feed items withdrawn with a purge notice to "
+                  f"{len(result.tombstoned):,} task force(s)", highlight=False)
 
 
 @retention_app.command("extend")
@@ -87,13 +77,5 @@ def extend(
     authorized_by: str = typer.Option(..., "--authorized-by", help="Who re-validated it (recorded in the audit log)."),
 ) -> None:
     """Record that a report was reviewed and still meets the submission criteria: keep it until --to."""
-    today = datetime.now(timezone.utc).date()
-    review_by = to.date()
-    if review_by > today + MAX_RETENTION:
-        raise ConfigError(f"{review_by} is more than 5 years from today",
-                          hint="28 CFR 23.20(h): a review keeps a report for at most five more years.")
-    vault = default_vault()
-    vault.extend(event_id, review_by)
-    write_audit([audit_event("retention", AuditEventType.REVIEW_EXTENDED, authorized_by,
-                             f"review re-validated: kept until {review_by}", subject_ids=[event_id])])
-    console.print(f"{event_id} kept until {review_by} (audited)", highlight=False)
+    extend_review(get_settings(), event_id, to.date(), authorized_by=authorized_by)
+    console.print(f"{event_id} kept until {to.date()} (audited)", highlight=False)

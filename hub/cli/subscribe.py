@@ -64,5 +64,7 @@ def subscribe(
             pass
     if output == "table":
         console.print(table)
-        console.print(f"{count} item(s)" + (f"; {subscriber.purged} purged under retention (unreadable)"
-                                            if subscriber.purged else ""))
+        console.print(f"{count} item(s)")
+    for notice in subscriber.notices:
+        console.print(f"[red]purge notice[/red] {notice.record_id}: {notice.notice} (reports "
+                      f"{', '.join(notice.event_ids)}): delete every copy you hold", highlight=False)

@@ -20,7 +20,8 @@ app.add_typer(taskforces_app, name="taskforces")
 @taskforces_app.command("apply")
 def apply(
     path: Path = typer.Argument(DEFAULT_REGISTRY, exists=True, dir_okay=False, help="Registry YAML file."),
-    by: str = typer.Option(None, "--by", help="Who applies it (recorded in the audit log; default: login name)."),
+    by: str = typer.Option(None, "--by", help="Your name, kept in the audit record's detail (the record names the "
+                           "authenticated principal: HUB_SASL_USERNAME, else the login name)."),
 ) -> None:
     """Validate a registry file and put it in effect for every router, without restarting them.
 

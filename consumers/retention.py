@@ -1,0 +1,118 @@
+"""Retention under 28 CFR 23.20(h): list reports due for review, purge those past it, record re-validations.
+
+A purge reaches every copy the hub keeps. Sealed copies (``events.ingested``, canonical events, alerts, their
+replicas, replays and archives) become unreadable at once: the report's record key is replaced on ``hub.keys``
+by a marker holding no key, and every running stage drops the key at its next poll. Feed items are delivered
+in the clear, so each feed item that carried the report (found in the audit log's routing decisions) gets a
+tombstone with a purge notice for the unit, and compaction removes the item. Every purge and extension is
+audited first, under the authenticated principal, with the authorizing official named in the detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+from hub.auditing import audit_event, principal_of, write_audit
+from hub.exceptions import ConfigError
+from hub.kafka import make_producer, read_topic
+from hub.settings import HubSettings
+from hub.vault import KafkaKeyVault
+from schemas.codec import Codec
+from schemas.models import MAX_RETENTION, AuditEventType, RoutingDecision, ShareForm
+from schemas.topics import AUDIT, FEED, PURGE_NOTICE_HEADER, PURGED_EVENTS_HEADER
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class PurgeResult:
+    """What a purge did: reports whose keys were destroyed, and the feed items tombstoned, by unit."""
+
+    purged: list[str]
+    tombstoned: dict[str, set[str]] = field(default_factory=dict)  # unit -> record ids
+
+    @property
+    def tombstones(self) -> int:
+        return sum(len(records) for records in self.tombstoned.values())
+
+
+def due_reports(settings: HubSettings, on: date) -> list[tuple[str, date]]:
+    """Reports to review or purge by ``on``, by date then id."""
+    vault = KafkaKeyVault(settings)
+    try:
+        return vault.due(on)
+    finally:
+        vault.close()
+
+
+def purge(settings: HubSettings, event_ids: list[str], *, authorized_by: str, reason: str,
+          progress: Progress | None = None) -> PurgeResult:
+    """Audit, then destroy the reports' record keys, then tombstone every feed item that carried them."""
+    if not authorized_by.strip():
+        raise ConfigError("a purge needs the authorizing official: 28 CFR 23 allows no purge without authorization",
+                          hint="Name the control official, e.g. --authorized-by 'J. Smith, HSI SAC San Diego'.")
+    principal = principal_of(settings)
+    write_audit([audit_event("retention", AuditEventType.RECORD_PURGED, principal,
+                             f"report purged, authorized by {authorized_by}: {reason}", subject_ids=[event_id])
+                 for event_id in event_ids], settings)
+    vault = KafkaKeyVault(settings)
+    try:
+        for done, event_id in enumerate(event_ids, 1):
+            vault.destroy(event_id, reason=f"{reason} (authorized by {authorized_by}; {principal})")
+            if progress is not None:
+                progress(done)
+    finally:
+        vault.close()
+    result = PurgeResult(list(event_ids), delivered_records(settings, set(event_ids)))
+    _tombstone_feeds(settings, result, reason)
+    return result
+
+
+def delivered_records(settings: HubSettings, event_ids: set[str]) -> dict[str, set[str]]:
+    """Unit -> ids of the records carrying any of ``event_ids`` that the router put on the unit's feed."""
+    codec, delivered = Codec(), {}
+    for record in read_topic(settings.topic(AUDIT.pattern), settings):
+        decision = codec.decode(record.value)
+        if isinstance(decision, RoutingDecision) and decision.form != ShareForm.WITHHELD \
+                and event_ids.intersection(decision.event_ids):
+            delivered.setdefault(decision.unit_id, set()).add(decision.record_id)
+    return delivered
+
+
+def _tombstone_feeds(settings: HubSettings, result: PurgeResult, reason: str) -> None:
+    notice = f"purged under 28 CFR 23.20(h): {reason}"
+    producer = make_producer(settings)
+    try:
+        for unit, record_ids in sorted(result.tombstoned.items()):
+            for record_id in sorted(record_ids):
+                headers = [(PURGED_EVENTS_HEADER, ",".join(sorted(result.purged)).encode()),
+                           (PURGE_NOTICE_HEADER, notice.encode())]
+                producer.send(FEED.name(settings.topic_prefix, unit=unit), key=record_id.encode(), value=None,
+                              headers=headers)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def extend_review(settings: HubSettings, event_id: str, review_by: date, *, authorized_by: str) -> None:
+    """Record a re-validation: the report is kept until ``review_by`` (at most five years from today)."""
+    today = datetime.now(timezone.utc).date()
+    if review_by > today + MAX_RETENTION:
+        raise ConfigError(f"{review_by} is more than 5 years from today",
+                          hint="28 CFR 23.20(h): a review keeps a report for at most five more years.")
+    vault = KafkaKeyVault(settings)
+    try:
+        vault.extend(event_id, review_by)
+    finally:
+        vault.close()
+    write_audit([audit_event("retention", AuditEventType.REVIEW_EXTENDED, principal_of(settings),
+                             f"review re-validated by {authorized_by}: kept until {review_by}",
+                             subject_ids=[event_id])], settings)
+
+
+def review_horizon(within_days: int) -> tuple[date, date]:
+    """(today, the last day counted as due) in UTC."""
+    today = datetime.now(timezone.utc).date()
+    return today, today + timedelta(days=within_days)

@@ -1,0 +1,40 @@
+"""Intake: the trust boundary where an agency's plain report becomes a sealed record of the hub.
+
+Agencies hold no hub key, so they publish in the clear to their own ``ingest.<ORI>`` topic (only their principal
+may write it; it is kept a week). Intake checks each record against the contract and against the topic it came
+on, and writes it sealed under a new record key to ``events.ingested``: the history dedup and replays read, which
+a purge makes unreadable by destroying that key. The key is written to ``hub.keys`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from consumers.exceptions import StageError
+from consumers.stage import Message, Output, Stage
+from consumers.state import State
+from producers.publisher import AGENCY_HEADER, EVENT_ID_HEADER
+from schemas.models import CaseEvent
+from schemas.topics import INGESTED
+
+
+class IntakeStage(Stage):
+    name = "intake"
+    input_pattern = r"ingest\..+"
+    outputs = (INGESTED.pattern,)
+    retention = timedelta(0)  # stateless
+
+    def event_time(self, message: Message) -> float:
+        return message.value.event_time.timestamp()
+
+    def process(self, message: Message, state: State) -> list[Output]:
+        event = message.value
+        if not isinstance(event, CaseEvent):
+            raise StageError(f"an ingest topic carries CaseEvents, not a {type(event).__name__}")
+        publisher = message.topic.rsplit(".", 1)[-1]
+        if event.agency_ori != publisher:
+            raise StageError(f"report {event.event_id} claims agency {event.agency_ori} but was published on "
+                             f"{publisher}'s ingest topic, which only {publisher} can write")
+        # Same partition number: every agency's report of one seizure stays where one dedup instance sees it.
+        headers = [(EVENT_ID_HEADER, event.event_id.encode()), (AGENCY_HEADER, publisher.encode())]
+        return [Output(INGESTED.pattern, message.key or b"", event, headers=headers, partition=message.partition)]
