@@ -4,6 +4,10 @@ Each batch is one Kafka transaction holding the stage's outputs, its state chang
 changelog topic, partition for partition) and the input offsets (``send_offsets_to_transaction``), so a
 process killed at any point either committed all of a batch or none of it. The local state store is
 updated only after the transaction commits and is restored from the changelog on start or reassignment.
+State values carrying a report's data are written to the changelog sealed under the report's record key, and
+state keys hash identifiers with a key derived from the KEK, so a purge reaches state too: a sealed entry whose
+key was destroyed restores as a delete, and the local stores drop a purged report's entries as soon as the key
+vault learns of the purge (or, for a store that was closed then, when it is next opened).
 Messages that cannot be decoded or processed go to the stage's dead-letter topic with the reason and
 their origin; they never stop the stage.
 
@@ -36,9 +40,9 @@ from hub.kafka import make_consumer, make_producer
 from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
 from hub.vault import hub_codec
-from consumers.exceptions import StageError
+from consumers.exceptions import StageError, StateError
 from consumers.stage import Message, Output, Stage
-from consumers.state import SqlitePartitionStore, State, StateWrite
+from consumers.state import SqlitePartitionStore, State, StateWrite, keyed_hash, without_purged
 from schemas.exceptions import RecordKeyUnknownError, RecordPurgedError, SchemaError
 from schemas.models import AuditEventType, AuditOutcome
 from schemas.topics import AUDIT, changelog_topic, deadletter_topic
@@ -47,6 +51,8 @@ STATE_ENTRIES = Gauge("hub_state_entries", "Entries in a stage's local state sto
 PROCESSED = Counter("hub_messages_processed_total", "Input messages processed", ["stage"])
 DEAD_LETTERS = Counter("hub_dead_letters_total", "Messages sent to the dead-letter topic", ["stage"])
 PURGED_SKIPPED = Counter("hub_purged_inputs_total", "Inputs skipped because retention purged them", ["stage"])
+PURGED_STATE = Counter("hub_purged_state_entries_total", "Local state entries dropped because retention purged "
+                       "a report they carried", ["stage"])
 UNKNOWN_KEYS = Counter("hub_unknown_key_inputs_total", "Inputs sealed under a record key the hub never had "
                        "(dead-lettered)", ["stage"])
 
@@ -69,8 +75,13 @@ class StageRunner(ConsumerRebalanceListener):
         self.state_dir = state_dir or self.settings.runtime_dir / "state" / f"{self.settings.topic_prefix}{stage.name}"
         self.codec = hub_codec(self.settings)
         self.log = get_logger(stage=stage.name, instance=instance)
+        # Identifiers in state keys are hashed under a key every hub host derives from the KEK.
+        self._state_key_hash = keyed_hash(self.codec.vault.state_key_hash_key())
+        self.codec.vault.on_destroyed(self._purge_local_state)
         self._stores: dict[int, SqlitePartitionStore] = {}
         self._states: dict[int, State] = {}
+        self._restoring: SqlitePartitionStore | None = None
+        self._destroyed_since: set[str] = set()  # reports purged since the writes being applied were sealed
         self._stream_time: dict[TopicPartition, float] = {}  # newest event time read, per input partition
         self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         self._buffers: dict[TopicPartition, deque[Any]] = {}  # fetched, not yet processed, per input partition
@@ -372,12 +383,18 @@ class StageRunner(ConsumerRebalanceListener):
         """Changelog the batch's state writes, add the offsets, commit; then apply the writes locally."""
         assert self._producer is not None and self._consumer is not None
         pending: dict[int, tuple[list[StateWrite], Any]] = {}
+        self._destroyed_since = set()
         for partition, state in self._states.items():
             state.expire(self._watermark(partition) - self.stage.grace.total_seconds())
-            writes = state.take_writes()
+            writes = []
             last = None
-            for write in writes:
-                last = self._producer.send(self.changelog, key=write.store_key.encode(), value=write.encode(),
+            for write in state.take_writes():
+                try:
+                    value = write.encode(self.codec.vault)  # sealed under its reports' keys, if it names any
+                except RecordPurgedError:
+                    write, value = write.deleted(), None  # a report it carries was purged since: the entry goes
+                writes.append(write)
+                last = self._producer.send(self.changelog, key=write.store_key.encode(), value=value,
                                            partition=partition)
             pending[partition] = (writes, last)
         if self._offsets:
@@ -386,7 +403,8 @@ class StageRunner(ConsumerRebalanceListener):
         for partition, (writes, last) in pending.items():
             if writes:
                 offset = last.get(timeout=30).offset + 1 if last is not None else None
-                self._stores[partition].apply(writes, offset)
+                # A key destroyed after its write was sealed: the changelog copy is unreadable, the local one goes.
+                self._stores[partition].apply(without_purged(writes, self._destroyed_since), offset)
             STATE_ENTRIES.labels(self.stage.name, str(partition)).set(self._stores[partition].size())
         self._offsets = {}
         self._in_transaction = False
@@ -426,15 +444,50 @@ class StageRunner(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for partition in sorted({tp.partition for tp in assigned} - set(self._stores)):
             store = SqlitePartitionStore(self.state_dir / f"partition-{partition}.sqlite")
-            restored = self._restore(store, partition)
+            self._restoring = store  # a purge learned while restoring reaches this store too
+            try:
+                purged = self._purge_destroyed(store)
+                restored = self._restore(store, partition)
+            except BaseException:
+                store.close()
+                raise
+            finally:
+                self._restoring = None
             self._stores[partition] = store
-            self._states[partition] = State(store)
-            self.log.info("partition assigned", partition=partition, restored=restored, entries=store.size())
+            self._states[partition] = State(store, hasher=self._state_key_hash)
+            self.log.info("partition assigned", partition=partition, restored=restored, purged=purged,
+                          entries=store.size())
         if self.on_assigned is not None:
             self.on_assigned()
 
+    def _purge_destroyed(self, store: SqlitePartitionStore) -> int:
+        """Drop the entries of reports purged while the store was closed; returns how many."""
+        reports = store.reports()
+        destroyed = [r for r in sorted(reports) if self.codec.vault.destroyed(r)] if reports else []
+        purged = store.purge(destroyed)
+        PURGED_STATE.labels(self.stage.name).inc(purged)
+        return purged
+
+    def _purge_local_state(self, key_id: str) -> None:
+        """The key vault learned that ``key_id`` was destroyed: drop its report's entries from every local store
+        and pending write. Nothing goes to Kafka: the changelog's copies are sealed under the destroyed key."""
+        self._destroyed_since.add(key_id)
+        purged = 0
+        for store in [*self._stores.values(), *([self._restoring] if self._restoring is not None else [])]:
+            purged += store.purge([key_id])
+        for state in self._states.values():
+            purged += state.forget_reports([key_id])
+        if purged:
+            PURGED_STATE.labels(self.stage.name).inc(purged)
+            self.log.info("purged report dropped from local state", report=key_id, entries=purged)
+        for partition, store in self._stores.items():
+            STATE_ENTRIES.labels(self.stage.name, str(partition)).set(store.size())
+
     def _restore(self, store: SqlitePartitionStore, partition: int) -> int:
-        """Apply the changelog from the store's checkpoint to the end; returns how many changes were applied."""
+        """Apply the changelog from the store's checkpoint to the end; returns how many changes were applied.
+
+        A sealed entry whose record key was destroyed is applied as a delete; one sealed under a key the hub never
+        had stops the restore (:class:`StateError` naming the entry and its offset)."""
         tp = TopicPartition(self.changelog, partition)
         reader = make_consumer(settings=self.settings, group_id=None, client_id=f"{self.group_id}.restore")
         try:
@@ -447,12 +500,20 @@ class StageRunner(ConsumerRebalanceListener):
             applied = 0
             while reader.position(tp) < end:
                 for records in reader.poll(timeout_ms=1000).values():
-                    writes = [StateWrite.decode(r.key.decode(), r.value) for r in records]
-                    store.apply(writes, records[-1].offset + 1)
+                    self._destroyed_since = set()
+                    writes = [self._decode_change(r) for r in records]
+                    store.apply(without_purged(writes, self._destroyed_since), records[-1].offset + 1)
                     applied += len(writes)
             return applied
         finally:
             reader.close()
+
+    def _decode_change(self, record: Any) -> StateWrite:
+        try:
+            return StateWrite.decode(record.key.decode(), record.value, self.codec.vault)
+        except StateError as exc:
+            raise StateError(f"cannot restore the {self.stage.name} stage's state from {record.topic}/"
+                             f"{record.partition}/{record.offset}: {exc}") from exc
 
     def close(self) -> None:
         if self._globals is not None:

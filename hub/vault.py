@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from kafka import TopicPartition
 
 from hub.credentials import write_private
@@ -47,6 +49,8 @@ CREATE_FRESHNESS_S = 1.0
 #: A process reading keys reads the table to its end at least this often, so a purge reaches it within this.
 READ_FRESHNESS_S = 1.0
 KEK_CHECK_ID = "__kek__"  # the entry proving which KEK the table's keys are wrapped under
+#: HKDF info of the key stages hash identifiers in their state keys with (``consumers.state.State.hashed``).
+STATE_KEY_HASH_INFO = b"gov.taskforce.hub.state-key-hash"
 _NONCE_SIZE = 12
 
 
@@ -141,6 +145,12 @@ class MemoryKeyVault(KeyVault):
     def __init__(self) -> None:
         self._keys: dict[str, tuple[bytes, date]] = {}
         self._tombstones: dict[str, Tombstone] = {}
+        self._destroyed_listeners: list[Callable[[str], None]] = []
+
+    def on_destroyed(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(key_id)`` once whenever this vault learns that a key was destroyed, here or (read from
+        the table) by another process: a stage drops the report's entries from its local state store."""
+        self._destroyed_listeners.append(listener)
 
     def ensure(self, key_id: str, review_by: date) -> bytes:
         if key_id in self._tombstones:
@@ -186,8 +196,12 @@ class MemoryKeyVault(KeyVault):
 
     def _forget(self, tombstone: Tombstone) -> None:
         """Drop a key and remember that it was destroyed (subclasses also write the marker)."""
+        learned = tombstone.key_id not in self._tombstones
         self._keys.pop(tombstone.key_id, None)
         self._tombstones[tombstone.key_id] = tombstone
+        if learned:
+            for listener in self._destroyed_listeners:
+                listener(tombstone.key_id)
 
 
 # -- the KEK and the entries of hub.keys ------------------------------------------------------------
@@ -212,6 +226,12 @@ def load_kek(settings: HubSettings) -> bytes:
 def kek_fingerprint(kek: bytes) -> str:
     """Names a KEK without revealing it (shown in errors, stored in the table's check entry)."""
     return hmac.new(kek, b"gov.taskforce.hub.kek-fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def state_key_hash_key(kek: bytes) -> bytes:
+    """The 32-byte key stages hash identifiers in state keys with: every hub host derives the same one from the KEK,
+    agencies and task forces cannot (and it opens nothing: it is not the KEK)."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=STATE_KEY_HASH_INFO).derive(kek)
 
 
 def _b64(data: bytes) -> str:
@@ -257,6 +277,10 @@ class KafkaKeyVault(MemoryKeyVault):
         self._partitions: list[TopicPartition] = []
         self._lock = threading.RLock()
         self.log = get_logger(component="vault")
+
+    def state_key_hash_key(self) -> bytes:
+        """The key for hashing identifiers in stage state keys (derived from this host's KEK)."""
+        return state_key_hash_key(self._kek)
 
     # -- reading the table -------------------------------------------------------------------------
     def _open(self) -> None:

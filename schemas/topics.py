@@ -132,8 +132,9 @@ CHANGELOG = TopicSpec(
     pattern="changelog.{stage}",
     purpose="A stage's state changes, written in the same transaction as its outputs; restores local stores.",
     partitions=INGEST.partitions,  # partition N holds the state of input partition N
-    key="namespace + key of the state entry",
-    value="JSON of the entry and its event-time expiry; tombstone for deletes",
+    key="namespace + key of the state entry (identifiers in it hashed under a key derived from the KEK)",
+    value="JSON of the entry and its event-time expiry, sealed under the record keys of the reports it carries; "
+    "tombstone for deletes",
     cleanup_policy="compact",
     retention_ms=FOREVER,
 )

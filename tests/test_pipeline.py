@@ -30,7 +30,7 @@ HUB = [sys.executable, "-m", "hub"]
 
 
 def _setup(settings, agencies):
-    ensure_topics(hub_topics(settings.topic_prefix, sorted(agencies), ["dedup"]), settings)
+    ensure_topics(hub_topics(settings.topic_prefix, sorted(agencies), ["intake", "dedup"]), settings)
 
 
 def _start_dedup(settings):
@@ -118,7 +118,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_processing_continues(hu
     finally:
         stage.send_signal(signal.SIGTERM)
         stage.wait(timeout=60)
-    dead = topic_records(hub_settings, hub_settings.topic(deadletter_topic("dedup")))
+    dead = topic_records(hub_settings, hub_settings.topic(deadletter_topic("intake")))  # the trust boundary
     assert sorted(r.value for r in dead) == sorted(poison)
     headers = dict(dead[0].headers)
     assert headers["dlq.source_topic"].decode() == ingest and headers["dlq.reason"]

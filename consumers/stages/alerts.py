@@ -22,6 +22,7 @@ from consumers.stage import Message, Output, Stage, StageConfig
 from consumers.state import State
 from hub.access import agency_principal
 from hub.auditing import audit_event
+from schemas.protection import record_key_ids
 from schemas.models import (
     AlertAction, AlertActionKind, AlertStatus, AuditEventType, AuditOutcome, DeconflictionAlert,
 )
@@ -70,7 +71,7 @@ class AlertLifecycleStage(Stage):
                 return [refused]
         elif not isinstance(value, DeconflictionAlert):
             raise StageError(f"unexpected {type(value).__name__} on the alerts stage's inputs")
-        now = datetime.fromtimestamp(self.event_time(message), tz=timezone.utc)
+        now = self._stream_time(message, state)
         outputs = self._escalate_due(now, state)
         if isinstance(value, DeconflictionAlert):
             if state.get("alert", value.alert_id) is None:
@@ -78,10 +79,20 @@ class AlertLifecycleStage(Stage):
                 deadline = value.raised_at + (timedelta(minutes=self.config.urgent_ack_minutes) if value.urgent
                                               else timedelta(hours=self.config.ack_hours))
                 state.put("due", f"{deadline.timestamp():014.0f}|{value.alert_id}", value.alert_id,
-                          deadline + self.retention)
+                          deadline + self.retention, reports=record_key_ids(value))
+                outputs += self._escalate_due(now, state)  # raised after its deadline had passed: escalate now
         else:
             outputs += self._act(value, state)
         return outputs
+
+    def _stream_time(self, message: Message, state: State) -> datetime:
+        """The newest event time this partition has seen (Kafka Streams' stream time): an alert is due once it
+        passes the deadline, whatever order upstream instances happened to interleave their writes in."""
+        seen = state.get("clock", "stream-time") or 0.0
+        now = max(seen, self.event_time(message))
+        if now > seen:
+            state.put("clock", "stream-time", now)
+        return datetime.fromtimestamp(now, tz=timezone.utc)
 
     def _refusal(self, action: AlertAction, ori: str, state: State) -> Output | None:
         """The audit record refusing an action the agency ``ori`` may not take (None: it may)."""
@@ -119,18 +130,26 @@ class AlertLifecycleStage(Stage):
             if float(key.split("|", 1)[0]) > now.timestamp():
                 break
             state.delete("due", key)
-            alert = DeconflictionAlert.model_validate(state.get("alert", alert_id))
+            stored = state.get("alert", alert_id)
+            if stored is None:
+                continue  # purged: a report it names was destroyed
+            alert = DeconflictionAlert.model_validate(stored)
             if alert.status == AlertStatus.OPEN:
+                # Stamped with the deadline, not with the input that noticed it: which input comes first after the
+                # deadline depends on how upstream instances interleaved their writes, the deadline does not.
+                deadline = datetime.fromtimestamp(float(key.split("|", 1)[0]), tz=timezone.utc)
                 outputs += self._store(alert.model_copy(update={
-                    "status": AlertStatus.ESCALATED, "updated_at": now,
-                    "explanation": f"not acknowledged by {now.isoformat()}; escalated to both units' supervisors"}),
+                    "status": AlertStatus.ESCALATED, "updated_at": max(deadline, alert.updated_at),
+                    "explanation": f"not acknowledged by {deadline.isoformat()}; escalated to both units' "
+                                   f"supervisors"}),
                     state, principal=HUB_PRINCIPAL)
         return outputs
 
     def _store(self, alert: DeconflictionAlert, state: State, *, principal: str, by: str = "") -> list[Output]:
         """The alert's new state, and its audit record (CJIS: who changed it, when, to what); ``by`` is the
         officer's free-text name, kept in the detail next to the authenticated principal."""
-        state.put("alert", alert.alert_id, alert.model_dump(mode="json"), alert.updated_at + self.retention)
+        state.put("alert", alert.alert_id, alert.model_dump(mode="json"), alert.updated_at + self.retention,
+                  reports=record_key_ids(alert))
         record = audit_event(self.name, AuditEventType.ALERT_STATUS_CHANGED, principal,
                              f"{alert.alert_kind} alert {alert.alert_id} is now {alert.status}"
                              + (f" (by {by})" if by else ""),

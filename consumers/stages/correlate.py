@@ -5,6 +5,10 @@ planned operation, by its map cell and the eight around it, so the records to co
 partition. ``deconflict`` keeps, per key, who touched it, and raises an alert naming the match and both
 parties' points of contact when two agencies meet there: target deconfliction for shared entities, and
 urgent event deconfliction for operations close in place with overlapping time windows.
+
+Deconflict's state keys hash the entity key or map cell (``State.hashed``), so its changelog and local store
+name no phone number, VIN or person; an alert names the match from the input record's key, not from state.
+Entries holding a report's data name its reports, and go when one is purged.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from consumers.state import State
 from schemas.models import (
     AlertKind, AlertParty, AlertStatus, CanonicalEvent, CaseEvent, DeconflictionAlert, EventType, PlannedOperation,
 )
+from schemas.protection import record_key_ids
 from schemas.topics import ALERTS_RAISED, CORRELATION_KEYS, distance_km
 
 ALERT_NAMESPACE = uuid.UUID("7c7f6a0e-3f7a-4b8e-a1c4-2d6f5b9e0c11")
@@ -93,21 +98,27 @@ class DeconflictStage(Stage):
     def _targets(self, key: str, canonical: CanonicalEvent, state: State) -> list[Output]:
         primary = canonical.primary
         expires = primary.event_time + self.retention
+        reports = record_key_ids(canonical)
+        entity = state.hashed(key)  # the identifier itself never reaches the changelog
         outputs = []
-        for _, seen in state.scan("touch", f"{key}|"):
+        for _, seen in state.scan("touch", f"{entity}|"):
             if seen["canonical_id"] == canonical.canonical_id or seen["agency"] in canonical.agencies:
                 continue
             pair = "|".join(sorted([seen["agency"], primary.agency_ori]))
-            if state.get("alerted", f"{key}|{pair}") is not None:
+            if state.get("alerted", f"{entity}|{pair}") is not None:
                 continue  # these two agencies already know about this target
-            state.put("alerted", f"{key}|{pair}", True, expires)
-            earlier = CanonicalEvent.model_validate(state.get("canonical", seen["canonical_id"]))
-            outputs.append(self._alert(AlertKind.TARGET, key, earlier, canonical, urgent=False,
-                                       explanation=f"{earlier.primary.agency_ori} and {primary.agency_ori} "
-                                                   f"records both touch {key}"))
-        state.put("touch", f"{key}|{canonical.canonical_id}",
-                  {"canonical_id": canonical.canonical_id, "agency": primary.agency_ori}, expires)
-        state.put("canonical", canonical.canonical_id, canonical.model_dump(mode="json"), expires)
+            stored = state.get("canonical", seen["canonical_id"])
+            if stored is None:
+                continue  # purged (its touch went with it unless the entity left the record in a later revision)
+            earlier = CanonicalEvent.model_validate(stored)
+            alert = self._alert(AlertKind.TARGET, key, earlier, canonical, urgent=False,
+                                explanation=f"{earlier.primary.agency_ori} and {primary.agency_ori} "
+                                            f"records both touch {key}")
+            state.put("alerted", f"{entity}|{pair}", True, expires, reports=record_key_ids(alert.value))
+            outputs.append(alert)
+        state.put("touch", f"{entity}|{canonical.canonical_id}",
+                  {"canonical_id": canonical.canonical_id, "agency": primary.agency_ori}, expires, reports=reports)
+        state.put("canonical", canonical.canonical_id, canonical.model_dump(mode="json"), expires, reports=reports)
         return outputs
 
     # -- event deconfliction ---------------------------------------------------------------------
@@ -115,21 +126,24 @@ class DeconflictStage(Stage):
         primary = canonical.primary
         operation: PlannedOperation = primary.payload  # type: ignore[assignment]
         expires = operation.ends_at + self.retention
+        cell = state.hashed(key)  # where an operation is planned stays off the changelog too
         outputs = []
-        for _, stored in state.scan("operation", f"{key}|"):
+        for _, stored in state.scan("operation", f"{cell}|"):
             other = CanonicalEvent.model_validate(stored)
             if other.canonical_id == canonical.canonical_id or other.primary.agency_ori == primary.agency_ori:
                 continue
             pair = "|".join(sorted([other.canonical_id, canonical.canonical_id]))
             conflict = operations_conflict(primary, other.primary, self.config.operation_distance_m)
             if conflict and state.get("alerted", pair) is None:
-                state.put("alerted", pair, True, expires)
-                outputs.append(self._alert(AlertKind.EVENT, f"{primary.location.latitude:.5f},"
-                                           f"{primary.location.longitude:.5f}", other, canonical, urgent=True,
-                                           explanation=conflict))
+                alert = self._alert(AlertKind.EVENT, f"{primary.location.latitude:.5f},"
+                                    f"{primary.location.longitude:.5f}", other, canonical, urgent=True,
+                                    explanation=conflict)
+                state.put("alerted", pair, True, expires, reports=record_key_ids(alert.value))
+                outputs.append(alert)
         home = _cell_key(cell_of(primary.location.latitude, primary.location.longitude))  # type: ignore[arg-type]
         if key == home:
-            state.put("operation", f"{key}|{canonical.canonical_id}", canonical.model_dump(mode="json"), expires)
+            state.put("operation", f"{cell}|{canonical.canonical_id}", canonical.model_dump(mode="json"), expires,
+                      reports=record_key_ids(canonical))
         return outputs
 
     @staticmethod

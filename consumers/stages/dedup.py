@@ -12,6 +12,8 @@ Rules, in order (each decision is explained in the canonical event it produces):
 5. otherwise it is a new canonical event.
 Candidates are looked up in the partition's state only: the ingest key (location area) puts every
 report of one seizure in the same partition, and intake keeps that partition number in ``events.ingested``.
+State holding a report's data names the report (sealed under its key on the changelog, dropped when it is
+purged), and record numbers in state keys are hashed (``State.hashed``); "event seen" flags stay plain.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from consumers.state import State
 from schemas.models import (
     CanonicalEvent, CaseEvent, DedupDecision, DedupRule, EventType, ItemSeizure, ReportCredit,
 )
+from schemas.protection import record_key_ids
 from schemas.reference import PORTS_OF_ENTRY
 from schemas.topics import CANONICAL, distance_km
 
@@ -148,8 +151,8 @@ class DedupStage(Stage):
         expires = event.event_time + self.retention
         if state.get("event", event.event_id) is not None:
             return []  # rule 1: exact duplicate
-        state.put("event", event.event_id, True, expires)
-        record_key = f"{event.agency_ori}|{event.source_system}|{event.source_record_id}"
+        state.put("event", event.event_id, True, expires)  # holds no report data: plain
+        record_key = state.hashed(f"{event.agency_ori}|{event.source_system}|{event.source_record_id}")
         seen = state.get("record", record_key)
         if seen is not None:
             return self._resubmission(event, seen, record_key, state, expires)
@@ -168,7 +171,7 @@ class DedupStage(Stage):
                 "decision": DedupDecision(rule=rule, score=score, explanation=explanation, event_id=event.event_id),
             })
         state.put("record", record_key, {"version": event.record_version, "canonical_id": canonical.canonical_id},
-                  expires)
+                  expires, reports=[event.event_id])
         self._remember(canonical, event, state, expires)
         return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
@@ -191,7 +194,7 @@ class DedupStage(Stage):
             "revision": previous.revision + 1, "primary": primary, "reports": reports,
             "decision": DedupDecision(rule=DedupRule.RESUBMISSION_UPDATE, score=1.0, event_id=event.event_id,
                                       explanation=f"version {event.record_version} replaces {seen['version']}")})
-        state.put("record", record_key, {**seen, "version": event.record_version}, expires)
+        state.put("record", record_key, {**seen, "version": event.record_version}, expires, reports=[event.event_id])
         self._remember(canonical, event, state, expires)
         return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
@@ -199,7 +202,7 @@ class DedupStage(Stage):
         if event.event_type != EventType.SEIZURE:
             return None
         for number in _numbers_cited(event) + _own_numbers(event):
-            canonical_id = state.get("ref", number)
+            canonical_id = state.get("ref", state.hashed(number))
             previous = self._canonical(canonical_id, state) if canonical_id else None
             if previous is not None and event.agency_ori not in previous.agencies:
                 ori, system, record = number.split("|", 2)
@@ -222,16 +225,18 @@ class DedupStage(Stage):
         return None if stored is None else CanonicalEvent.model_validate(stored)
 
     def _remember(self, canonical: CanonicalEvent, event: CaseEvent, state: State, expires: Any) -> None:
-        state.put("canonical", canonical.canonical_id, canonical.model_dump(mode="json"), expires)
+        state.put("canonical", canonical.canonical_id, canonical.model_dump(mode="json"), expires,
+                  reports=record_key_ids(canonical))
         if event.event_type != EventType.SEIZURE:
             return
         for number in _numbers_cited(event) + _own_numbers(event):
-            state.put("ref", number, canonical.canonical_id, expires)
+            state.put("ref", state.hashed(number), canonical.canonical_id, expires, reports=[event.event_id])
         # Every report is a candidate, not just the first: a third report may be close to the second
         # but not to the first, and the outcome must not depend on which arrived first.
         bucket = _buckets(event.event_time.timestamp(), 0)[0]
         summary = Candidate.of(canonical.canonical_id, [event.agency_ori], event)
-        state.put("candidate", f"{bucket}|{canonical.canonical_id}|{event.event_id}", summary.__dict__, expires)
+        state.put("candidate", f"{bucket}|{canonical.canonical_id}|{event.event_id}", summary.__dict__, expires,
+                  reports=[event.event_id])
 
 
 def credit_of(event: CaseEvent, rule: DedupRule, score: float) -> ReportCredit:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from consumers.state.base import PartitionStore, StateWrite
@@ -10,7 +10,7 @@ from consumers.state.base import PartitionStore, StateWrite
 
 class MemoryPartitionStore(PartitionStore):
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[Any, float | None]] = {}
+        self._entries: dict[str, tuple[Any, float | None, tuple[str, ...]]] = {}
         self._changelog_offset = 0
 
     def get(self, store_key: str) -> Any | None:
@@ -26,12 +26,22 @@ class MemoryPartitionStore(PartitionStore):
             if w.value is None:
                 self._entries.pop(w.store_key, None)
             else:
-                self._entries[w.store_key] = (w.value, w.expires_at)
+                self._entries[w.store_key] = (w.value, w.expires_at, w.reports)
         if changelog_offset is not None:
             self._changelog_offset = changelog_offset
 
     def expired(self, before: float) -> list[str]:
-        return [k for k, (_, expiry) in self._entries.items() if expiry is not None and expiry < before]
+        return [k for k, (_, expiry, _) in self._entries.items() if expiry is not None and expiry < before]
+
+    def reports(self) -> set[str]:
+        return {r for _, _, reports in self._entries.values() for r in reports}
+
+    def purge(self, report_ids: Iterable[str]) -> int:
+        purged = set(report_ids)
+        keys = [k for k, (_, _, reports) in self._entries.items() if purged.intersection(reports)]
+        for key in keys:
+            del self._entries[key]
+        return len(keys)
 
     @property
     def changelog_offset(self) -> int:

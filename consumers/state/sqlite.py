@@ -1,10 +1,16 @@
-"""SQLite backend: one file per stage and partition under the stage's state folder."""
+"""SQLite backend: one file per stage and partition under the stage's state folder.
+
+The folder is 0700 and the files 0600 (SQLite gives its -wal and -shm files the database file's mode). Which
+reports each entry's value carries is kept beside it (``entry_reports``), so a purge deletes exactly the entries
+holding the purged report; deleted content is overwritten (``secure_delete``) and the write-ahead log truncated.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +21,35 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
 CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS checkpoint (id INTEGER PRIMARY KEY CHECK (id = 0), changelog_offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS entry_reports (report TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (report, key))
+    WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entry_reports_key ON entry_reports (key);
 """
+_PRIVATE_FILE, _PRIVATE_DIR = 0o600, 0o700
+
+
+def _private(path: Path) -> None:
+    """Create ``path`` (and its folder) readable by this user only, and tighten them if they exist."""
+    path.parent.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
+    os.chmod(path.parent, _PRIVATE_DIR)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, _PRIVATE_FILE))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            os.chmod(file, _PRIVATE_FILE)
 
 
 class SqlitePartitionStore(PartitionStore):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            _private(path)
             # kafka-python runs rebalance callbacks (which open and restore stores) on its event-loop thread
             # while the main thread waits inside poll(), so access is never concurrent.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA secure_delete=ON")  # a deleted (purged, expired) entry is overwritten
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise StateError(f"cannot open state store {path}: {exc}") from exc
         self.path = path
 
@@ -46,11 +67,14 @@ class SqlitePartitionStore(PartitionStore):
         self._db.execute("BEGIN")
         try:
             for w in writes:
+                self._db.execute("DELETE FROM entry_reports WHERE key=?", (w.store_key,))
                 if w.value is None:
                     self._db.execute("DELETE FROM entries WHERE key=?", (w.store_key,))
-                else:
-                    self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
-                                     (w.store_key, json.dumps(w.value, default=str), w.expires_at))
+                    continue
+                self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
+                                 (w.store_key, json.dumps(w.value, default=str), w.expires_at))
+                self._db.executemany("INSERT OR IGNORE INTO entry_reports VALUES (?, ?)",
+                                     [(report, w.store_key) for report in w.reports])
             if changelog_offset is not None:
                 self._db.execute("INSERT OR REPLACE INTO checkpoint VALUES (0, ?)", (changelog_offset,))
             self._db.execute("COMMIT")
@@ -60,6 +84,33 @@ class SqlitePartitionStore(PartitionStore):
 
     def expired(self, before: float) -> list[str]:
         return [k for (k,) in self._db.execute("SELECT key FROM entries WHERE expires_at < ?", (before,)).fetchall()]
+
+    def reports(self) -> set[str]:
+        return {r for (r,) in self._db.execute("SELECT DISTINCT report FROM entry_reports").fetchall()}
+
+    def purge(self, report_ids: Iterable[str]) -> int:
+        ids = sorted(set(report_ids))
+        if not ids:
+            return 0
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS purging (key TEXT PRIMARY KEY)")
+            self._db.execute("DELETE FROM purging")
+            for report in ids:
+                self._db.execute("INSERT OR IGNORE INTO purging SELECT key FROM entry_reports WHERE report=?",
+                                 (report,))
+            purged = self._db.execute("SELECT count(*) FROM purging").fetchone()[0]
+            self._db.execute("DELETE FROM entries WHERE key IN (SELECT key FROM purging)")
+            self._db.execute("DELETE FROM entry_reports WHERE key IN (SELECT key FROM purging)")
+            self._db.execute("DELETE FROM purging")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if purged:
+            # The write-ahead log still holds the pages as they were: copy the overwritten pages back and empty it.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return purged
 
     @property
     def changelog_offset(self) -> int:
