@@ -87,6 +87,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._buffers: dict[TopicPartition, deque[Any]] = {}  # fetched, not yet processed, per input partition
         self._waiting_since: float | None = None
         self._in_transaction = False
+        self._committed: dict[TopicPartition, int] = {}  # offsets this member committed, per input partition
         self._batch_started = 0.0
         self._batch_size = 0
         self._stopping = False
@@ -247,6 +248,8 @@ class StageRunner(ConsumerRebalanceListener):
         if self._in_transaction and (self._batch_size >= self.max_batch
                                      or time.monotonic() - self._batch_started >= self.commit_interval_s):
             self._commit()
+        elif not processed and not self._in_transaction and self.ready:
+            self._commit_past_markers()
         return processed
 
     def _process_in_order(self) -> int:
@@ -406,8 +409,24 @@ class StageRunner(ConsumerRebalanceListener):
                 # A key destroyed after its write was sealed: the changelog copy is unreadable, the local one goes.
                 self._stores[partition].apply(without_purged(writes, self._destroyed_since), offset)
             STATE_ENTRIES.labels(self.stage.name, str(partition)).set(self._stores[partition].size())
+        self._committed.update({tp: meta.offset for tp, meta in self._offsets.items()})
         self._offsets = {}
         self._in_transaction = False
+
+    def _commit_past_markers(self) -> None:
+        """Commit the position of idle partitions that moved past a transaction marker since their last record.
+
+        An upstream commit marker can arrive after the last record it closes was processed; the position then
+        moves past it with nothing to process, and without this commit a caught-up stage would show a lag of one
+        record per such partition (``stage_lag`` reads the last stable offset)."""
+        assert self._consumer is not None and self._producer is not None
+        idle = [tp for tp in self._consumer.assignment() if not self._buffers.get(tp)]
+        moved = {tp: position for tp in idle if (position := self._consumer.position(tp)) is not None
+                 and position > self._committed.get(tp, -1)}
+        if moved:
+            self._begin()
+            self._offsets.update({tp: OffsetAndMetadata(position, "", -1) for tp, position in moved.items()})
+            self._commit()
 
     def _watermark(self, partition: int) -> float:
         """Event time up to which every input topic feeding ``partition`` has been read.
@@ -434,7 +453,11 @@ class StageRunner(ConsumerRebalanceListener):
         if self._in_transaction:
             self._commit()
         for tp in revoked:
-            self._buffers.pop(tp, None)  # the next owner fetches them again from the committed offset
+            buffered = self._buffers.pop(tp, None)
+            if buffered:
+                # Fetched, never processed: if this member gets the partition back, kafka-python keeps its fetch
+                # position, so rewind it to the first of them (another owner starts at the committed offset).
+                self._consumer.seek(tp, buffered[0].offset)
         for partition in {tp.partition for tp in revoked}:
             store = self._stores.pop(partition, None)
             self._states.pop(partition, None)

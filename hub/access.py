@@ -5,7 +5,7 @@ The model (least privilege; the broker refuses everything no rule allows):
 - ``hub``, the service principal running every stage: ALL on topics prefixed ``{prefix}`` (it reads ingest,
   writes the derived streams and feeds, creates topics), on consumer groups and transactional ids prefixed
   ``{prefix}hub.`` (the runner's ``{prefix}hub.<stage>`` groups and ``{prefix}hub.<stage>.<n>`` transactional
-  ids), and IDEMPOTENT_WRITE on the cluster (kept explicit, though WRITE on its topics would do). No CREATE or
+  ids) and ``{prefix}replay.`` (a replay's stages run under ``{prefix}replay.<namespace>.``), and IDEMPOTENT_WRITE on the cluster (kept explicit, though WRITE on its topics would do). No CREATE or
   DESCRIBE on the cluster: ALL on its prefix already lets it create its topics, cluster CREATE would let it
   create any topic, and cluster DESCRIBE would show it every ACL and consumer group.
 - ``agency-{ORI}``, one per publishing agency: WRITE, DESCRIBE and READ on its own ``{prefix}ingest.{ORI}``
@@ -154,7 +154,9 @@ def desired_acls(prefix: str, agencies: list[str], task_forces: list[str],
     _check_names(agencies, task_forces, auditors)
     # Kafka has no empty prefix: without one, the literal wildcard "*" names every topic.
     rules = {AclRule(HUB, "TOPIC", "PREFIXED", prefix, "ALL") if prefix else AclRule(HUB, "TOPIC", "LITERAL", "*", "ALL")}
-    rules |= {AclRule(HUB, kind, "PREFIXED", f"{prefix}hub.", "ALL") for kind in ("GROUP", "TRANSACTIONAL_ID")}
+    # A replay runs the stages under its own prefix, {prefix}replay.<namespace>. (consumers/replay.py).
+    rules |= {AclRule(HUB, kind, "PREFIXED", name, "ALL") for kind in ("GROUP", "TRANSACTIONAL_ID")
+              for name in (f"{prefix}hub.", f"{prefix}replay.")}
     rules.add(AclRule(HUB, "CLUSTER", "LITERAL", CLUSTER, "IDEMPOTENT_WRITE"))
     for ori in agencies:
         user, ingest, control = agency_principal(ori), INGEST.name(prefix, ori=ori), ALERT_CONTROL.name(prefix, ori=ori)

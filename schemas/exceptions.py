@@ -37,26 +37,26 @@ class UnknownSchemaError(DecodeError):
     hint = "Upgrade this consumer to a release whose schemas/avsc holds the writer's schema version."
 
 
-class RecordPurgedError(DecodeError):
-    """A protected record's key was destroyed by a purge: its data is gone; ``key_ids`` names the keys."""
+class RecordKeysError(DecodeError):
+    """A protected record cannot be opened for want of record keys; ``key_ids`` names them."""
+
+    def __init__(self, message: str, key_ids: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.key_ids = key_ids
+
+
+class RecordPurgedError(RecordKeysError):
+    """A protected record's key was destroyed by a purge: its data is gone."""
 
     hint = ("The record was purged under the 28 CFR Part 23 retention rules (its record key was destroyed); "
             "nothing can recover it. Skip it, and do not write records derived from it.")
 
-    def __init__(self, message: str, key_ids: list[str], *, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.key_ids = key_ids
 
-
-class RecordKeyUnknownError(DecodeError):
+class RecordKeyUnknownError(RecordKeysError):
     """A protected record names a record key the hub never had: not purged, but forged, or sealed elsewhere."""
 
     hint = ("Only the hub's intake stage seals records, under keys on the hub.keys topic; a record sealed by anyone "
             "else (another hub, an agency's own tool) belongs in the dead-letter topic.")
-
-    def __init__(self, message: str, key_ids: list[str], *, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.key_ids = key_ids
 
 
 class RecordSealedError(DecodeError):
