@@ -306,11 +306,16 @@ class KafkaKeyVault(MemoryKeyVault):
                 self._open()
                 return
             ends = self._reader.end_offsets(self._partitions)
-            deadline = time.monotonic() + self.settings.connect_timeout_s * 3
+            stall_limit = self.settings.connect_timeout_s * 3
+            progressed = time.monotonic()
             while any(self._reader.position(tp) < end for tp, end in ends.items()):
-                if time.monotonic() > deadline:
-                    raise VaultError(f"reading the key table {self.topic} did not reach its end in time")
-                self._apply(self._reader.poll(timeout_ms=500))
+                if time.monotonic() - progressed > stall_limit:
+                    raise VaultError(f"reading the key table {self.topic} made no progress for {stall_limit:.0f} s",
+                                     hint="Check that the broker is up and that this login may read the table.")
+                polled = self._reader.poll(timeout_ms=500)
+                if polled:
+                    progressed = time.monotonic()
+                self._apply(polled)
             self._caught_up_at = time.monotonic()
 
     def refresh(self) -> None:
