@@ -1,6 +1,6 @@
 """Replay: re-run the pipeline over a period of ingest history in an isolated namespace, and compare.
 
-A replay copies the sealed ingest history (``events.ingested``, written by the intake stage) up to the end of the
+A replay copies the sealed ingest history (``events.ingested.<ORI>``, written by the intake stage) up to the end of the
 period (with keys, headers, partitions and timestamps) and the alert actions taken into topics under its own
 prefix: what came before the period only rebuilds the state the period's decisions depended on, and only the period is compared. It puts the registry in effect (or a proposed one) on its own
 control topic, and runs the same stages with the same runner, each until its inputs are read to the end. Its
@@ -31,7 +31,7 @@ from hub.exceptions import ConfigError, KafkaUnavailableError
 from hub.kafka import make_admin, make_consumer, make_producer, read_topic
 from hub.settings import HubSettings
 from hub.topics import ensure_topics, hub_topics
-from producers.publisher import AGENCY_HEADER, EVENT_ID_HEADER
+from producers.publisher import EVENT_ID_HEADER
 from hub.vault import hub_codec
 from schemas.codec import Codec
 from schemas.models import FeedItem, RegistryRevision, RoutingDecision
@@ -206,8 +206,7 @@ class Replay:
                       self.isolated)
         self._write_registry(revision)
         started = time.monotonic()
-        self._copy_history([self.live.topic(INGESTED.pattern),
-                            *(self.live.topic(ALERT_CONTROL.name(ori=ori)) for ori in ingest)])
+        self._copy_history([self.live.topic(spec.name(ori=ori)) for ori in ingest for spec in (INGESTED, ALERT_CONTROL)])
         stage_seconds = {"copy": time.monotonic() - started}
         for name in REPLAYED_STAGES:
             began = time.monotonic()
@@ -284,7 +283,7 @@ class Replay:
 
     def _copy_history(self, topics: list[str]) -> None:
         """Copy each live partition's records up to the period's end to the same partition of the replay's topic,
-        keeping key, value, headers and timestamp; of the ingested history, only the requested agencies' reports."""
+        keeping key, value, headers and timestamp."""
         consumer = make_consumer(settings=self.live, group_id=None)
         producer = make_producer(self.isolated, linger_ms=20, batch_size=512 * 1024)
         try:
@@ -304,18 +303,16 @@ class Replay:
                 consumer.seek(tp, bounds[tp][0])
             done, stalled_since = 0, time.monotonic()
             since_ms = int(self.since.timestamp() * 1000)
-            ingested = self.live.topic(INGESTED.pattern)
+            actions = self.live.topic(ALERT_CONTROL.name(ori=""))
             while pending:
                 batches = consumer.poll(timeout_ms=500)
                 for tp, records in batches.items():
                     target = self.isolated.topic(tp.topic[len(self.live.topic_prefix):])
                     for record in (r for r in records if r.offset < bounds[tp][1]):
                         done += 1
-                        if tp.topic == ingested and self.agencies and _header(record, AGENCY_HEADER) not in self.agencies:
-                            continue
                         producer.send(target, key=record.key, value=record.value, headers=record.headers,
                                       partition=tp.partition, timestamp_ms=record.timestamp)
-                        if tp.topic == ingested:
+                        if not tp.topic.startswith(actions):  # a sealed report, not an alert action
                             event_id = _event_id(record, self.codec)
                             self.replayed_events.add(event_id)
                             if self.codec.vault is not None and self.codec.vault.destroyed(event_id):

@@ -1,6 +1,6 @@
 """Retention under 28 CFR 23.20(h): list reports due for review, purge those past it, record re-validations.
 
-A purge reaches every copy the hub keeps. Sealed copies (``events.ingested``, canonical events, alerts, their
+A purge reaches every copy the hub keeps. Sealed copies (``events.ingested.<ORI>``, canonical events, alerts, their
 replicas, replays and archives) become unreadable at once: the report's record key is replaced on ``hub.keys``
 by a marker holding no key, and every running stage drops the key at its next poll. Feed items are delivered
 in the clear, so each feed item that carried the report (found in the audit log's routing decisions) gets a

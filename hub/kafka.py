@@ -51,6 +51,12 @@ class _SaslFailures(logging.Handler):
 def _connect(factory: Any, settings: HubSettings | None, **overrides: Any) -> Any:
     config = connection_config(settings) | overrides
     failures, kafka_log = _SaslFailures(), logging.getLogger("kafka")
+    # configure_logging quiets kafka-python (level CRITICAL), which would also hide the SASL failure from this
+    # handler: let ERROR records reach it while connecting, without passing them on to the console.
+    level, propagate = kafka_log.level, kafka_log.propagate
+    if kafka_log.getEffectiveLevel() > logging.ERROR:
+        kafka_log.setLevel(logging.ERROR)
+        kafka_log.propagate = False
     kafka_log.addHandler(failures)
     try:
         return factory(**config)
@@ -63,6 +69,8 @@ def _connect(factory: Any, settings: HubSettings | None, **overrides: Any) -> An
         raise KafkaUnavailableError(f"no Kafka broker answered at {where}") from exc
     finally:
         kafka_log.removeHandler(failures)
+        kafka_log.setLevel(level)
+        kafka_log.propagate = propagate
 
 
 def make_producer(settings: HubSettings | None = None, **overrides: Any) -> KafkaProducer:

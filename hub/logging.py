@@ -16,6 +16,17 @@ from hub.settings import LogFormat
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was set up (a test runner or a
+    daemonising wrapper may replace, and close, the stream it was at set-up)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> None:
     """Set up structlog once per process; logs go to stderr so stdout stays for command output."""
     as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
@@ -30,7 +41,7 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
     # kafka-python logs every failed reconnect through the standard library; the hub reports outages itself

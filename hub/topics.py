@@ -63,8 +63,8 @@ def hub_topics(prefix: str, agencies: list[str], stages: list[str],
                units: list[str] = ()) -> list[tuple[str, TopicSpec]]:
     """Every topic the hub needs: one ingest and one alert control topic per agency, the derived streams, one
     feed per task force, and per stage its changelog and dead-letter topics."""
-    wanted = [(spec.name(prefix, ori=ori), spec) for ori in agencies for spec in (INGEST, ALERT_CONTROL)]
-    wanted += [(spec.name(prefix), spec) for spec in (INGESTED, KEYS, CANONICAL, CORRELATION_KEYS, ALERTS_RAISED,
+    wanted = [(spec.name(prefix, ori=ori), spec) for ori in agencies for spec in (INGEST, INGESTED, ALERT_CONTROL)]
+    wanted += [(spec.name(prefix), spec) for spec in (KEYS, CANONICAL, CORRELATION_KEYS, ALERTS_RAISED,
                                                       ALERTS, AUDIT, AUDIT_QUERIES, AUDIT_CHAIN, REGISTRY)]
     wanted += [(FEED.name(prefix, unit=unit), FEED) for unit in units]
     for stage in stages:

@@ -27,7 +27,6 @@ from schemas.models import CaseEvent
 from schemas.topics import INGEST, ingest_key
 
 EVENT_ID_HEADER = "event_id"
-AGENCY_HEADER = "agency"  # the publishing agency's ORI, kept in the clear on the sealed history (replay --agency)
 log = get_logger(component="publisher")
 
 

@@ -52,7 +52,7 @@ class TopicSpec(BaseModel):
 INGEST = TopicSpec(
     pattern="ingest.{ori}",
     purpose="Events one agency publishes, in the clear (agencies hold no hub key); only that agency's principal "
-    "may write it. The intake stage seals each record into events.ingested, so this is kept only a week.",
+    "may write it. The intake stage seals each record into events.ingested.<ORI>, so this is kept only a week.",
     partitions=6,
     key="location area: 'county:<FIPS>' (ports and points near a port map to the port's county), "
     "else 'state:<XX>', else 'agency:<ORI>'",
@@ -64,9 +64,10 @@ INGEST = TopicSpec(
 )
 
 INGESTED = TopicSpec(
-    pattern="events.ingested",
-    purpose="Every accepted report, sealed under its record key by the intake stage: the history dedup and "
-    "replays read. Partition N holds what arrived on partition N of the ingest topics.",
+    pattern="events.ingested.{ori}",
+    purpose="Every report one agency published and intake accepted, sealed under its record key: the history "
+    "dedup and replays read. One topic per agency, as on ingest, so dedup's watermark waits for the agency "
+    "whose backlog it has not read yet; partition N holds what arrived on partition N of ingest.<ORI>.",
     partitions=INGEST.partitions,
     key="as on the ingest topic (location area)",
     value="ProtectedRecord sealing a CaseEvent",

@@ -107,7 +107,7 @@ def topic_records(settings: HubSettings, topic: str, timeout_s: float = 60.0) ->
 
 def publish_events(settings: HubSettings, events: list, *, intake: bool = True) -> None:
     """Publish events the way agencies do: one Publisher per agency, every event confirmed; then (``intake``)
-    run the intake stage until every one is sealed into events.ingested, where dedup reads them."""
+    run the intake stage until every one is sealed into events.ingested.<ORI>, where dedup reads them."""
     from consumers.runner import StageRunner
     from consumers.stages.intake import IntakeStage
     from producers.publisher import Publisher

@@ -22,11 +22,11 @@ HUB = [sys.executable, "-m", "hub"]
 @pytest.mark.kafka
 def test_an_archive_reads_back_with_apache_avro_and_restores_byte_for_byte(hub_settings, tmp_path):
     events = [e for e in generate(300, seed=8).events if e.agency_ori == "CACBP0100"]
-    topic = hub_settings.topic(INGESTED.pattern)  # the hub's sealed history of what agencies published
+    topic = INGESTED.name(hub_settings.topic_prefix, ori="CACBP0100")  # the hub's sealed history of its reports
     ensure_topics(hub_topics(hub_settings.topic_prefix, ["CACBP0100"], ["intake"]), hub_settings)
     publish_events(hub_settings, events)
     env = hub_env(hub_settings)
-    archived = subprocess.run([*HUB, "archive", INGESTED.pattern, "--to", str(tmp_path / "archive")],
+    archived = subprocess.run([*HUB, "archive", INGESTED.name(ori="CACBP0100"), "--to", str(tmp_path / "archive")],
                               capture_output=True, text=True, env=env, timeout=120)
     assert archived.returncode == 0, archived.stdout + archived.stderr
     [path] = sorted((tmp_path / "archive").glob("*.avro"))

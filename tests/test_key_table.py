@@ -60,7 +60,7 @@ def test_a_record_sealed_under_a_key_the_hub_never_had_is_dead_lettered_not_skip
     publish_events(hub_settings, [genuine])  # sealed by the intake stage under a key on hub.keys
     forged = make_event(source_record_id="FORGED-1")
     producer = make_producer(hub_settings)
-    producer.send(hub_settings.topic(INGESTED.pattern), key=b"county:06073",
+    producer.send(INGESTED.name(hub_settings.topic_prefix, ori="CACBP0100"), key=b"county:06073",
                   value=Codec(vault=MemoryKeyVault()).encode(forged)).get(30)  # sealed elsewhere
     producer.close()
     before = UNKNOWN_KEYS.labels("dedup")._value.get()

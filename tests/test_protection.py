@@ -5,14 +5,12 @@ from __future__ import annotations
 import io
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import avro.io
 import avro.schema
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from hub.settings import HubSettings
 from hub.vault import KeyVault, MemoryKeyVault, UnknownKeyError, VaultError, kek_fingerprint, wrap_entry
 from schemas.codec import HEADER_SIZE, MAGIC, Codec, to_avro_datum
 from schemas.exceptions import DecodeError, RecordKeyUnknownError, RecordPurgedError, RecordSealedError, SchemaLoadError

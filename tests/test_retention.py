@@ -65,9 +65,9 @@ def test_a_purged_report_is_unreadable_from_every_path(routed, hub_settings, tmp
     with Subscriber(UNIT, hub_settings, start="beginning") as subscriber:
         before = list(subscriber.items(idle_s=1))
     assert any(_carries(i, expired.event_id) for i in before) and any(_carries(i, kept.event_id) for i in before)
-    ingested = topic_records(hub_settings, hub_settings.topic(INGESTED.pattern))
+    ingested = topic_records(hub_settings, INGESTED.name(hub_settings.topic_prefix, ori=expired.agency_ori))
     assert not any(b"PURGE-ME-0001" in r.value for r in ingested), "the hub's history is sealed, never plain"
-    archived = _hub(hub_settings, "archive", INGESTED.pattern, "--to", str(tmp_path / "archive"))
+    archived = _hub(hub_settings, "archive", INGESTED.name(ori=expired.agency_ori), "--to", str(tmp_path / "archive"))
     assert archived.returncode == 0, archived.stderr
 
     dry = _hub(hub_settings, "retention", "sweep")

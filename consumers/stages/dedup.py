@@ -11,7 +11,7 @@ Rules, in order (each decision is explained in the canonical event it produces):
    threshold;
 5. otherwise it is a new canonical event.
 Candidates are looked up in the partition's state only: the ingest key (location area) puts every
-report of one seizure in the same partition, and intake keeps that partition number in ``events.ingested``.
+report of one seizure in the same partition, and intake keeps that partition number in ``events.ingested.<ORI>``.
 State holding a report's data names the report (sealed under its key on the changelog, dropped when it is
 purged), and record numbers in state keys are hashed (``State.hashed``); "event seen" flags stay plain.
 """
@@ -136,7 +136,7 @@ def match_score(candidate: Candidate, event: CaseEvent, config: DedupConfig) -> 
 
 class DedupStage(Stage):
     name = "dedup"
-    input_pattern = r"events\.ingested"
+    input_pattern = r"events\.ingested\..+"
     outputs = (CANONICAL.pattern,)
 
     def __init__(self, config: DedupConfig | None = None) -> None:

@@ -2,7 +2,7 @@
 
 Agencies hold no hub key, so they publish in the clear to their own ``ingest.<ORI>`` topic (only their principal
 may write it; it is kept a week). Intake checks each record against the contract and against the topic it came
-on, and writes it sealed under a new record key to ``events.ingested``: the history dedup and replays read, which
+on, and writes it sealed under a new record key to ``events.ingested.<ORI>``: the history dedup and replays read, which
 a purge makes unreadable by destroying that key. The key is written to ``hub.keys`` in the same transaction.
 """
 
@@ -13,7 +13,7 @@ from datetime import timedelta
 from consumers.exceptions import StageError
 from consumers.stage import Message, Output, Stage
 from consumers.state import State
-from producers.publisher import AGENCY_HEADER, EVENT_ID_HEADER
+from producers.publisher import EVENT_ID_HEADER
 from schemas.models import CaseEvent
 from schemas.topics import INGESTED
 
@@ -36,5 +36,5 @@ class IntakeStage(Stage):
             raise StageError(f"report {event.event_id} claims agency {event.agency_ori} but was published on "
                              f"{publisher}'s ingest topic, which only {publisher} can write")
         # Same partition number: every agency's report of one seizure stays where one dedup instance sees it.
-        headers = [(EVENT_ID_HEADER, event.event_id.encode()), (AGENCY_HEADER, publisher.encode())]
-        return [Output(INGESTED.pattern, message.key or b"", event, headers=headers, partition=message.partition)]
+        return [Output(INGESTED.name(ori=publisher), message.key or b"", event,
+                       headers=[(EVENT_ID_HEADER, event.event_id.encode())], partition=message.partition)]

@@ -18,7 +18,7 @@ from producers.directory import DEFAULT_DIRECTORY, agency as find_agency, load_a
 from producers.publisher import PublishReport, Publisher
 from producers.readers import Rejected, read_events
 from schemas.models import CaseEvent
-from schemas.topics import ALERT_CONTROL, INGEST
+from schemas.topics import ALERT_CONTROL, INGEST, INGESTED
 
 EXIT_REJECTED = 2
 EXIT_SPOOLED = 3
@@ -46,7 +46,7 @@ def topics_init(
     settings = get_settings()
     if agency:
         wanted = [(spec.name(settings.topic_prefix, ori=ori), spec) for ori in agency
-                  for spec in (INGEST, ALERT_CONTROL)]
+                  for spec in (INGEST, INGESTED, ALERT_CONTROL)]
     else:
         units = sorted(unit.unit_id for unit in load_registry(registry).task_forces)
         wanted = hub_topics(settings.topic_prefix, sorted(load_agencies(agencies)), sorted(STAGES), units)
