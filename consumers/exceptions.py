@@ -21,6 +21,13 @@ class StateError(ConsumerError):
     hint = "Delete the stage's local state folder; it is rebuilt from the changelog topic on the next start."
 
 
+class TransactionRetryError(ConsumerError):
+    """A stage's transactions kept failing: the broker aborted or refused each attempt to commit the same inputs."""
+
+    hint = ("Check the broker's log for why (transaction timeouts, authorization, record size) and `hub broker "
+            "status`; the stage resumes from its last commit when restarted.")
+
+
 class RegistryError(ConsumerError):
     """The task-force registry cannot be read or is invalid (which file, which unit, which field, why)."""
 

@@ -31,10 +31,10 @@ from hub.exceptions import ConfigError, KafkaUnavailableError
 from hub.kafka import make_admin, make_consumer, make_producer, read_topic
 from hub.settings import HubSettings
 from hub.topics import ensure_topics, hub_topics
-from producers.publisher import EVENT_ID_HEADER
 from hub.vault import hub_codec
 from schemas.codec import Codec
 from schemas.models import FeedItem, RegistryRevision, RoutingDecision
+from schemas.protection import event_id_of, record_key_ids
 from schemas.topics import ALERT_CONTROL, AUDIT, FEED, INGESTED, REGISTRY
 
 #: The stages a replay re-runs, in pipeline order (sealing the audit chain is not a dissemination decision).
@@ -313,9 +313,10 @@ class Replay:
                         producer.send(target, key=record.key, value=record.value, headers=record.headers,
                                       partition=tp.partition, timestamp_ms=record.timestamp)
                         if not tp.topic.startswith(actions):  # a sealed report, not an alert action
-                            event_id = _event_id(record, self.codec)
+                            key_id = _report_key_id(record, self.codec)
+                            event_id = event_id_of(key_id)
                             self.replayed_events.add(event_id)
-                            if self.codec.vault is not None and self.codec.vault.destroyed(event_id):
+                            if self.codec.vault is not None and self.codec.vault.destroyed(key_id):
                                 self.purged_events.add(event_id)
                             if record.timestamp >= since_ms:
                                 self.period_events.add(event_id)
@@ -342,14 +343,8 @@ class Replay:
                 if r.value is not None]
 
 
-def _header(record: Any, name: str) -> str | None:
-    return next((value.decode() for key, value in record.headers or () if key == name), None)
-
-
-def _event_id(record: Any, codec: Codec) -> str:
-    """The event id of an ingested record: from intake's header, else its envelope's record key, else the
-    record itself."""
-    if (event_id := _header(record, EVENT_ID_HEADER)) is not None:
-        return event_id
+def _report_key_id(record: Any, codec: Codec) -> str:
+    """The record key id of an ingested report: its envelope's, else (a plain record) the one it would be sealed
+    under."""
     envelope = codec.envelope_of(record.value)
-    return envelope.key_ids[0] if envelope is not None else codec.decode(record.value).event_id
+    return envelope.key_ids[0] if envelope is not None else record_key_ids(codec.decode(record.value))[0]

@@ -18,9 +18,10 @@ from hub.auditing import audit_event, principal_of, write_audit
 from hub.exceptions import ConfigError
 from hub.kafka import make_producer, read_topic
 from hub.settings import HubSettings
-from hub.vault import KafkaKeyVault
+from hub.vault import KafkaKeyVault, UnknownKeyError
 from schemas.codec import Codec
 from schemas.models import MAX_RETENTION, AuditEventType, RoutingDecision, ShareForm
+from schemas.protection import event_id_of
 from schemas.topics import AUDIT, FEED, PURGE_NOTICE_HEADER, PURGED_EVENTS_HEADER
 
 Progress = Callable[[int], None]
@@ -54,18 +55,22 @@ def purge(settings: HubSettings, event_ids: list[str], *, authorized_by: str, re
         raise ConfigError("a purge needs the authorizing official: 28 CFR 23 allows no purge without authorization",
                           hint="Name the control official, e.g. --authorized-by 'J. Smith, HSI SAC San Diego'.")
     principal = principal_of(settings)
-    write_audit([audit_event("retention", AuditEventType.RECORD_PURGED, principal,
-                             f"report purged, authorized by {authorized_by}: {reason}", subject_ids=[event_id])
-                 for event_id in event_ids], settings)
     vault = KafkaKeyVault(settings)
     try:
-        for done, event_id in enumerate(event_ids, 1):
-            vault.destroy(event_id, reason=f"{reason} (authorized by {authorized_by}; {principal})")
+        # A report is named ORI/event-id (as `hub retention due` lists it) or by its bare event id.
+        key_ids = sorted({k for report in event_ids for k in (vault.key_ids_of(report) or [report])})
+        write_audit([audit_event("retention", AuditEventType.RECORD_PURGED, principal,
+                                 f"report {key_id} purged, authorized by {authorized_by}: {reason}",
+                                 subject_ids=[event_id_of(key_id)])
+                     for key_id in key_ids], settings)
+        for done, key_id in enumerate(key_ids, 1):
+            vault.destroy(key_id, reason=f"{reason} (authorized by {authorized_by}; {principal})")
             if progress is not None:
                 progress(done)
     finally:
         vault.close()
-    result = PurgeResult(list(event_ids), delivered_records(settings, set(event_ids)))
+    purged = sorted({event_id_of(k) for k in key_ids})
+    result = PurgeResult(purged, delivered_records(settings, set(purged)))
     _tombstone_feeds(settings, result, reason)
     return result
 
@@ -104,12 +109,17 @@ def extend_review(settings: HubSettings, event_id: str, review_by: date, *, auth
                           hint="28 CFR 23.20(h): a review keeps a report for at most five more years.")
     vault = KafkaKeyVault(settings)
     try:
-        vault.extend(event_id, review_by)
+        key_ids = vault.key_ids_of(event_id)
+        if len(key_ids) != 1:
+            raise UnknownKeyError(f"{event_id} names {len(key_ids)} reports" if key_ids else
+                                  f"no report {event_id} in the key table",
+                                  hint="Name the report as ORI/event-id, as `hub retention due` lists it.")
+        vault.extend(key_ids[0], review_by)
     finally:
         vault.close()
     write_audit([audit_event("retention", AuditEventType.REVIEW_EXTENDED, principal_of(settings),
-                             f"review re-validated by {authorized_by}: kept until {review_by}",
-                             subject_ids=[event_id])], settings)
+                             f"review of {key_ids[0]} re-validated by {authorized_by}: kept until {review_by}",
+                             subject_ids=[event_id_of(key_ids[0])])], settings)
 
 
 def review_horizon(within_days: int) -> tuple[date, date]:

@@ -8,8 +8,11 @@ State values carrying a report's data are written to the changelog sealed under 
 state keys hash identifiers with a key derived from the KEK, so a purge reaches state too: a sealed entry whose
 key was destroyed restores as a delete, and the local stores drop a purged report's entries as soon as the key
 vault learns of the purge (or, for a store that was closed then, when it is next opened).
-Messages that cannot be decoded or processed go to the stage's dead-letter topic with the reason and
-their origin; they never stop the stage.
+Whatever a record holds, it cannot stop the stage: every exception raised while decoding, checking or processing
+one input goes to the stage's :class:`ErrorPolicy`, which dead-letters the record's faults with the reason and the
+record's origin and stops only on the infrastructure's (broker, key table, disk, configuration). A transaction is
+committed within ``commit_interval_s`` whatever the traffic, and one the broker aborted (timed out, or failed to
+commit) is begun again from the last commit: nothing of it was visible, so its inputs are simply processed again.
 
 Inputs are processed in timestamp order across every assigned partition (ties: topic, partition, offset),
 and each output carries its input's timestamp, as Kafka Streams does. The order a stage sees therefore
@@ -19,7 +22,9 @@ makes the same decisions (``hub replay --compare`` relies on it).
 
 from __future__ import annotations
 
+import math
 import re
+import hashlib
 import signal
 import threading
 import time
@@ -31,6 +36,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import KafkaError, ProducerFencedError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
@@ -40,10 +46,11 @@ from hub.kafka import make_consumer, make_producer
 from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
 from hub.vault import hub_codec
-from consumers.exceptions import StageError, StateError
+from consumers.exceptions import StageError, StateError, TransactionRetryError
 from consumers.stage import Message, Output, Stage
 from consumers.state import SqlitePartitionStore, State, StateWrite, keyed_hash, without_purged
-from schemas.exceptions import RecordKeyUnknownError, RecordPurgedError, SchemaError
+from schemas.exceptions import RecordKeyUnknownError, RecordPurgedError
+from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.models import AuditEventType, AuditOutcome
 from schemas.topics import AUDIT, changelog_topic, deadletter_topic
 
@@ -55,6 +62,16 @@ PURGED_STATE = Counter("hub_purged_state_entries_total", "Local state entries dr
                        "a report they carried", ["stage"])
 UNKNOWN_KEYS = Counter("hub_unknown_key_inputs_total", "Inputs sealed under a record key the hub never had "
                        "(dead-lettered)", ["stage"])
+TRANSACTIONS_RETRIED = Counter("hub_transactions_retried_total", "Transactions the broker aborted or refused, "
+                               "processed again from the last commit", ["stage"])
+
+#: Longest reason kept in a dead-letter header (an exception can quote a whole record).
+MAX_REASON_CHARS = 2000
+#: Larger inputs are dead-lettered without their value (its size and SHA-256 are kept): the dead letter must fit
+#: the broker's request limit with its headers.
+MAX_DEAD_LETTER_VALUE = 900 * 1024
+#: Failed transactions in a row before the stage stops: a failure that repeats is not transient.
+MAX_TRANSACTION_RETRIES = 5
 
 
 class StageRunner(ConsumerRebalanceListener):
@@ -62,11 +79,14 @@ class StageRunner(ConsumerRebalanceListener):
 
     def __init__(self, stage: Stage, settings: HubSettings | None = None, *, instance: int = 0,
                  commit_interval_s: float = 0.5, max_batch: int = 2000, state_dir: Path | None = None,
-                 on_assigned: Callable[[], None] | None = None, max_wait_s: float = 5.0) -> None:
+                 on_assigned: Callable[[], None] | None = None, max_wait_s: float = 5.0,
+                 transaction_timeout_ms: int = 30_000) -> None:
         self.stage = stage
         self.settings = settings or get_settings()
         self.instance = instance
         self.commit_interval_s = commit_interval_s
+        #: The broker aborts a transaction open longer than this; the runner commits long before (commit interval).
+        self.transaction_timeout_ms = transaction_timeout_ms
         self.max_batch = max_batch
         self.on_assigned = on_assigned  # called once new partitions' state is restored (benchmarks time from here)
         #: How long the ordered merge waits for a partition known to hold committed, unfetched records before it
@@ -90,6 +110,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._committed: dict[TopicPartition, int] = {}  # offsets this member committed, per input partition
         self._batch_started = 0.0
         self._batch_size = 0
+        self._failed_transactions = 0  # in a row
         self._stopping = False
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -117,10 +138,11 @@ class StageRunner(ConsumerRebalanceListener):
             if in_main_thread else {}
         try:
             self._open()
-            while not self._stopping and not until(self.poll_once()):
-                pass
-            if self._in_transaction:
-                self._commit()
+            while True:
+                while not self._stopping and not until(self.poll_once()):
+                    pass
+                if not self._in_transaction or self._transaction_committed(self._commit):
+                    break
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -174,10 +196,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._stopping = True
 
     def _open(self) -> None:
-        self._producer = make_producer(
-            self.settings, transactional_id=f"{self.group_id}.{self.instance}", transaction_timeout_ms=30_000,
-            linger_ms=10, batch_size=256 * 1024, client_id=f"{self.group_id}.{self.instance}")
-        self._producer.init_transactions()
+        self._producer = self._transactional_producer()
         # New record keys go to hub.keys in the batch's transaction: a key and the record sealed under it become
         # visible together or not at all (a crash mid-batch leaves neither). The table is read on first use.
         keys_topic = self.settings.key_table
@@ -193,6 +212,15 @@ class StageRunner(ConsumerRebalanceListener):
         pattern = input_regex(self.stage, self.settings)
         self._consumer.subscribe(pattern=pattern, listener=self)
         self.log.info("stage started", group=self.group_id, inputs=pattern)
+
+    def _transactional_producer(self) -> KafkaProducer:
+        """A producer for this member's transactional id; initialising it fences any earlier one (a zombie)."""
+        producer = make_producer(
+            self.settings, transactional_id=f"{self.group_id}.{self.instance}",
+            transaction_timeout_ms=self.transaction_timeout_ms, linger_ms=10, batch_size=256 * 1024,
+            client_id=f"{self.group_id}.{self.instance}")
+        producer.init_transactions()
+        return producer
 
     def _open_globals(self) -> None:
         """Read the global inputs to their end, then wait (saying why) until the stage has what it needs."""
@@ -224,40 +252,100 @@ class StageRunner(ConsumerRebalanceListener):
                 try:
                     self.stage.on_global(Message(record.topic, record.partition, record.offset, record.key,
                                                  self.codec.decode(record.value), record.timestamp))
-                except (SchemaError, StageError, ValueError) as exc:
+                except Exception as exc:
+                    if self.stage.error_policy.action(exc) == "stop":
+                        raise
                     self.log.error("global input record ignored", topic=record.topic, offset=record.offset,
-                                   reason=str(exc).splitlines()[0])
+                                   reason=_reason(exc).splitlines()[0])
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """One poll, then as many inputs as the ordered merge allows and, when due, one commit; returns how many
-        messages were processed."""
+        messages were processed (0 when the transaction failed and its inputs will be processed again)."""
         assert self._consumer is not None and self._producer is not None
+        processed = 0
+
+        def poll_and_process() -> None:
+            nonlocal processed
+            processed = self._poll_and_process(timeout_ms)
+
+        return processed if self._transaction_committed(poll_and_process) else 0
+
+    def _transaction_committed(self, work: Callable[[], None]) -> bool:
+        """Run ``work`` (processing, committing); False if the broker aborted or refused the open transaction, which
+        is then begun again from the last commit (see :meth:`_restart_transaction`)."""
+        try:
+            work()
+            return True
+        except KafkaError as exc:
+            if not self._in_transaction or isinstance(exc, ProducerFencedError):
+                raise
+            self._restart_transaction(exc)
+            return False
+
+    def _poll_and_process(self, timeout_ms: int) -> int:
+        assert self._consumer is not None
         self._poll_globals()
         self.codec.vault.refresh()  # purges reach a running stage at its next poll
         processed = 0
         while True:
-            for tp, records in self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch).items():
+            # An open transaction is committed on time even when no input comes: never wait past its deadline.
+            wait_ms = min(timeout_ms, max(0, int(self._commit_due_in() * 1000))) if self._in_transaction else timeout_ms
+            for tp, records in self._consumer.poll(timeout_ms=wait_ms, max_records=self.max_batch).items():
                 self._buffers.setdefault(tp, deque()).extend(records)
             processed += self._process_in_order()
             self._pause_full_buffers()
             # Nothing processed although records are buffered: the merge waits for a partition to be fetched.
             # Fetch again now, so that a caller counting idle polls never mistakes that wait for an idle input.
-            if processed or self._stopping or not any(self._buffers.values()):
+            if processed or self._stopping or not any(self._buffers.values()) or self._commit_due():
                 break
-        self._batch_size += processed
-        if self._in_transaction and (self._batch_size >= self.max_batch
-                                     or time.monotonic() - self._batch_started >= self.commit_interval_s):
+        if self._commit_due():
             self._commit()
         elif not processed and not self._in_transaction and self.ready:
             self._commit_past_markers()
         return processed
+
+    def _commit_due_in(self) -> float:
+        """Seconds until the open transaction must be committed."""
+        return self._batch_started + self.commit_interval_s - time.monotonic()
+
+    def _commit_due(self) -> bool:
+        return self._in_transaction and (self._batch_size >= self.max_batch or self._commit_due_in() <= 0)
+
+    def _restart_transaction(self, exc: BaseException) -> None:
+        """The open transaction failed (the broker aborted it, or refused to commit it): none of it is visible, so
+        drop everything it held and process its inputs again from the last commit, with a new producer.
+
+        Only a producer fenced by another member with the same transactional id (a duplicate instance) is fatal."""
+        assert self._consumer is not None
+        self._failed_transactions += 1
+        TRANSACTIONS_RETRIED.labels(self.stage.name).inc()
+        if self._failed_transactions > MAX_TRANSACTION_RETRIES:
+            raise TransactionRetryError(f"the {self.stage.name} stage's transaction failed "
+                                        f"{self._failed_transactions} times in a row; last: {_reason(exc)}") from exc
+        self.log.warning("transaction failed; processing again from the last commit", reason=_reason(exc),
+                         attempt=self._failed_transactions)
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+        self._producer = self._transactional_producer()
+        self.codec.vault.rollback()  # keys created in the failed transaction never reached hub.keys
+        for state in self._states.values():
+            state.discard_all()
+        self._offsets, self._in_transaction, self._batch_size = {}, False, 0
+        assigned = list(self._consumer.assignment())
+        committed = {tp: self._consumer.committed(tp) for tp in assigned}
+        for tp in assigned:
+            self._buffers.pop(tp, None)
+            if committed[tp] is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed[tp])
 
     def _process_in_order(self) -> int:
         """Process buffered records oldest first while the merge allows; returns how many."""
         assert self._consumer is not None
         processed = 0
         unfetched = self._partitions_with_unfetched_records()
-        while processed < self.max_batch and (tp := self._next_in_order(unfetched)) is not None:
+        while processed < self.max_batch and not self._commit_due() and (tp := self._next_in_order(unfetched)) is not None:
             buffer = self._buffers[tp]
             record = buffer.popleft()
             self._begin()
@@ -326,36 +414,62 @@ class StageRunner(ConsumerRebalanceListener):
             self._batch_size = 0
 
     def _handle(self, record: Any) -> None:
+        """Process one input; any failure the record caused dead-letters it (see :class:`ErrorPolicy`)."""
         state = self._states[record.partition]
         try:
-            value = self.codec.decode(record.value)
-        except RecordPurgedError:
-            PURGED_SKIPPED.labels(self.stage.name).inc()  # purged under retention: as if never written
-            return
-        except RecordKeyUnknownError as exc:
-            UNKNOWN_KEYS.labels(self.stage.name).inc()  # not purged: forged or sealed elsewhere
-            self._dead_letter(record, exc)
-            return
-        except (SchemaError, ValueError) as exc:
-            self._dead_letter(record, exc)
-            return
-        try:
-            message = Message(record.topic, record.partition, record.offset, record.key, value, record.timestamp,
-                              record.value)
+            message = self._message_of(record)
+            if message is None:
+                PURGED_SKIPPED.labels(self.stage.name).inc()  # purged under retention: as if never written
+                return
+            event_time = self._event_time_of(message)
             outputs = self.stage.process(message, state)
-            # Encoded before anything is sent: a derived record that cannot be written (one of its reports was
-            # purged) rejects its input as a whole.
-            encoded = [(o, o.value if isinstance(o.value, bytes) else self.codec.encode(o.value)) for o in outputs]
-        except (SchemaError, StageError, ValueError, KeyError, TypeError) as exc:
+            # Encoded and checked before anything is sent: a derived record that cannot be written (one of its
+            # reports was purged, it would exceed the message limit) rejects its input as a whole.
+            encoded = [(o, self._encoded(o)) for o in outputs]
+        except Exception as exc:
             state.discard_last()
+            if self.stage.error_policy.action(exc) == "stop":
+                raise
+            if isinstance(exc, RecordKeyUnknownError):
+                UNKNOWN_KEYS.labels(self.stage.name).inc()  # not purged: forged or sealed elsewhere
             self._dead_letter(record, exc)
             return
         state.keep_last()
         tp = TopicPartition(record.topic, record.partition)
-        self._stream_time[tp] = max(self._stream_time.get(tp, 0.0), self.stage.event_time(message))
+        self._stream_time[tp] = max(self._stream_time.get(tp, 0.0), event_time)
         for output, data in encoded:
             self._send(output, data, record.timestamp)
         PROCESSED.labels(self.stage.name).inc()
+
+    def _message_of(self, record: Any) -> Message | None:
+        """The decoded input, checked to be a type the stage reads; None if retention purged it."""
+        if record.value is None:
+            raise StageError(f"a null value (tombstone) on {record.topic}: the {self.stage.name} stage's inputs "
+                             f"carry records, never deletes")
+        try:
+            value = self.codec.decode(record.value)
+        except RecordPurgedError:
+            return None
+        expected = self.stage.input_types
+        if expected and not isinstance(value, expected):
+            raise StageError(f"a {type(value).__name__} on {record.topic}, where the {self.stage.name} stage reads "
+                             f"only {' or '.join(t.__name__ for t in expected)}")
+        return Message(record.topic, record.partition, record.offset, record.key, value, record.timestamp,
+                       record.value)
+
+    def _event_time_of(self, message: Message) -> float:
+        """The stage's event time for ``message``, refused if it is not a finite number (it drives expiry)."""
+        seconds = float(self.stage.event_time(message))
+        if not math.isfinite(seconds):
+            raise StageError(f"the record's event time is {seconds}, not a point in time")
+        return seconds
+
+    def _encoded(self, output: Output) -> bytes:
+        data = output.value if isinstance(output.value, bytes) else self.codec.encode(output.value)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise StageError(f"its {type(output.value).__name__} for {output.topic} would be {len(data)} bytes, over "
+                             f"the {MAX_MESSAGE_BYTES}-byte message limit")
+        return data
 
     def _send(self, output: Output, value: bytes, timestamp_ms: int) -> None:
         """Produce one output stamped with its input's timestamp, so downstream merges order it the same way."""
@@ -365,15 +479,20 @@ class StageRunner(ConsumerRebalanceListener):
 
     def _dead_letter(self, record: Any, exc: BaseException) -> None:
         assert self._producer is not None
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = _reason(exc)
         self.log.warning("message sent to dead-letter topic", topic=record.topic, partition=record.partition,
                          offset=record.offset, reason=reason.splitlines()[0])
         headers = [("dlq.stage", self.stage.name.encode()), ("dlq.reason", reason.encode()),
                    ("dlq.source_topic", record.topic.encode()), ("dlq.source_partition", str(record.partition).encode()),
                    ("dlq.source_offset", str(record.offset).encode()),
-                   ("dlq.trace", "".join(traceback.format_exception_only(exc)).encode())]
-        self._producer.send(self.deadletter, key=record.key, value=record.value, headers=headers,
-                            timestamp_ms=record.timestamp)
+                   ("dlq.trace", "".join(traceback.format_exception_only(exc))[:MAX_REASON_CHARS].encode())]
+        value = record.value
+        if value is not None and len(value) > MAX_DEAD_LETTER_VALUE:
+            headers += [("dlq.value_bytes", str(len(value)).encode()),
+                        ("dlq.value_sha256", hashlib.sha256(value).hexdigest().encode())]
+            value = None
+        self._producer.send(self.deadletter, key=(record.key or b"")[:MAX_REASON_CHARS] or None, value=value,
+                            headers=headers, timestamp_ms=record.timestamp)
         where = f"{record.topic}/{record.partition}/{record.offset}"
         rejection = audit_event(self.stage.name, AuditEventType.RECORD_REJECTED, principal_of(self.settings),
                                 f"{where} sent to {self.deadletter}: {reason.splitlines()[0]}",
@@ -403,6 +522,8 @@ class StageRunner(ConsumerRebalanceListener):
         if self._offsets:
             self._producer.send_offsets_to_transaction(self._offsets, self._consumer.group_metadata())
         self._producer.commit_transaction()
+        self.codec.vault.confirm()
+        self._failed_transactions = 0
         for partition, (writes, last) in pending.items():
             if writes:
                 offset = last.get(timeout=30).offset + 1 if last is not None else None
@@ -553,6 +674,11 @@ class StageRunner(ConsumerRebalanceListener):
         self._stores, self._states = {}, {}
         self.codec.vault.bind(None)
         self.codec.vault.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """``Type: message``, bounded (an exception can quote a whole record)."""
+    return f"{type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
 
 
 def input_regex(stage: Stage, settings: HubSettings) -> str:

@@ -12,7 +12,9 @@ Canonical events, in order (the first rule that applies decides):
    ``black.withheld`` also when this revision of the event exists only because another agency's BLACK
    report merged into it (the unit must not learn of that report; earlier revisions carry the rest).
 2. ``not-subscribed`` / ``out-of-region``: otherwise the record must match a subscription (a unit one of
-   whose agencies made another, non-BLACK report of the event skips this: it reported the event): its event type
+   whose agencies made another, non-BLACK report of the event that joined it by matching its content skips this: it
+   reported the event; citing a record's number proves nothing, so a citation grants no more than the citer's
+   own subscriptions do): its event type
    and filters (a set filter needs the record to carry a matching value: an arrest names no drug, so it
    never matches a ``drug_types`` filter), and its place: the location's port, county or state (a port
    implies its county and state) in the subscription's regions, or when those are empty in the unit's
@@ -56,7 +58,7 @@ from pydantic import BaseModel, ConfigDict
 from consumers.registry import Region, Registry, Subscription, TaskForce
 from schemas.models import (
     RecordPointer, SharedRecordKind,
-    MG_PER_UNIT, CanonicalEvent, CaseEvent, DeconflictionAlert, DisseminationLevel,
+    MG_PER_UNIT, CanonicalEvent, CaseEvent, DeconflictionAlert, DedupRule, DisseminationLevel,
     DrugType, Handling, ItemSeizure, LabResult, Location, PlannedOperation, TrafficLightProtocol,
 )
 from schemas.reference import PORTS_OF_ENTRY
@@ -143,7 +145,7 @@ def _decide_event(record: CanonicalEvent, unit: TaskForce) -> Decision:
     if record.decision.event_id in hidden:
         return decision("WITHHELD", Rule.BLACK, f"this revision only adds a BLACK report of "
                                                 f"{hidden[record.decision.event_id]} to the event")
-    co_reporting = sorted((owners(record) & unit.agencies) - set(hidden.values()))
+    co_reporting = sorted(_co_reporters(record) & unit.agencies - set(hidden.values()))
     if miss is not None and not co_reporting:
         return decision("WITHHELD", *miss)
     restriction = _withheld_by(event.handling, unit) or _pointer_by(event.handling, unit)
@@ -153,6 +155,12 @@ def _decide_event(record: CanonicalEvent, unit: TaskForce) -> Decision:
         return decision("FULL", Rule.CO_REPORTER, f"member {', '.join(co_reporting)} of {unit.unit_id} also reported "
                                                   f"this {event.handling.dissemination} event of {event.agency_ori}")
     return decision("FULL", Rule.WHITE, f"WHITE record of {event.agency_ori} matching subscription {sid}")
+
+
+def _co_reporters(record: CanonicalEvent) -> set[str]:
+    """ORIs whose report joined the event by matching it in place, time, drugs and quantities: anyone can cite a
+    record number, so a citation (or an update of a cited report) makes no co-reporter."""
+    return {r.agency.ori for r in record.reports if r.rule is DedupRule.CROSS_AGENCY_MATCH}
 
 
 def _hidden_credits(record: CanonicalEvent, unit: TaskForce) -> dict[str, str]:

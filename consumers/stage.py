@@ -15,6 +15,7 @@ from typing import Any, Self
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumers.error_policy import ErrorPolicy
 from consumers.state import State
 from hub.exceptions import ConfigError
 from schemas.codec import problems_of
@@ -78,6 +79,11 @@ class Stage(ABC):
     #: Logical topics every instance reads in full (all partitions, outside the consumer group), such as the
     #: task-force registry: the runner hands them to :meth:`on_global` before processing and between polls.
     global_inputs: tuple[str, ...] = ()
+    #: The record types the stage's inputs carry: anything else (another hub type, a null value) is dead-lettered
+    #: by the runner before :meth:`process` sees it.
+    input_types: tuple[type[AvroModel], ...] = ()
+    #: Which failures dead-letter the input and which stop the stage.
+    error_policy: ErrorPolicy = ErrorPolicy()
 
     def on_global(self, message: Message) -> None:
         """Take in one record of a global input (configuration every instance must share)."""

@@ -12,7 +12,12 @@ alone, and a TLS certificate names it too. The controller listener always stays 
 Security (``--auth scram``, ``--tls``): the client listener ``CLIENT`` speaks SASL_PLAINTEXT (SASL_SSL with TLS)
 with SCRAM-SHA-512, and ``StandardAuthorizer`` refuses whatever no ACL allows. ``User:admin`` is the only super
 user; its password is generated at the first start, kept in ``<instance>/credentials.json`` (mode 0600) and
-written into KRaft storage at format time (``StorageTool --add-scram``).
+written into KRaft storage at format time (``StorageTool --add-scram``). That argument reaches the JVM through a
+Java launcher argument file (``java @file``, 0600, deleted once the format is done), never through the command line,
+which any local user can read in ``/proc/<pid>/cmdline``.
+
+Everything under ``<runtime_dir>/<name>/`` is readable by its owner only: folders 0700, files 0600, and the JVMs
+run with umask 077, so the segments they write (``changelog.*``, feeds, ingest: plain report data) are private.
 
 Inter-broker traffic (3 nodes) goes over that same ``CLIENT`` listener, authenticated as admin with SCRAM: a
 separate PLAINTEXT inter-broker listener would authenticate as ``User:ANONYMOUS``, which then needs
@@ -40,7 +45,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
 
-from hub.credentials import load_passwords, new_password, save_passwords, write_private
+from hub.credentials import (
+    PRIVATE_FILE, PRIVATE_UMASK, load_passwords, new_password, private_dir, save_passwords, write_private,
+)
 from hub.exceptions import BrokerStartError, PortInUseError, ToolMissingError
 from hub.logging import get_logger
 from hub.settings import KAFKA_VERSION, REPO_ROOT, BrokerAuth, HubSettings, get_settings
@@ -365,8 +372,8 @@ class LocalBroker:
                 "are already in use",
                 hint="Stop whatever holds them (`ss -ltnp`), or start on other ports with `hub broker start --port N`.",
             )
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._layout_file.write_text(layout.to_json())
+        private_dir(self.dir)
+        write_private(self._layout_file, layout.to_json().encode())
         if layout.auth == "scram" and self.admin_password() is None:
             save_passwords(self.credentials_file, {ADMIN: new_password()})
         if layout.tls:
@@ -394,12 +401,9 @@ class LocalBroker:
             min_isr=1 if layout.nodes == 1 else 2,
             **(self._secured_listeners(layout, node_id) if layout.secured else self._plaintext_listeners(layout, node_id)),
         )
-        self.node_dir(node_id).mkdir(parents=True, exist_ok=True)
-        (self.node_dir(node_id) / "logs").mkdir(exist_ok=True)
-        if layout.auth == "scram":  # the file holds the admin password
-            write_private(self._config_file(node_id), text.encode())
-        else:
-            self._config_file(node_id).write_text(text)
+        for folder in (self.node_dir(node_id), self.node_dir(node_id) / "logs", self.node_dir(node_id) / "data"):
+            private_dir(folder)
+        write_private(self._config_file(node_id), text.encode())  # with --auth scram it holds the admin password
 
     @staticmethod
     def _plaintext_listeners(layout: Layout, node_id: int) -> dict[str, str]:
@@ -446,20 +450,32 @@ class LocalBroker:
             "extra": "\n".join(lines) + "\n",
         }
 
-    def _java(self, main_class: str, *args: str, heap: str = "256m", node_id: int) -> list[str]:
+    def _jvm(self, heap: str, node_id: int) -> list[str]:
+        """``java`` and its options, up to (not including) the main class."""
         return [
             "java", f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={self.node_dir(node_id) / 'logs'}",
             f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
-            "-cp", self.jars.classpath, main_class, *args,
+            "-cp", self.jars.classpath,
         ]
 
-    def _format_storage(self, layout: Layout, node_id: int) -> None:
+    def _format_command(self, layout: Layout, node_id: int, argfile: Path) -> tuple[list[str], list[str]]:
+        """The StorageTool command line and the arguments it reads from ``argfile``: the main class and its
+        arguments, among them the admin's SCRAM password, which must not appear on a command line."""
         # `--cluster-id=` form: a base64url id may start with '-', which argparse would take for an option.
         scram = ["--add-scram", f"{SCRAM}=[name={ADMIN},password={self.admin_password()}]"] if layout.auth == "scram" else []
-        cmd = self._java("kafka.tools.StorageTool", "format", f"--cluster-id={layout.cluster_id}",
-                         "-c", str(self._config_file(node_id)), "--ignore-formatted", *scram, node_id=node_id)
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        arguments = ["kafka.tools.StorageTool", "format", f"--cluster-id={layout.cluster_id}",
+                     "-c", str(self._config_file(node_id)), "--ignore-formatted", *scram]
+        return [*self._jvm("256m", node_id), f"@{argfile}"], arguments
+
+    def _format_storage(self, layout: Layout, node_id: int) -> None:
+        argfile = self.node_dir(node_id) / "storage-format.args"
+        cmd, arguments = self._format_command(layout, node_id, argfile)
+        write_private(argfile, java_argfile(arguments).encode())
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, umask=PRIVATE_UMASK)
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise BrokerStartError(
                 f"formatting KRaft storage of node {node_id} failed:\n{result.stdout}{result.stderr}",
@@ -467,12 +483,14 @@ class LocalBroker:
             )
 
     def _launch(self, node_id: int, heap: str) -> None:
-        cmd = self._java("kafka.Kafka", str(self._config_file(node_id)), heap=heap, node_id=node_id)
-        out = open(self.node_dir(node_id) / "logs" / "stdout.log", "ab")
+        cmd = [*self._jvm(heap, node_id), "kafka.Kafka", str(self._config_file(node_id))]
+        stdout = self.node_dir(node_id) / "logs" / "stdout.log"
+        out = os.fdopen(os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE), "ab")
+        os.chmod(stdout, PRIVATE_FILE)
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=self.node_dir(node_id))
+                                start_new_session=True, cwd=self.node_dir(node_id), umask=PRIVATE_UMASK)
         out.close()
-        self._pid_file(node_id).write_text(str(proc.pid))
+        write_private(self._pid_file(node_id), str(proc.pid).encode())
         self._launched[node_id] = proc
 
     def _wait_ready(self, layout: Layout, timeout: float) -> None:
@@ -564,6 +582,13 @@ class LocalBroker:
             self.log_file(node_id).unlink(missing_ok=True)
             self._launch(node_id, heap)
         self._wait_ready(layout, timeout)
+
+
+def java_argfile(arguments: list[str]) -> str:
+    """A Java launcher argument file (``java @file``) holding ``arguments``: each one double-quoted, with
+    backslashes and quotes escaped as the launcher expects."""
+    quoted = ('"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"' for argument in arguments)
+    return "\n".join(quoted) + "\n"
 
 
 def _alive(pid: int) -> bool:

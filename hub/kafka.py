@@ -11,9 +11,27 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaTimeoutError, SaslAuthenticationFailedError
+from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
 from hub.exceptions import AuthenticationFailedError, KafkaUnavailableError
 from hub.settings import HubSettings, get_settings
+
+
+def _keep_bytes_received_before_close(transport: type) -> None:
+    """kafka-python 3.0.12 drops the bytes of a read that ends in the peer's close: a broker refusing a SASL login
+    sends its SaslAuthenticate error and closes at once (KIP-306's delayed close), so the refusal was often lost and
+    a wrong password looked like an unreachable broker. Hand such bytes over first; the next read sees the close."""
+    receive = transport.__dict__["_sock_recv"]
+
+    def sock_recv(self: Any) -> tuple[bytes, Any]:
+        data, error = receive(self)
+        return (data, None) if data and error is not None else (data, error)
+
+    transport._sock_recv = sock_recv
+
+
+for _transport in (KafkaTCPTransport, KafkaSSLTransport):
+    _keep_bytes_received_before_close(_transport)
 
 
 def connection_config(settings: HubSettings | None = None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hub.credentials import write_private
+from hub.credentials import private_dir, write_private
 
 VALID_FOR = dt.timedelta(days=825)
 
@@ -65,7 +65,7 @@ def ensure_tls_files(directory: Path, extra_ips: Iterable[str] = ()) -> TlsFiles
     if files.ca_file.exists() and files.keystore.exists():
         if len(ips) == 1 or set(ips) <= certificate_ips(files.keystore):
             return files
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)  # it holds the server's private key
     now = dt.datetime.now(dt.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Task Force Hub local CA")])
@@ -98,6 +98,6 @@ def ensure_tls_files(directory: Path, extra_ips: Iterable[str] = ()) -> TlsFiles
     pem = serialization.Encoding.PEM
     key_pem = server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     write_private(files.keystore, key_pem + server_cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-    files.ca_file.write_bytes(ca_cert.public_bytes(pem))
+    write_private(files.ca_file, ca_cert.public_bytes(pem))  # not secret, but only its owner hands it out
     return files
 

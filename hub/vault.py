@@ -40,6 +40,7 @@ from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
 from schemas.codec import Codec
 from schemas.exceptions import RecordPurgedError
+from schemas.protection import event_id_of
 
 KEY_SIZE = 32
 #: A key about to be created is checked against a table read to its end at most this long ago: a key for the same
@@ -121,6 +122,12 @@ class KeyVault(ABC):
 
     def destroyed(self, key_id: str) -> bool:
         return self.tombstone(key_id) is not None
+
+    def confirm(self) -> None:
+        """The transaction the new entries were written in committed: they are final."""
+
+    def rollback(self) -> None:
+        """The transaction the new entries were written in failed: forget them (they never reached the table)."""
 
 
 def _new_key() -> bytes:
@@ -271,6 +278,8 @@ class KafkaKeyVault(MemoryKeyVault):
         self._kek_checked = False
         self._caught_up_at = 0.0
         self._sink: KeySink | None = None
+        #: Entries written through the sink since the last confirm(), with what each replaced (None: new).
+        self._unconfirmed: dict[str, tuple[bytes, date] | None] = {}
         self._own_producer: Any = None
         self._reader: Any = None
         self._partitions: list[TopicPartition] = []
@@ -389,6 +398,14 @@ class KafkaKeyVault(MemoryKeyVault):
         self.catch_up()
         return super().due(on)
 
+    def key_ids_of(self, report: str) -> list[str]:
+        """The key ids a purge or review order names: ``ORI/event-id`` as given; a bare event id, every agency's
+        report with that id (ids are the agencies' own, so two agencies may use one); [] if none is known."""
+        if "/" in report:
+            return [report]
+        self.catch_up()
+        return sorted(k for k in {*self._keys, *self._tombstones} if event_id_of(k) == report)
+
     def destroy(self, key_id: str, *, reason: str) -> bool:
         with self._lock:
             return super().destroy(self._known([key_id])[0], reason=reason)
@@ -399,7 +416,22 @@ class KafkaKeyVault(MemoryKeyVault):
 
     def _store(self, key_id: str, key: bytes, review_by: date) -> None:
         self._write(key_id.encode(), wrap_entry(self._kek, key_id, key, review_by))
+        if self._sink is not None and key_id not in self._unconfirmed:
+            self._unconfirmed[key_id] = self._keys.get(key_id)
         super()._store(key_id, key, review_by)
+
+    def confirm(self) -> None:
+        self._unconfirmed = {}
+
+    def rollback(self) -> None:
+        with self._lock:
+            for key_id, previous in self._unconfirmed.items():
+                if previous is None:
+                    self._keys.pop(key_id, None)
+                else:
+                    self._keys[key_id] = previous
+            self._unconfirmed = {}
+            self._caught_up_at = 0.0  # read the table again before trusting what is known
 
     def _forget(self, tombstone: Tombstone) -> None:
         self._write(tombstone.key_id.encode(), destroyed_entry(tombstone))

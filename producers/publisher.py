@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -23,6 +24,7 @@ from hub.settings import HubSettings, get_settings
 from producers.exceptions import AgencyMismatchError, TopicMissingError
 from producers.spool import Spool, SpooledRecord
 from schemas.codec import Codec
+from schemas.limits import check_times
 from schemas.models import CaseEvent
 from schemas.topics import INGEST, ingest_key
 
@@ -108,13 +110,20 @@ class Publisher:
 
     # -- publishing ------------------------------------------------------------------------------
     def publish(self, event: CaseEvent) -> None:
-        """Accept one event (raises AgencyMismatchError for another agency's record)."""
+        """Accept one event; refused (nothing spooled) as :meth:`prepare` says."""
+        self._buffer.append((self.topic, ingest_key(event), self.prepare(event), event.event_id))
+        if len(self._buffer) >= self.batch_size:
+            self._accept_buffer()
+
+    def prepare(self, event: CaseEvent) -> bytes:
+        """The event's message, after the checks publishing makes: AgencyMismatchError for another agency's record,
+        RecordOutOfBoundsError for one dated too far from now or too large. A caller may check a batch with it
+        before publishing any."""
         if event.agency_ori != self.agency_ori:
             raise AgencyMismatchError(
                 f"event {event.event_id} is from {event.agency_ori}, but this publisher is {self.agency_ori}")
-        self._buffer.append((self.topic, ingest_key(event), self.codec.encode(event), event.event_id))
-        if len(self._buffer) >= self.batch_size:
-            self._accept_buffer()
+        check_times(event, datetime.now(UTC))
+        return self.codec.encode(event)
 
     def flush(self) -> PublishReport:
         """Spool what is buffered, send everything pending, and report."""

@@ -4,6 +4,8 @@ One SQLite file per agency under ``<runtime_dir>/spool/``. A record is *pending*
 *in flight* until its delivery is confirmed, when it is deleted. If the process or the broker dies, the
 in-flight records' fate is unknown; ``floors`` keeps, per partition, an offset below which none of them
 can lie, so a drain scans only that window for their event ids and resends just the missing ones.
+
+The spool holds reports in the clear until the broker has them, so the folder is 0700 and its files 0600.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.credentials import private_file, private_sqlite
 from producers.exceptions import SpoolBusyError
 
 _SCHEMA = """
@@ -44,9 +47,8 @@ class Spool:
     """The spool of one agency; holds an exclusive lock so two publishers never share it."""
 
     def __init__(self, directory: Path, agency_ori: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"{agency_ori}.sqlite"
-        self._lock_file = open(directory / f"{agency_ori}.lock", "w")
+        self.path = private_sqlite(directory / f"{agency_ori}.sqlite")
+        self._lock_file = open(private_file(directory / f"{agency_ori}.lock"), "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from schemas.exceptions import (DecodeError, RecordInvalidError, RecordKeyUnknownError, RecordPurgedError,
                                 RecordSealedError, SchemaLoadError)
+from schemas.limits import check_report_size
 from schemas.models import MODELS_BY_NAME, AvroModel, CaseEvent, ProtectedRecord
 from schemas.protection import RecordKeys, record_key_ids, review_by_of, seal, unseal
 from schemas.store import PROTECTED_RECORD, SchemaStore, TypeSchema, default_store
@@ -91,7 +92,11 @@ class Codec:
         return self._pinned.type(name) if self._pinned is not None else self.store.history(name)[-1]
 
     def encode(self, model: AvroModel) -> bytes:
+        """The model's message, sealed when the codec has a vault; RecordOutOfBoundsError for a report over
+        ``MAX_REPORT_BYTES``."""
         inner = self.encode_datum(type(model).avro_name, to_avro_datum(model))
+        if isinstance(model, CaseEvent):
+            check_report_size(inner)
         key_ids = record_key_ids(model) if self.vault is not None else []
         if self.vault is None or not key_ids:
             return inner
@@ -129,6 +134,8 @@ class Codec:
         if writer.name == PROTECTED_RECORD:
             data = self._open(self._envelope(data, writer))
             writer = self.writer_of(data)
+        if writer.name == CaseEvent.avro_name:
+            check_report_size(data)  # before reading it: no report is bigger, however it was written
         return writer.name, _unname_union_branches(self._read(data, writer, self.schema_for(writer.name)))
 
     def decode(self, data: bytes) -> AvroModel:
@@ -146,7 +153,7 @@ class Codec:
     def _seal(self, model: AvroModel, inner: bytes, key_ids: list[str], vault: RecordKeys) -> ProtectedRecord:
         """A report gets its key here; a derived record only uses its reports' keys and never recreates one."""
         if isinstance(model, CaseEvent):
-            keys = {model.event_id: vault.ensure(model.event_id, review_by_of(model))}
+            keys = {key_ids[0]: vault.ensure(key_ids[0], review_by_of(model))}
             dates = vault.review_dates(key_ids)
         else:
             keys, dates = self._keys(key_ids, vault)

@@ -25,6 +25,12 @@ class RecordInvalidError(SchemaError):
         self.problems = problems
 
 
+class RecordOutOfBoundsError(RecordInvalidError):
+    """A well-formed record outside the contract's bounds (``schemas.limits``): too big, or dated too far from now."""
+
+    hint = "Correct the fields listed (see schemas/limits.py for the bounds) and submit the record again."
+
+
 class DecodeError(SchemaError):
     """Bytes that are not a hub message: wrong framing, unknown fingerprint or corrupt Avro."""
 

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.limits import (AVRO_INT_MAX, AVRO_LONG_MAX, EARLIEST_DATE, LATEST_DATE, MAX_ALERT_PARTIES,
+                            MAX_CASE_NUMBERS, MAX_CHARGES, MAX_CODE_CHARS, MAX_CODES, MAX_COUNT, MAX_DEFENDANTS,
+                            MAX_DETAIL_CHARS, MAX_DOCUMENT_CHARS, MAX_DRUGS, MAX_ENTITIES, MAX_HUB_LIST_ITEMS,
+                            MAX_IDENTIFIERS, MAX_LABEL_CHARS, MAX_MESSAGE_BYTES, MAX_NAME_CHARS,
+                            MAX_OPERATION_DURATION, MAX_PILL_PRESSES, MAX_RECORD_REFERENCES, MAX_RECORD_VERSION,
+                            MAX_RELEASABLE_TO, MAX_REPORTS_CARRIED, MAX_REPORTS_PER_CANONICAL, MAX_TEXT_CHARS,
+                            MAX_WEIGHT_MG)
 from schemas.reference import PORTS_OF_ENTRY, US_STATES
 
 NAMESPACE = "gov.taskforce.hub"
@@ -32,11 +39,67 @@ MG_PER_UNIT = {"MG": 1.0, "G": 1e3, "KG": 1e6, "OZ": 28_349.523125, "LB": 453_59
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
+# -- bounded values (schemas.limits) ---------------------------------------------------------------------
+# Control characters have no place in what an agency writes (they would also reach analysts' terminals); free
+# text may hold tabs and line breaks. (Lone surrogates, which no encoding takes, pydantic refuses in any string.)
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _clean(pattern: re.Pattern[str]) -> AfterValidator:
+    def check(value: str) -> str:
+        found = pattern.search(value)
+        if found is not None:
+            raise ValueError(f"holds a control character U+{ord(found.group()):04X} at position {found.start()}: "
+                             f"remove it")
+        return value
+
+    return AfterValidator(check)
+
+
+#: Identifiers, numbers and codes an agency writes (one line).
+Code = Annotated[str, Field(max_length=MAX_CODE_CHARS), _clean(_NOT_ONE_LINE)]
+#: Names (one line).
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS), _clean(_NOT_ONE_LINE)]
+#: Free text an agency writes.
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), _clean(_NOT_TEXT)]
+# What the hub itself writes may quote anything (a dead letter's reason, a state key), so it is only bounded.
+Label = Annotated[str, Field(max_length=MAX_LABEL_CHARS)]
+Explanation = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Detail = Annotated[str, Field(max_length=MAX_DETAIL_CHARS)]
+Count = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+AvroInt = Annotated[int, Field(ge=0, le=AVRO_INT_MAX)]
+RecordVersion = Annotated[int, Field(ge=1, le=MAX_RECORD_VERSION)]
+
+
+def _implausible(value: date) -> ValueError:
+    return ValueError(f"{value.isoformat()} is not a plausible date: the contract takes dates from "
+                      f"{EARLIEST_DATE.isoformat()} to before {LATEST_DATE.isoformat()}")
+
+
+def _plausible_date(value: date) -> date:
+    if not EARLIEST_DATE <= value < LATEST_DATE:
+        raise _implausible(value)
+    return value
+
+
+def _plausible_time(value: datetime) -> datetime:
+    # Checked in UTC, as Avro holds it; the year first, since converting year 9999 (or 1) would itself overflow.
+    if not (EARLIEST_DATE.year <= value.year <= LATEST_DATE.year
+            and EARLIEST_DATE <= value.astimezone(UTC).date() < LATEST_DATE):
+        raise _implausible(value)
+    return value
+
+
+#: A timezone-aware time in the contract's calendar range (``schemas.limits.EARLIEST_DATE``/``LATEST_DATE``).
+Timestamp = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
+Day = Annotated[date, AfterValidator(_plausible_date)]
+
 
 class AvroModel(BaseModel):
-    """A model mirroring one Avro record; ``avro_name`` is the record's full name."""
+    """A model mirroring one Avro record; ``avro_name`` is the record's full name. No float may be NaN or infinite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     avro_name: ClassVar[str]
     #: Fields holding a union of several records, whose branch the codec must name when writing.
     record_unions: ClassVar[tuple[str, ...]] = ()
@@ -260,9 +323,9 @@ def _require_e164(value: str) -> str:
 
 # -- records -------------------------------------------------------------------------------------
 class ContactInformation(AvroModel):
-    name: str = Field(min_length=1)
-    telephone: str | None = None
-    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    name: Name = Field(min_length=1)
+    telephone: Code | None = None
+    email: Name | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
     @field_validator("telephone")
     @classmethod
@@ -271,8 +334,8 @@ class ContactInformation(AvroModel):
 
 
 class Agency(AvroModel):
-    ori: str
-    name: str = Field(min_length=1)
+    ori: Code
+    name: Name = Field(min_length=1)
     level: AgencyLevel
     contact: ContactInformation | None = None
 
@@ -285,12 +348,12 @@ class Agency(AvroModel):
 
 
 class Location(AvroModel):
-    port_of_entry: str | None = None
-    state: str | None = None
-    county_fips: str | None = Field(None, pattern=r"^\d{5}$")
+    port_of_entry: Code | None = None
+    state: Code | None = None
+    county_fips: Code | None = Field(None, pattern=r"^\d{5}$")
     latitude: float | None = Field(None, ge=-90, le=90)
     longitude: float | None = Field(None, ge=-180, le=180)
-    description: str | None = None
+    description: Text | None = None
 
     @field_validator("port_of_entry")
     @classmethod
@@ -320,11 +383,11 @@ class Location(AvroModel):
 
 
 class IntelligenceMarking(AvroModel):
-    criminal_predicate: str
+    criminal_predicate: Text
     sensitivity: Sensitivity
     confidence: Confidence
-    control_official: str = Field(min_length=1)
-    review_by: date
+    control_official: Name = Field(min_length=1)
+    review_by: Day
 
     @field_validator("criminal_predicate")
     @classmethod
@@ -337,16 +400,16 @@ class IntelligenceMarking(AvroModel):
 class Handling(AvroModel):
     dissemination: DisseminationLevel
     tlp: TrafficLightProtocol
-    cui_categories: list[CuiCategory] = []
-    releasable_to: list[str] = []
+    cui_categories: list[CuiCategory] = Field([], max_length=MAX_CODES)
+    releasable_to: list[Code] = Field([], max_length=MAX_RELEASABLE_TO)
     no_foreign: bool = False
     intelligence: IntelligenceMarking | None = None
 
 
 class EntityIdentifier(AvroModel):
     scheme: IdentifierScheme
-    value: str = Field(min_length=1)
-    issuer: str | None = None
+    value: Name = Field(min_length=1)
+    issuer: Code | None = None
 
     @model_validator(mode="after")
     def _valid_for_scheme(self) -> EntityIdentifier:
@@ -362,19 +425,26 @@ class EntityIdentifier(AvroModel):
 class EntityReference(AvroModel):
     kind: EntityKind
     role: EntityRole
-    identifiers: list[EntityIdentifier] = Field(min_length=1)
-    display_name: str | None = None
+    identifiers: list[EntityIdentifier] = Field(min_length=1, max_length=MAX_IDENTIFIERS)
+    display_name: Name | None = None
 
 
 class RecordReference(AvroModel):
-    system: str = Field(min_length=1)
-    number: str = Field(min_length=1)
-    ori: str | None = None
+    system: Code = Field(min_length=1)
+    number: Code = Field(min_length=1)
+    ori: Code | None = None
 
 
 class Weight(AvroModel):
     value: float = Field(gt=0)
     unit: WeightUnit
+
+    @model_validator(mode="after")
+    def _plausible_weight(self) -> Weight:
+        if self.milligrams > MAX_WEIGHT_MG:
+            raise ValueError(f"{self.value:g} {self.unit} is more than {MAX_WEIGHT_MG / 1e9:,.0f} tonnes, more than "
+                             f"any seizure on record: check the value and its unit")
+        return self
 
     @property
     def milligrams(self) -> float:
@@ -385,7 +455,7 @@ class Drug(AvroModel):
     drug_type: DrugType
     form: DrugForm
     net_weight: Weight | None = None
-    pill_count: int | None = Field(None, gt=0)
+    pill_count: Count | None = None
     purity: Fraction | None = None
 
     @model_validator(mode="after")
@@ -410,19 +480,19 @@ class Drug(AvroModel):
 
 
 class PillPress(AvroModel):
-    serial_number: str | None = None
-    manufacturer: str | None = None
-    model: str | None = None
+    serial_number: Code | None = None
+    manufacturer: Name | None = None
+    model: Name | None = None
 
 
 class ItemSeizure(AvroModel):
-    seizure_number: str | None = None
-    drugs: list[Drug] = []
-    pill_presses: list[PillPress] = []
+    seizure_number: Code | None = None
+    drugs: list[Drug] = Field([], max_length=MAX_DRUGS)
+    pill_presses: list[PillPress] = Field([], max_length=MAX_PILL_PRESSES)
     conveyance: ConveyanceType
-    concealment: list[ConcealmentMethod] = []
-    operation_name: str | None = None
-    turned_over_to: str | None = None
+    concealment: list[ConcealmentMethod] = Field([], max_length=MAX_CODES)
+    operation_name: Name | None = None
+    turned_over_to: Name | None = None
     nii_scan: bool = False
 
     @model_validator(mode="after")
@@ -436,58 +506,61 @@ class ItemSeizure(AvroModel):
 
 
 class Charge(AvroModel):
-    statute: str = Field(min_length=1)
-    description: str = Field(min_length=1)
+    statute: Name = Field(min_length=1)
+    description: Text = Field(min_length=1)
     severity: ChargeSeverity
 
 
 class Arrest(AvroModel):
-    booking_number: str | None = None
-    charges: list[Charge] = []
-    related_seizure_number: str | None = None
+    booking_number: Code | None = None
+    charges: list[Charge] = Field([], max_length=MAX_CHARGES)
+    related_seizure_number: Code | None = None
 
 
 class Case(AvroModel):
-    case_number: str = Field(min_length=1)
-    title: str = Field(min_length=1)
+    case_number: Code = Field(min_length=1)
+    title: Name = Field(min_length=1)
     lead_investigator: ContactInformation | None = None
-    disposition: str | None = None
+    disposition: Text | None = None
 
 
 class Indictment(AvroModel):
-    case_number: str = Field(min_length=1)
-    court: str = Field(min_length=1)
-    docket_number: str = Field(min_length=1)
-    filed_on: date
-    defendant_count: int = Field(gt=0)
-    charges: list[Charge] = []
-    organization: str | None = None
+    case_number: Code = Field(min_length=1)
+    court: Name = Field(min_length=1)
+    docket_number: Code = Field(min_length=1)
+    filed_on: Day
+    defendant_count: int = Field(gt=0, le=MAX_DEFENDANTS)
+    charges: list[Charge] = Field([], max_length=MAX_CHARGES)
+    organization: Name | None = None
 
 
 class LabResult(AvroModel):
-    laboratory: str = Field(min_length=1)
+    laboratory: Name = Field(min_length=1)
     laboratory_kind: LaboratoryKind
-    seizure_number: str | None = None
-    seizure_event_id: str | None = None
+    seizure_number: Code | None = None
+    seizure_event_id: Code | None = None
     drug_type: DrugType
     purity: Fraction
     net_weight: Weight | None = None
-    method: str = Field(min_length=1)
+    method: Name = Field(min_length=1)
 
 
 class PlannedOperation(AvroModel):
     operation_kind: OperationKind
-    operation_name: str | None = None
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    operation_name: Name | None = None
+    starts_at: Timestamp
+    ends_at: Timestamp
     radius_m: float = Field(250.0, gt=0, le=50_000)
-    case_number: str | None = None
+    case_number: Code | None = None
     on_scene_contact: ContactInformation
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> PlannedOperation:
         if self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
+        if self.ends_at - self.starts_at > MAX_OPERATION_DURATION:
+            raise ValueError(f"the operation lasts more than {MAX_OPERATION_DURATION.days} days (ends_at - starts_at): "
+                             f"register a long operation in phases")
         return self
 
 
@@ -510,18 +583,18 @@ class CaseEvent(AvroModel):
 
     record_unions: ClassVar[tuple[str, ...]] = ("payload",)
 
-    event_id: str
+    event_id: Code
     event_type: EventType
     source_agency: Agency
-    source_system: str = Field(min_length=1)
-    source_record_id: str = Field(min_length=1)
-    record_version: int = Field(ge=1)
-    event_time: AwareDatetime
-    report_time: AwareDatetime
+    source_system: Code = Field(min_length=1)
+    source_record_id: Code = Field(min_length=1)
+    record_version: RecordVersion
+    event_time: Timestamp
+    report_time: Timestamp
     location: Location
     handling: Handling
-    entities: list[EntityReference] = []
-    record_references: list[RecordReference] = []
+    entities: list[EntityReference] = Field([], max_length=MAX_ENTITIES)
+    record_references: list[RecordReference] = Field([], max_length=MAX_RECORD_REFERENCES)
     payload: Payload
 
     @field_validator("event_id")
@@ -570,17 +643,17 @@ class DedupRule(StrEnum):
 class DedupDecision(AvroModel):
     rule: DedupRule
     score: Fraction
-    explanation: str
-    event_id: str
+    explanation: Explanation
+    event_id: Code
 
 
 class ReportCredit(AvroModel):
-    event_id: str
+    event_id: Code
     agency: Agency
-    source_system: str
-    source_record_id: str
-    record_version: int
-    report_time: AwareDatetime
+    source_system: Code
+    source_record_id: Code
+    record_version: RecordVersion
+    report_time: Timestamp
     rule: DedupRule
     score: Fraction
     dissemination: DisseminationLevel = DisseminationLevel.WHITE
@@ -589,11 +662,11 @@ class ReportCredit(AvroModel):
 class CanonicalEvent(AvroModel):
     """One real-world event; the highest revision per ``canonical_id`` is the current one."""
 
-    canonical_id: str
-    revision: int = Field(ge=1)
+    canonical_id: Code
+    revision: int = Field(ge=1, le=AVRO_INT_MAX)
     event_type: EventType
     primary: CaseEvent
-    reports: list[ReportCredit] = Field(min_length=1)
+    reports: list[ReportCredit] = Field(min_length=1, max_length=MAX_REPORTS_PER_CANONICAL)
     decision: DedupDecision
 
     @property
@@ -615,23 +688,23 @@ class AlertStatus(StrEnum):
 
 class AlertParty(AvroModel):
     agency: Agency
-    event_id: str
-    canonical_id: str
-    case_numbers: list[str] = []
+    event_id: Code
+    canonical_id: Code
+    case_numbers: list[Code] = Field([], max_length=MAX_CASE_NUMBERS)
     contact: ContactInformation | None = None
     dissemination: DisseminationLevel = DisseminationLevel.WHITE
 
 
 class DeconflictionAlert(AvroModel):
-    alert_id: str
+    alert_id: Code
     alert_kind: AlertKind
     status: AlertStatus
     urgent: bool
-    matched: str
-    parties: list[AlertParty] = Field(min_length=2)
-    raised_at: AwareDatetime
-    updated_at: AwareDatetime
-    explanation: str
+    matched: Label
+    parties: list[AlertParty] = Field(min_length=2, max_length=MAX_ALERT_PARTIES)
+    raised_at: Timestamp
+    updated_at: Timestamp
+    explanation: Explanation
 
 
 class AlertActionKind(StrEnum):
@@ -640,12 +713,12 @@ class AlertActionKind(StrEnum):
 
 
 class AlertAction(AvroModel):
-    alert_id: str
+    alert_id: Code
     action: AlertActionKind
-    agency_ori: str
-    actor: str = Field(min_length=1)
-    at: AwareDatetime
-    note: str | None = None
+    agency_ori: Code
+    actor: Name = Field(min_length=1)
+    at: Timestamp
+    note: Text | None = None
 
 
 # -- routing to task forces (v4) --------------------------------------------------------------------
@@ -663,21 +736,21 @@ class SharedRecordKind(StrEnum):
 class RecordPointer(AvroModel):
     """That a record exists and whom to ask: never its place, entities or drugs (LEXS gray)."""
 
-    record_id: str
+    record_id: Label
     record_kind: SharedRecordKind
     event_type: EventType | None = None
     alert_kind: AlertKind | None = None
-    owners: list[Agency] = []
+    owners: list[Agency] = Field([], max_length=MAX_REPORTS_CARRIED)
 
 
 class FeedItem(AvroModel):
-    item_id: str
-    unit_id: str
+    item_id: Label
+    unit_id: Label
     form: ShareForm
-    rule: str
-    subscription_id: str | None = None
-    registry_version: int
-    routed_at: AwareDatetime
+    rule: Label
+    subscription_id: Label | None = None
+    registry_version: AvroInt
+    routed_at: Timestamp
     event: CanonicalEvent | None = None
     alert: DeconflictionAlert | None = None
     pointer: RecordPointer | None = None
@@ -692,51 +765,51 @@ class FeedItem(AvroModel):
 
 
 class RoutingDecision(AvroModel):
-    decision_id: str
-    record_id: str
+    decision_id: Label
+    record_id: Label
     record_kind: SharedRecordKind
-    revision: str
-    event_ids: list[str] = []
-    owner_oris: list[str] = []
-    unit_id: str
-    principal: str
+    revision: Label
+    event_ids: list[Code] = Field([], max_length=MAX_REPORTS_CARRIED)
+    owner_oris: list[Code] = Field([], max_length=MAX_REPORTS_CARRIED)
+    unit_id: Label
+    principal: Label
     form: ShareForm
-    rule: str
-    reason: str
-    subscription_id: str | None = None
-    registry_version: int
-    decided_at: AwareDatetime
-    component: str
+    rule: Label
+    reason: Detail
+    subscription_id: Label | None = None
+    registry_version: AvroInt
+    decided_at: Timestamp
+    component: Label
 
 
 class RegistryRevision(AvroModel):
-    version: int = Field(ge=1)
-    document: str
+    version: int = Field(ge=1, le=AVRO_INT_MAX)
+    document: str = Field(max_length=MAX_DOCUMENT_CHARS)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    applied_by: str = Field(min_length=1)
-    applied_at: AwareDatetime
-    changes: list[str] = []
+    applied_by: Label = Field(min_length=1)
+    applied_at: Timestamp
+    changes: list[Detail] = Field([], max_length=MAX_HUB_LIST_ITEMS)
 
 
 class AuditSeal(AvroModel):
-    partition: int = Field(ge=0)
-    sequence: int = Field(ge=1)
+    partition: AvroInt
+    sequence: int = Field(ge=1, le=AVRO_LONG_MAX)
     prev_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    recorded_at: AwareDatetime
-    record: bytes
+    recorded_at: Timestamp
+    record: bytes = Field(max_length=MAX_MESSAGE_BYTES)
 
 
 # -- retention and the CJIS audit trail (v5) ---------------------------------------------------------
 class ProtectedRecord(AvroModel):
     """A record sealed under its reports' record keys: destroying one key purges every copy on the log."""
 
-    key_ids: list[str] = Field(min_length=1)
-    review_by: date
-    inner_type: str = Field(min_length=1)
-    algorithm: str = Field(min_length=1)
-    nonce: bytes
-    ciphertext: bytes
+    key_ids: list[Label] = Field(min_length=1, max_length=MAX_REPORTS_CARRIED)
+    review_by: Day
+    inner_type: Label = Field(min_length=1)
+    algorithm: Label = Field(min_length=1)
+    nonce: bytes = Field(max_length=64)
+    ciphertext: bytes = Field(max_length=MAX_MESSAGE_BYTES)
 
     @field_validator("key_ids")
     @classmethod
@@ -767,14 +840,14 @@ class AuditOutcome(StrEnum):
 class AuditEvent(AvroModel):
     """One audited action with the CJIS fields: what, when, where, who and the outcome."""
 
-    audit_id: str
-    recorded_at: AwareDatetime
-    component: str = Field(min_length=1)
+    audit_id: Code
+    recorded_at: Timestamp
+    component: Label = Field(min_length=1)
     event_type: AuditEventType
-    principal: str = Field(min_length=1)
+    principal: Label = Field(min_length=1)
     outcome: AuditOutcome
-    subject_ids: list[str] = []
-    detail: str
+    subject_ids: list[Label] = Field([], max_length=MAX_HUB_LIST_ITEMS)
+    detail: Detail
 
     @field_validator("audit_id")
     @classmethod

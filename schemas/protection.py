@@ -40,15 +40,29 @@ class RecordKeys(Protocol):
     def destroyed(self, key_id: str) -> bool: ...
 
 
+def report_key_id(ori: str, event_id: str) -> str:
+    """The id of a report's record key: its event id within the publishing agency's ORI.
+
+    Event ids are chosen by agencies; scoped by the ORI that published them (the ingest topic's), one agency's id
+    can never name, share or pre-empt another agency's report, whatever ids it makes up."""
+    return f"{ori}/{event_id}"
+
+
+def event_id_of(key_id: str) -> str:
+    """The agency's event id within a record key id (see :func:`report_key_id`)."""
+    return key_id.rpartition("/")[2]
+
+
 def record_key_ids(model: AvroModel) -> list[str]:
-    """The event ids whose keys protect ``model``, sorted; [] for records that carry no report's data."""
+    """The ids of the record keys protecting ``model``, sorted; [] for records that carry no report's data."""
     if isinstance(model, CaseEvent):
-        return [model.event_id]
+        return [report_key_id(model.agency_ori, model.event_id)]
     if isinstance(model, CanonicalEvent):
         # The primary is always credited among the reports; counting it too keeps that an assumption, not a leak.
-        return sorted({model.primary.event_id, *(r.event_id for r in model.reports)})
+        return sorted({*record_key_ids(model.primary), *(report_key_id(r.agency.ori, r.event_id)
+                                                          for r in model.reports)})
     if isinstance(model, DeconflictionAlert):
-        return sorted({p.event_id for p in model.parties})
+        return sorted({report_key_id(p.agency.ori, p.event_id) for p in model.parties})
     return []  # FeedItem: delivered in the clear to its unit (over TLS); a purge tombstones it on the feed
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from schemas.limits import MAX_REPORT_BYTES
 from schemas.models import CaseEvent, Location
 from schemas.reference import PORTS_OF_ENTRY
 
@@ -19,6 +20,8 @@ CleanupPolicy = Literal["delete", "compact", "compact,delete"]
 FOREVER = -1
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS
+#: Largest record batch an agency may write to its ingest topic: a publisher's 256 KiB batch plus one report.
+INGEST_BATCH_LIMIT = 256 * 1024 + MAX_REPORT_BYTES + 4096
 #: Compacted topics that hold data a purge must remove: segments roll hourly and any dirty share is cleaned, so a
 #: replaced value (a destroyed key, a tombstoned feed item) is gone from the broker's disks within hours.
 PROMPT_COMPACTION = {"segment.ms": str(HOUR_MS), "max.compaction.lag.ms": str(HOUR_MS),
@@ -60,7 +63,13 @@ INGEST = TopicSpec(
     cleanup_policy="delete",
     # Long enough to ride out an intake outage; hourly segments make the bound on a plain copy 7 days + 1 hour.
     retention_ms=7 * DAY_MS,
-    extra_configs={"segment.ms": str(HOUR_MS)},
+    extra_configs={
+        "segment.ms": str(HOUR_MS),
+        # The broker stamps each record: the time intake checks a report's dates against is not the agency's to set.
+        "message.timestamp.type": "LogAppendTime",
+        # The broker refuses a batch an agency could not have made of valid reports (publishers batch 256 KiB).
+        "max.message.bytes": str(INGEST_BATCH_LIMIT),
+    },
 )
 
 INGESTED = TopicSpec(

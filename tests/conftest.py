@@ -137,9 +137,21 @@ def codec_with_keys(settings: HubSettings, records: list) -> Any:
     from datetime import date
 
     from hub.vault import hub_codec
+    from schemas.protection import record_key_ids
 
     codec = hub_codec(settings)
     for record in records:
-        for report in record.reports:
-            codec.vault.ensure(report.event_id, date(2031, 1, 1))
+        for key_id in record_key_ids(record):
+            codec.vault.ensure(key_id, date(2031, 1, 1))
     return codec
+
+
+SOAK_FIRST, SOAK_LAST = "test_low_traffic_soak_started", "test_low_traffic_stages_keep_running_and_deliver_every_event"
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Start the low-traffic soak (tests/test_low_traffic.py) before every other test and check it after them all,
+    so its ten minutes run beside the suite instead of after it."""
+    first = [i for i in items if i.name == SOAK_FIRST]
+    last = [i for i in items if i.name == SOAK_LAST]
+    items[:] = first + [i for i in items if i.name not in (SOAK_FIRST, SOAK_LAST)] + last

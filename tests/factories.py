@@ -8,6 +8,7 @@ from typing import Any
 
 from schemas.codec import parse_event
 from schemas.models import CaseEvent
+from schemas.protection import record_key_ids
 
 CBP_SAN_DIEGO = {"ori": "CACBP0100", "name": "CBP Office of Field Operations, San Diego Field Office",
                  "level": "FEDERAL"}
@@ -65,3 +66,8 @@ def event_dict(base: dict[str, Any] = SEIZURE, **changes: Any) -> dict[str, Any]
 
 def make_event(base: dict[str, Any] = SEIZURE, **changes: Any) -> CaseEvent:
     return parse_event(event_dict(base, **changes))
+
+
+def key_id(event: CaseEvent) -> str:
+    """The id of the record key ``event`` is sealed under (its event id within its agency's ORI)."""
+    return record_key_ids(event)[0]

@@ -15,6 +15,7 @@ from producers.sample import generate
 from schemas.archive import read_archive
 from schemas.topics import INGESTED
 from tests.conftest import hub_env, publish_events, topic_records
+from tests.factories import key_id
 
 HUB = [sys.executable, "-m", "hub"]
 
@@ -34,7 +35,7 @@ def test_an_archive_reads_back_with_apache_avro_and_restores_byte_for_byte(hub_s
     with path.open("rb") as source:  # a different Avro implementation, reading the embedded writer schema
         read = list(avro.datafile.DataFileReader(source, avro.io.DatumReader()))
     # Report data is sealed (a ProtectedRecord per event, under its record key), so the archive can be purged too.
-    assert sorted(r["value"]["key_ids"][0] for r in read) == sorted(e.event_id for e in events)
+    assert sorted(r["value"]["key_ids"][0] for r in read) == sorted(key_id(e) for e in events)
     assert {r["value"]["inner_type"] for r in read} == {"gov.taskforce.hub.CaseEvent"}
     assert {r["topic"] for r in read} == {topic}
     codec = hub_codec(hub_settings)  # with the key vault, the hub reads the events themselves back

@@ -21,7 +21,7 @@ from schemas.models import (
 )
 from schemas.protection import ALGORITHM, record_key_ids, review_by_of, seal, unseal
 from schemas.store import PROTECTED_RECORD, default_store
-from tests.factories import make_event
+from tests.factories import key_id, make_event
 
 INTELLIGENCE = {"criminal_predicate": "Subject supplies fentanyl pills to the Lopez DTO (CI report 2025-118)",
                 "sensitivity": "HIGH", "confidence": "PROBABLE", "control_official": "ASAC J. Ortiz",
@@ -86,7 +86,7 @@ def test_each_protected_type_round_trips_sealed(name):
     envelope = codec.envelope_of(data)
     assert envelope.key_ids == record_key_ids(record) and envelope.inner_type == type(record).avro_name
     assert envelope.algorithm == ALGORITHM and len(envelope.nonce) == 12
-    assert envelope.review_by == min(review_by_of(e) for e in EVENTS if e.event_id in envelope.key_ids)
+    assert envelope.review_by == min(review_by_of(e) for e in EVENTS if key_id(e) in envelope.key_ids)
     assert codec.decode(data) == record
     assert codec.decode_datum(data)[0] == type(record).avro_name
     plain = Codec().encode(record)
@@ -95,9 +95,9 @@ def test_each_protected_type_round_trips_sealed(name):
 
 def test_key_ids_name_the_reports_each_record_carries():
     a, b, c = EVENTS
-    assert record_key_ids(a) == [a.event_id]
-    assert record_key_ids(canonical(c, a, b)) == sorted(e.event_id for e in EVENTS)
-    assert record_key_ids(alert(b, a)) == sorted([a.event_id, b.event_id])
+    assert record_key_ids(a) == [key_id(a)]
+    assert record_key_ids(canonical(c, a, b)) == sorted(key_id(e) for e in EVENTS)
+    assert record_key_ids(alert(b, a)) == sorted([key_id(a), key_id(b)])
     pointer = RecordPointer(record_id=str(uuid.uuid4()), record_kind=SharedRecordKind.CANONICAL_EVENT,
                             owners=[a.source_agency])
     # Feed items go to their unit in the clear (the unit holds no hub key); a purge tombstones them instead.
@@ -124,10 +124,10 @@ def test_destroying_one_key_purges_every_record_carrying_that_report_only():
     codec = sealed_codec(EVENTS)
     merged = codec.encode(canonical(*EVENTS))
     others = [codec.encode(e) for e in EVENTS]
-    assert codec.vault.destroy(EVENTS[1].event_id, reason="review date passed") is True
-    with pytest.raises(RecordPurgedError, match=EVENTS[1].event_id) as info:
+    assert codec.vault.destroy(key_id(EVENTS[1]), reason="review date passed") is True
+    with pytest.raises(RecordPurgedError, match=key_id(EVENTS[1])) as info:
         codec.decode(merged)
-    assert info.value.key_ids == [EVENTS[1].event_id]
+    assert info.value.key_ids == [key_id(EVENTS[1])]
     assert "nothing can recover it" in str(info.value)
     with pytest.raises(RecordPurgedError):
         codec.decode(others[1])
@@ -136,11 +136,11 @@ def test_destroying_one_key_purges_every_record_carrying_that_report_only():
 
 def test_a_derived_record_cannot_be_written_once_a_report_was_purged():
     codec = sealed_codec(EVENTS)
-    codec.vault.destroy(EVENTS[2].event_id, reason="purged at review")
+    codec.vault.destroy(key_id(EVENTS[2]), reason="purged at review")
     for record in (canonical(*EVENTS), alert(EVENTS[0], EVENTS[2])):
-        with pytest.raises(RecordPurgedError, match=f"purged report.*{EVENTS[2].event_id}") as info:
+        with pytest.raises(RecordPurgedError, match=f"purged report.*{key_id(EVENTS[2])}") as info:
             codec.encode(record)
-        assert info.value.key_ids == [EVENTS[2].event_id]
+        assert info.value.key_ids == [key_id(EVENTS[2])]
     with pytest.raises(RecordPurgedError, match="destroyed"):
         codec.encode(EVENTS[2])  # nor may the report itself come back under a new key
 
@@ -149,7 +149,7 @@ def test_a_derived_record_of_a_report_never_sealed_is_refused_with_its_reason():
     codec = sealed_codec(EVENTS[:2])
     with pytest.raises(RecordKeyUnknownError, match="no record key") as info:
         codec.encode(canonical(*EVENTS))
-    assert info.value.key_ids == [EVENTS[2].event_id] and "intake stage" in str(info.value)
+    assert info.value.key_ids == [key_id(EVENTS[2])] and "intake stage" in str(info.value)
 
 
 def _reencoded(codec: Codec, data: bytes, **changes: object) -> bytes:
@@ -180,7 +180,7 @@ def test_a_sealed_record_needs_a_vault_but_its_envelope_does_not():
         Codec().decode(data)
     assert isinstance(info.value, DecodeError) and "hub_codec(settings)" in str(info.value)
     envelope = Codec().envelope_of(data)
-    assert envelope.key_ids == [EVENTS[0].event_id] and envelope.review_by == review_by_of(EVENTS[0])
+    assert envelope.key_ids == [key_id(EVENTS[0])] and envelope.review_by == review_by_of(EVENTS[0])
     assert Codec().envelope_of(Codec().encode(EVENTS[0])) is None
 
 
@@ -212,8 +212,8 @@ def test_a_record_is_readable_iff_none_of_its_reports_was_purged(kind, members, 
     codec = sealed_codec(POOL)
     data = codec.encode(record)
     for i in destroyed:
-        codec.vault.destroy(POOL[i].event_id, reason="hypothesis")
-    gone = sorted(POOL[i].event_id for i in destroyed if i in (members[:1] if kind == "event" else members))
+        codec.vault.destroy(key_id(POOL[i]), reason="hypothesis")
+    gone = sorted(key_id(POOL[i]) for i in destroyed if i in (members[:1] if kind == "event" else members))
     if not gone:
         assert codec.decode(data) == record
     else:
@@ -262,9 +262,9 @@ def test_ensure_creates_once_and_never_shortens_the_review(vault):
 
 
 def test_due_extend_and_destroy(vault):
-    for key_id, review in [("b", date(2026, 1, 2)), ("a", date(2026, 1, 2)), ("c", date(2026, 1, 1)),
+    for report, review in [("b", date(2026, 1, 2)), ("a", date(2026, 1, 2)), ("c", date(2026, 1, 1)),
                            ("d", date(2027, 1, 1))]:
-        vault.ensure(key_id, review)
+        vault.ensure(report, review)
     assert vault.due(date(2026, 1, 2)) == [("c", date(2026, 1, 1)), ("a", date(2026, 1, 2)), ("b", date(2026, 1, 2))]
     assert vault.due(date(2025, 12, 31)) == []
     vault.extend("a", date(2030, 1, 1))
@@ -297,7 +297,7 @@ def test_official_avro_reads_the_envelope_and_it_opens_with_the_vaults_keys():
     assert data[:2] == MAGIC
     writer = avro.schema.parse(default_store().latest.type(PROTECTED_RECORD).schema_json)
     decoded = avro.io.DatumReader(writer).read(avro.io.BinaryDecoder(io.BytesIO(data[HEADER_SIZE:])))
-    assert decoded["key_ids"] == [EVENTS[1].event_id]
+    assert decoded["key_ids"] == [key_id(EVENTS[1])]
     assert decoded["review_by"] == date(2027, 4, 1)
     assert decoded["inner_type"] == "gov.taskforce.hub.CaseEvent" and decoded["algorithm"] == ALGORITHM
     assert len(decoded["nonce"]) == 12
@@ -313,13 +313,13 @@ def test_a_purge_reaches_a_codec_at_once_and_an_unknown_key_is_not_a_purge():
     codec = Codec(vault=vault)
     sealed = codec.encode(event)
     assert codec.decode(sealed) == event
-    vault.destroy(event.event_id, reason="test")
+    vault.destroy(key_id(event), reason="test")
     with pytest.raises(RecordPurgedError):
         codec.decode(sealed)
     forged = Codec(vault=MemoryKeyVault()).encode(stranger)  # sealed under a key this hub never had
     with pytest.raises(RecordKeyUnknownError, match="never had") as raised:
         codec.decode(forged)
-    assert not isinstance(raised.value, RecordPurgedError) and raised.value.key_ids == [stranger.event_id]
+    assert not isinstance(raised.value, RecordPurgedError) and raised.value.key_ids == [key_id(stranger)]
 
 
 def test_a_key_table_entry_holds_the_key_only_wrapped_under_the_kek():

@@ -26,7 +26,7 @@ from schemas.exceptions import RecordPurgedError
 from schemas.models import AuditEvent, AuditEventType, FeedItem
 from schemas.topics import FEED, INGESTED
 from tests.conftest import hub_env, publish_events, topic_records
-from tests.factories import SEIZURE, make_event
+from tests.factories import SEIZURE, key_id, make_event
 
 UNIT = "best-san-diego"  # CBP San Diego, the reporting agency, is a member: it receives its own reports in full
 
@@ -79,7 +79,7 @@ def test_a_purged_report_is_unreadable_from_every_path(routed, hub_settings, tmp
     assert "purged 1 reports" in swept.stdout and "withdrawn with a purge notice to" in swept.stdout
 
     # 1. the sealed history (what dedup and replays read)
-    [sealed] = [r for r in ingested if codec.envelope_of(r.value).key_ids == [expired.event_id]]
+    [sealed] = [r for r in ingested if codec.envelope_of(r.value).key_ids == [key_id(expired)]]
     with pytest.raises(RecordPurgedError, match=expired.event_id):
         hub_codec(hub_settings).decode(sealed.value)
     # 2. the feed: every item that carried it is tombstoned, with a notice naming the report
@@ -96,7 +96,7 @@ def test_a_purged_report_is_unreadable_from_every_path(routed, hub_settings, tmp
                 readable.append(codec.decode(record.value).event_id)
             except RecordPurgedError as exc:
                 unreadable += exc.key_ids
-    assert unreadable == [expired.event_id] and readable == [kept.event_id]
+    assert unreadable == [key_id(expired)] and readable == [kept.event_id]
     # 4. a replay: the stages cannot read it, so nothing carrying it is routed again, and the compare says why
     job = Replay(hub_settings, "after-purge", datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
     job.run()

@@ -25,7 +25,7 @@ from hub.settings import HubSettings
 from hub.vault import KafkaKeyVault, MemoryKeyVault, Tombstone, destroyed_entry, state_key_hash_key
 from schemas.exceptions import RecordPurgedError
 from schemas.models import DeconflictionAlert
-from tests.factories import SEIZURE, event_dict, make_event
+from tests.factories import SEIZURE, event_dict, key_id, make_event
 from tests.test_deconflict import HSI, SHERIFF
 
 PHONE = "+16195550142"  # on every factory seizure
@@ -195,7 +195,7 @@ def test_only_flags_stay_plain_in_dedup_and_deconflict_state():
     dedup, correlate, deconflict = DedupStage(), CorrelateStage(), DeconflictStage()
     events = _events()
     for event in events:
-        vault.ensure(event.event_id, REVIEW_BY)
+        vault.ensure(key_id(event), REVIEW_BY)
         state = State(stores["dedup"])
         canonicals = [o.value for o in dedup.process(Message("ingested", 0, 0, b"k", event, 0), state)]
         writes = state.take_writes()
@@ -213,11 +213,11 @@ def test_only_flags_stay_plain_in_dedup_and_deconflict_state():
     for secret in (b"PURGE-ME-0001", b"PURGE-REC-0001", b"6195550142", VIN.encode(), b"8ABC123", b"KEEP-"):
         assert secret not in blob
     # A restore after the CBP report's purge: its entries are deletes, the others' open as they were written.
-    vault.destroy(events[0].event_id, reason="test")
+    vault.destroy(key_id(events[0]), reason="test")
     restored = MemoryPartitionStore()
     restored.apply([StateWrite.decode(k, v, vault) for k, v in changelog.items()], None)
-    assert events[0].event_id not in restored.reports()
-    assert {events[1].event_id, events[2].event_id} <= restored.reports()
+    assert key_id(events[0]) not in restored.reports()
+    assert {key_id(events[1]), key_id(events[2])} <= restored.reports()
     assert b"PURGE-ME-0001" not in json.dumps([v for _, v in restored.scan("")]).encode()
 
 
@@ -229,7 +229,7 @@ def test_a_purged_alert_leaves_the_lifecycle_and_escalates_nothing(gone):
     stage.process(Message("t.alerts.raised", 0, 0, None, alert, 0), state)
     store.apply(state.take_writes(), None)
     if gone == "purged":
-        assert store.purge([alert.parties[0].event_id]) == 2, "the alert and its deadline"
+        assert store.purge([f"{alert.parties[0].agency.ori}/{alert.parties[0].event_id}"]) == 2, "the alert and its deadline"
     else:  # its deadline still due, e.g. written before deadlines named their reports
         store.apply([StateWrite("alert", alert.alert_id, None, None)], None)
     later = alert.model_copy(update={"alert_id": "other", "raised_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
@@ -341,9 +341,9 @@ def test_purge_reaches_changelogs_and_local_state_on_the_broker(hub_settings, tm
         StageRunner(stages[name](), settings, commit_interval_s=0.2, state_dir=fresh).run_until_caught_up()
         for state_dir in (state_dirs[name], fresh):
             entries = _entries(state_dir)
-            assert not [k for k, (_, reports) in entries.items() if purged.event_id in reports]
+            assert not [k for k, (_, reports) in entries.items() if key_id(purged) in reports]
             assert not _files_hold(state_dir, b"PURGE-ME-0001") and not _files_hold(state_dir, b"PURGE-REC-0001")
-            assert any(kept.event_id in reports for _, reports in entries.values()), "the other reports stay"
+            assert any(key_id(kept) in reports for _, reports in entries.values()), "the other reports stay"
             canonicals = [v for k, (v, _) in entries.items() if k.startswith(f"canonical{SEPARATOR}")]
             assert canonicals and purged.event_id not in {c["primary"]["event_id"] for c in canonicals}
         assert _entries(state_dirs[name]) == _entries(fresh), "restored from the changelog: the same state"

@@ -54,6 +54,7 @@ class AlertLifecycleStage(Stage):
     name = "alerts"
     input_pattern = r"alerts\.raised|alerts\.control\.[A-Z0-9]+"
     outputs = (ALERTS.pattern, AUDIT.pattern)
+    input_types = (DeconflictionAlert, AlertAction)
 
     def __init__(self, config: AlertLifecycleConfig | None = None) -> None:
         self.config = config or AlertLifecycleConfig.from_env()

@@ -59,6 +59,7 @@ class CorrelateStage(Stage):
     name = "correlate"
     input_pattern = r"events\.canonical"
     outputs = (CORRELATION_KEYS.pattern,)
+    input_types = (CanonicalEvent,)
 
     def event_time(self, message: Message) -> float:
         return message.value.primary.event_time.timestamp()
@@ -79,6 +80,7 @@ class DeconflictStage(Stage):
     grace = timedelta(days=90)
     input_pattern = r"correlate\.by-key"
     outputs = (ALERTS_RAISED.pattern,)
+    input_types = (CanonicalEvent,)
 
     def __init__(self, config: DeconflictConfig | None = None) -> None:
         self.config = config or DeconflictConfig.from_env()
@@ -111,6 +113,8 @@ class DeconflictStage(Stage):
             if stored is None:
                 continue  # purged (its touch went with it unless the entity left the record in a later revision)
             earlier = CanonicalEvent.model_validate(stored)
+            if primary.agency_ori in earlier.agencies:
+                continue  # one seizure, kept apart from a BLACK report's event that credits this one (see dedup)
             alert = self._alert(AlertKind.TARGET, key, earlier, canonical, urgent=False,
                                 explanation=f"{earlier.primary.agency_ori} and {primary.agency_ori} "
                                             f"records both touch {key}")

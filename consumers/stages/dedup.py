@@ -30,8 +30,9 @@ from pydantic_settings import SettingsConfigDict
 from consumers.stage import Message, Output, Stage, StageConfig
 from consumers.state import State
 from schemas.models import (
-    CanonicalEvent, CaseEvent, DedupDecision, DedupRule, EventType, ItemSeizure, ReportCredit,
+    CanonicalEvent, CaseEvent, DedupDecision, DedupRule, DisseminationLevel, EventType, ItemSeizure, ReportCredit,
 )
+from schemas.limits import MAX_REPORTS_PER_CANONICAL
 from schemas.protection import record_key_ids
 from schemas.reference import PORTS_OF_ENTRY
 from schemas.topics import CANONICAL, distance_km
@@ -138,6 +139,7 @@ class DedupStage(Stage):
     name = "dedup"
     input_pattern = r"events\.ingested\..+"
     outputs = (CANONICAL.pattern,)
+    input_types = (CaseEvent,)
 
     def __init__(self, config: DedupConfig | None = None) -> None:
         self.config = config or DedupConfig.from_env()
@@ -149,31 +151,44 @@ class DedupStage(Stage):
     def process(self, message: Message, state: State) -> list[Output]:
         event: CaseEvent = message.value
         expires = event.event_time + self.retention
-        if state.get("event", event.event_id) is not None:
+        report = record_key_ids(event)  # the event id within the publisher's ORI: no agency can pre-empt another's
+        if state.get("event", report[0]) is not None:
             return []  # rule 1: exact duplicate
-        state.put("event", event.event_id, True, expires)  # holds no report data: plain
+        state.put("event", report[0], True, expires)  # holds no report data: plain
         record_key = state.hashed(f"{event.agency_ori}|{event.source_system}|{event.source_record_id}")
         seen = state.get("record", record_key)
         if seen is not None:
             return self._resubmission(event, seen, record_key, state, expires)
+        outputs: list[Output] = []
+        own_id = str(uuid.uuid5(CANONICAL_NAMESPACE, report[0]))
         match = self._find_match(event, state)
         if match is None:
-            canonical = CanonicalEvent(
-                canonical_id=str(uuid.uuid5(CANONICAL_NAMESPACE, event.event_id)), revision=1,
-                event_type=event.event_type, primary=event, reports=[credit_of(event, DedupRule.NEW_EVENT, 1.0)],
-                decision=DedupDecision(rule=DedupRule.NEW_EVENT, score=1.0, event_id=event.event_id,
-                                       explanation="first report of this event"))
+            canonical = _new_event(own_id, event)
         else:
-            rule, score, explanation, previous = match
-            canonical = previous.model_copy(update={
-                "revision": previous.revision + 1,
-                "reports": [*previous.reports, credit_of(event, rule, score)],
-                "decision": DedupDecision(rule=rule, score=score, explanation=explanation, event_id=event.event_id),
-            })
+            rule, score, explanation, previous, matched_ori = match
+            decision = DedupDecision(rule=rule, score=score, explanation=explanation, event_id=event.event_id)
+            joined = _credited(previous, credit_of(event, rule, score), decision)
+            black_report = event.handling.dissemination is DisseminationLevel.BLACK
+            if not black_report and not _black_match(previous, matched_ori):
+                canonical = joined
+                outputs += self._credit_black_twins(canonical, event, decision, state, expires)
+            else:
+                # A match between a BLACK report and another agency's is recorded only in events the BLACK report's
+                # owners alone receive; the other agency's units receive exactly what they would had nothing
+                # matched (no oracle). Reports joining the non-BLACK side later are credited to the BLACK side too.
+                if _black_match(previous, matched_ori):
+                    self._store_canonical(joined, state, expires)
+                    outputs.append(Output(CANONICAL.pattern, joined.canonical_id.encode(), joined))
+                if black_report:  # an event of its own crediting every report matched; theirs is left as it was
+                    canonical = joined.model_copy(update={"canonical_id": own_id, "revision": 1, "primary": event})
+                    self._add_black_twin(previous.canonical_id, own_id, state, expires, report)
+                else:  # an event of its own, as if nothing had matched
+                    canonical = _new_event(own_id, event)
+                    self._add_black_twin(own_id, joined.canonical_id, state, expires, report)
         state.put("record", record_key, {"version": event.record_version, "canonical_id": canonical.canonical_id},
-                  expires, reports=[event.event_id])
+                  expires, reports=report)
         self._remember(canonical, event, state, expires)
-        return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
+        return [*outputs, Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
     # -- rules -----------------------------------------------------------------------------------
     def _resubmission(self, event: CaseEvent, seen: dict[str, Any], record_key: str, state: State,
@@ -194,29 +209,58 @@ class DedupStage(Stage):
             "revision": previous.revision + 1, "primary": primary, "reports": reports,
             "decision": DedupDecision(rule=DedupRule.RESUBMISSION_UPDATE, score=1.0, event_id=event.event_id,
                                       explanation=f"version {event.record_version} replaces {seen['version']}")})
-        state.put("record", record_key, {**seen, "version": event.record_version}, expires, reports=[event.event_id])
+        state.put("record", record_key, {**seen, "version": event.record_version}, expires,
+                  reports=record_key_ids(event))
         self._remember(canonical, event, state, expires)
         return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
-    def _find_match(self, event: CaseEvent, state: State) -> tuple[DedupRule, float, str, CanonicalEvent] | None:
+    def _find_match(self, event: CaseEvent,
+                    state: State) -> tuple[DedupRule, float, str, CanonicalEvent, str] | None:
+        """The rule, score, explanation and canonical event ``event`` joins, and the ORI of the report it matched.
+
+        Matches through no BLACK report come first (citations, then the best content match), so that which events
+        form does not depend on whether a BLACK report of the seizure arrived before the others or after them."""
         if event.event_type != EventType.SEIZURE:
             return None
+        matches = []
         for number in _numbers_cited(event) + _own_numbers(event):
             canonical_id = state.get("ref", state.hashed(number))
             previous = self._canonical(canonical_id, state) if canonical_id else None
-            if previous is not None and event.agency_ori not in previous.agencies:
+            if _joinable(previous, event):
                 ori, system, record = number.split("|", 2)
-                return DedupRule.CROSS_REFERENCE, 1.0, f"{ori}'s {system} record {record} links the reports", previous
-        best: tuple[float, str, CanonicalEvent] | None = None
+                matches.append((DedupRule.CROSS_REFERENCE, 1.0, f"{ori}'s {system} record {record} links the reports",
+                                previous, ori))
+        scored_matches = []
         for bucket in _buckets(event.event_time.timestamp(), self.config.max_hours_apart):
             for _, summary in state.scan("candidate", f"{bucket}|"):
                 scored = match_score(Candidate(**summary), event, self.config)
-                if not scored or scored[0] < self.config.threshold or (best is not None and scored[0] <= best[0]):
+                if not scored or scored[0] < self.config.threshold:
                     continue
                 previous = self._canonical(summary["canonical_id"], state)
-                if previous is not None and event.agency_ori not in previous.agencies:
-                    best = (scored[0], scored[1], previous)
-        return None if best is None else (DedupRule.CROSS_AGENCY_MATCH, *best)
+                if _joinable(previous, event):
+                    scored_matches.append((DedupRule.CROSS_AGENCY_MATCH, *scored, previous, summary["agencies"][0]))
+        # The best score wins; among equal scores, the first found (scan order is the state's key order).
+        matches += sorted(scored_matches, key=lambda m: -m[1])
+        return next((m for m in matches if not _black_match(m[3], m[4])), matches[0] if matches else None)
+
+    def _credit_black_twins(self, canonical: CanonicalEvent, event: CaseEvent, decision: DedupDecision, state: State,
+                            expires: Any) -> list[Output]:
+        """A report joining an event kept apart from BLACK owners' events of the same seizure is credited there too."""
+        outputs = []
+        for twin_id in state.get("black-twins", canonical.canonical_id) or []:
+            twin = self._canonical(twin_id, state)
+            if not _joinable(twin, event):
+                continue
+            credited = _credited(twin, credit_of(event, decision.rule, decision.score), decision)
+            self._store_canonical(credited, state, expires)
+            outputs.append(Output(CANONICAL.pattern, credited.canonical_id.encode(), credited))
+        return outputs
+
+    @staticmethod
+    def _add_black_twin(canonical_id: str, twin_id: str, state: State, expires: Any, reports: list[str]) -> None:
+        twins = state.get("black-twins", canonical_id) or []
+        if twin_id not in twins:
+            state.put("black-twins", canonical_id, [*twins, twin_id], expires, reports=reports)
 
     # -- state -----------------------------------------------------------------------------------
     @staticmethod
@@ -224,19 +268,52 @@ class DedupStage(Stage):
         stored = state.get("canonical", canonical_id)
         return None if stored is None else CanonicalEvent.model_validate(stored)
 
-    def _remember(self, canonical: CanonicalEvent, event: CaseEvent, state: State, expires: Any) -> None:
+    @staticmethod
+    def _store_canonical(canonical: CanonicalEvent, state: State, expires: Any) -> None:
         state.put("canonical", canonical.canonical_id, canonical.model_dump(mode="json"), expires,
                   reports=record_key_ids(canonical))
+
+    def _remember(self, canonical: CanonicalEvent, event: CaseEvent, state: State, expires: Any) -> None:
+        """Keep the canonical event, and the report's numbers and summary to match later reports against."""
+        self._store_canonical(canonical, state, expires)
         if event.event_type != EventType.SEIZURE:
             return
         for number in _numbers_cited(event) + _own_numbers(event):
-            state.put("ref", state.hashed(number), canonical.canonical_id, expires, reports=[event.event_id])
+            state.put("ref", state.hashed(number), canonical.canonical_id, expires, reports=record_key_ids(event))
         # Every report is a candidate, not just the first: a third report may be close to the second
         # but not to the first, and the outcome must not depend on which arrived first.
         bucket = _buckets(event.event_time.timestamp(), 0)[0]
         summary = Candidate.of(canonical.canonical_id, [event.agency_ori], event)
-        state.put("candidate", f"{bucket}|{canonical.canonical_id}|{event.event_id}", summary.__dict__, expires,
-                  reports=[event.event_id])
+        report = record_key_ids(event)
+        state.put("candidate", f"{bucket}|{canonical.canonical_id}|{report[0]}", summary.__dict__, expires,
+                  reports=report)
+
+
+def _joinable(canonical: CanonicalEvent | None, event: CaseEvent) -> bool:
+    """Whether ``event`` may be credited to ``canonical``: another agency's, with room for one more credit (the bound
+    that keeps every canonical event, and the feed items carrying it, under the message limit)."""
+    return canonical is not None and event.agency_ori not in canonical.agencies \
+        and len(canonical.reports) < MAX_REPORTS_PER_CANONICAL
+
+
+def _new_event(canonical_id: str, event: CaseEvent) -> CanonicalEvent:
+    return CanonicalEvent(canonical_id=canonical_id, revision=1, event_type=event.event_type, primary=event,
+                          reports=[credit_of(event, DedupRule.NEW_EVENT, 1.0)],
+                          decision=DedupDecision(rule=DedupRule.NEW_EVENT, score=1.0, event_id=event.event_id,
+                                                 explanation="first report of this event"))
+
+
+def _credited(canonical: CanonicalEvent, credit: ReportCredit, decision: DedupDecision) -> CanonicalEvent:
+    """The next revision of ``canonical``, crediting one more report."""
+    return canonical.model_copy(update={"revision": canonical.revision + 1, "reports": [*canonical.reports, credit],
+                                        "decision": decision})
+
+
+def _black_match(previous: CanonicalEvent, matched_ori: str) -> bool:
+    """Whether joining ``previous`` would tell the reporter of a BLACK report: its primary is BLACK, or the report
+    matched (by citation or by content) is."""
+    return previous.primary.handling.dissemination is DisseminationLevel.BLACK or any(
+        r.dissemination is DisseminationLevel.BLACK for r in previous.reports if r.agency.ori == matched_ori)
 
 
 def credit_of(event: CaseEvent, rule: DedupRule, score: float) -> ReportCredit:

@@ -1,19 +1,21 @@
 """Intake: the trust boundary where an agency's plain report becomes a sealed record of the hub.
 
 Agencies hold no hub key, so they publish in the clear to their own ``ingest.<ORI>`` topic (only their principal
-may write it; it is kept a week). Intake checks each record against the contract and against the topic it came
-on, and writes it sealed under a new record key to ``events.ingested.<ORI>``: the history dedup and replays read, which
-a purge makes unreadable by destroying that key. The key is written to ``hub.keys`` in the same transaction.
+may write it; it is kept a week). The topic is the identity: intake checks each record against the contract (its
+bounds included, dates against the broker's timestamp) and against the topic it came on, and writes it sealed under
+a new record key to ``events.ingested.<ORI>``: the history dedup and replays read, which a purge makes unreadable by
+destroying that key. The key is written to ``hub.keys`` in the same transaction.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from consumers.exceptions import StageError
 from consumers.stage import Message, Output, Stage
 from consumers.state import State
 from producers.publisher import EVENT_ID_HEADER
+from schemas.limits import check_times
 from schemas.models import CaseEvent
 from schemas.topics import INGESTED
 
@@ -23,6 +25,7 @@ class IntakeStage(Stage):
     input_pattern = r"ingest\..+"
     outputs = (INGESTED.pattern,)
     retention = timedelta(0)  # stateless
+    input_types = (CaseEvent,)
 
     def event_time(self, message: Message) -> float:
         return message.value.event_time.timestamp()
@@ -35,6 +38,9 @@ class IntakeStage(Stage):
         if event.agency_ori != publisher:
             raise StageError(f"report {event.event_id} claims agency {event.agency_ori} but was published on "
                              f"{publisher}'s ingest topic, which only {publisher} can write")
+        # The broker stamped the record (ingest topics use LogAppendTime): dates are checked against that, so a
+        # replay decides the same and a report dated far ahead cannot push the hub's event time forward.
+        check_times(event, datetime.fromtimestamp(message.timestamp_ms / 1000, tz=timezone.utc))
         # Same partition number: every agency's report of one seizure stays where one dedup instance sees it.
         return [Output(INGESTED.name(ori=publisher), message.key or b"", event,
                        headers=[(EVENT_ID_HEADER, event.event_id.encode())], partition=message.partition)]

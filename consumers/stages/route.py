@@ -36,6 +36,7 @@ class RouteStage(Stage):
     name = "route"
     input_pattern = r"(events\.canonical|alerts)"
     outputs = (FEED.pattern, AUDIT.pattern)
+    input_types = (CanonicalEvent, DeconflictionAlert)
     global_inputs = (REGISTRY.pattern,)
 
     def __init__(self, registry: RegistryRevision | None = None) -> None:

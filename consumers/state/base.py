@@ -101,7 +101,9 @@ class StateWrite:
         writes a delete instead, and :class:`StateError` for a key the vault never had)."""
         if self.value is None:
             return None
-        body = json.dumps({"v": self.value, "x": self.expires_at}, separators=(",", ":"), default=str).encode()
+        # UTF-8 as is, not \u-escaped: a canonical event in a non-Latin script would otherwise triple in size
+        body = json.dumps({"v": self.value, "x": self.expires_at}, separators=(",", ":"), default=str,
+                          ensure_ascii=False).encode()
         if not self.reports:
             return body
         if keys is None:
@@ -255,6 +257,10 @@ class State:
 
     def discard_last(self) -> None:
         self._message = {}
+
+    def discard_all(self) -> None:
+        """Drop every write not yet taken (the transaction they belonged to failed)."""
+        self._overlay, self._message = {}, {}
 
     def forget_reports(self, report_ids: Iterable[str]) -> int:
         """Turn pending writes carrying any of ``report_ids`` (just purged) into deletes; returns how many."""

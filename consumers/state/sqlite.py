@@ -8,7 +8,6 @@ holding the purged report; deleted content is overwritten (``secure_delete``) an
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from consumers.exceptions import StateError
 from consumers.state.base import PartitionStore, StateWrite
+from hub.credentials import private_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
@@ -25,23 +25,12 @@ CREATE TABLE IF NOT EXISTS entry_reports (report TEXT NOT NULL, key TEXT NOT NUL
     WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entry_reports_key ON entry_reports (key);
 """
-_PRIVATE_FILE, _PRIVATE_DIR = 0o600, 0o700
-
-
-def _private(path: Path) -> None:
-    """Create ``path`` (and its folder) readable by this user only, and tighten them if they exist."""
-    path.parent.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
-    os.chmod(path.parent, _PRIVATE_DIR)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, _PRIVATE_FILE))
-    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        if file.exists():
-            os.chmod(file, _PRIVATE_FILE)
 
 
 class SqlitePartitionStore(PartitionStore):
     def __init__(self, path: Path) -> None:
         try:
-            _private(path)
+            private_sqlite(path)
             # kafka-python runs rebalance callbacks (which open and restore stores) on its event-loop thread
             # while the main thread waits inside poll(), so access is never concurrent.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

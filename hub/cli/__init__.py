@@ -6,11 +6,13 @@ into a short message with what to do next and a non-zero exit code, never a trac
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 from rich.console import Console
 
+from hub.credentials import PRIVATE_UMASK
 from hub.exceptions import HubError
 from hub.logging import configure_logging
 from hub.settings import HubSettings, get_settings
@@ -50,6 +52,9 @@ def _register() -> None:
 
 
 def main() -> None:
+    # Whatever a command writes locally (spools, state stores, broker data, keys, exports) may hold report data
+    # or secrets: readable by this user only, also where a library or child process picks its own modes.
+    os.umask(PRIVATE_UMASK)
     _register()
     try:
         app()

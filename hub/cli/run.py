@@ -15,11 +15,11 @@ from hub.logging import configure_logging
 from hub.settings import get_settings
 
 
-def _run_stage(name: str, instance: int, commit_interval: float, max_batch: int) -> None:
+def _run_stage(name: str, instance: int, commit_interval: float, max_batch: int, transaction_timeout: float) -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     StageRunner(STAGES[name](), settings, instance=instance, commit_interval_s=commit_interval,
-                max_batch=max_batch).run()
+                max_batch=max_batch, transaction_timeout_ms=int(transaction_timeout * 1000)).run()
 
 
 @app.command("run")
@@ -29,6 +29,10 @@ def run(
                                  "each running copy needs its own (it names the transactional producer)."),
     commit_interval: float = typer.Option(0.5, "--commit-interval", help="Seconds per transaction (batch)."),
     max_batch: int = typer.Option(2000, "--max-batch", help="Messages per transaction at most."),
+    transaction_timeout: float = typer.Option(30.0, "--transaction-timeout", help="Seconds after which the broker "
+                                              "aborts an open transaction (the stage commits every --commit-interval, "
+                                              "so this is only reached when a batch stalls; the stage then processes "
+                                              "it again from the last commit)."),
 ) -> None:
     """Run a stage until SIGTERM or Ctrl-C: consume, process, produce and commit exactly once.
 
@@ -41,9 +45,10 @@ def run(
         raise typer.BadParameter(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)} or all")
     if len(names) == 1:
         console.print(f"running stage {names[0]} (instance {instance}); Ctrl-C stops it after the current batch")
-        _run_stage(names[0], instance, commit_interval, max_batch)
+        _run_stage(names[0], instance, commit_interval, max_batch, transaction_timeout)
         return
-    processes = [multiprocessing.Process(target=_run_stage, args=(n, instance, commit_interval, max_batch), name=n)
+    processes = [multiprocessing.Process(target=_run_stage, name=n,
+                                         args=(n, instance, commit_interval, max_batch, transaction_timeout))
                  for n in names]
     for p in processes:
         p.start()
