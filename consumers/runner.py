@@ -103,6 +103,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._restoring: SqlitePartitionStore | None = None
         self._destroyed_since: set[str] = set()  # reports purged since the writes being applied were sealed
         self._stream_time: dict[TopicPartition, float] = {}  # newest event time read, per input partition
+        self._committed_stream_time: dict[TopicPartition, float] = {}  # as of the last commit
         self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         self._buffers: dict[TopicPartition, deque[Any]] = {}  # fetched, not yet processed, per input partition
         self._waiting_since: float | None = None
@@ -325,12 +326,16 @@ class StageRunner(ConsumerRebalanceListener):
         self.log.warning("transaction failed; processing again from the last commit", reason=_reason(exc),
                          attempt=self._failed_transactions)
         if self._producer is not None:
-            self._producer.close(timeout=5)
+            try:
+                self._producer.close(timeout=5)
+            except KafkaError:
+                pass  # its transaction is already lost; the new producer fences it in any case
         self._producer = self._transactional_producer()
         self.codec.vault.rollback()  # keys created in the failed transaction never reached hub.keys
         for state in self._states.values():
             state.discard_all()
         self._offsets, self._in_transaction, self._batch_size = {}, False, 0
+        self._stream_time = dict(self._committed_stream_time)  # expiry must not run ahead of the inputs replayed
         assigned = list(self._consumer.assignment())
         committed = {tp: self._consumer.committed(tp) for tp in assigned}
         for tp in assigned:
@@ -351,6 +356,7 @@ class StageRunner(ConsumerRebalanceListener):
             self._begin()
             self._handle(record)
             processed += 1
+            self._batch_size += 1
             # Once a partition's fetched records are all processed, commit its position rather than the last
             # offset + 1: the position has moved past transaction markers and aborted records too, so a
             # caught-up group's lag is exactly zero.
@@ -531,6 +537,7 @@ class StageRunner(ConsumerRebalanceListener):
                 self._stores[partition].apply(without_purged(writes, self._destroyed_since), offset)
             STATE_ENTRIES.labels(self.stage.name, str(partition)).set(self._stores[partition].size())
         self._committed.update({tp: meta.offset for tp, meta in self._offsets.items()})
+        self._committed_stream_time = dict(self._stream_time)
         self._offsets = {}
         self._in_transaction = False
 

@@ -63,7 +63,7 @@ from schemas.models import (
 from schemas.reference import PORTS_OF_ENTRY, US_STATES
 from schemas.topics import distance_km
 
-DEFAULT_START = datetime(2025, 10, 1, tzinfo=UTC)  # first day of FY2026
+DEFAULT_START = datetime(2024, 10, 1, tzinfo=UTC)  # first day of FY2025: samples up to 50k events end before 2026
 EVENTS_PER_DAY = 250  # hub-wide volume; the time span grows with the count to keep this density
 MIN_SPAN = timedelta(weeks=6)
 

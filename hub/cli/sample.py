@@ -35,7 +35,7 @@ def sample(
     Writes one JSON Lines file per agency (one event per line) and labels.json:
     the planted cross-agency duplicate seizures, re-submissions, shared targets (phones, vehicles, persons,
     pill presses, organizations, addresses) and conflicting planned operations, for scoring dedup and
-    deconfliction. Events start on 2025-10-01 (FY2026) and spread over weeks, so output never depends on
+    deconfliction. Events start on 2024-10-01 (FY2025) and spread over weeks, so output never depends on
     the clock.
     """
     agencies = load_agencies()
