@@ -79,7 +79,9 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def traffic() -> Traffic:
-    by_agency = {ori: list(events) for ori, events in generate(240, seed=10).by_agency().items()}
+    recent = datetime.combine(datetime.now(timezone.utc).date() - timedelta(weeks=8), datetime.min.time(), timezone.utc)
+    sample = generate(240, seed=10, start=recent)  # recent, so no sample report is past its review-by date yet
+    by_agency = {ori: list(events) for ori, events in sample.by_agency().items()}
     due = _due_report()
     by_agency.setdefault(due.agency_ori, []).append(due)
     return Traffic(by_agency, due)
