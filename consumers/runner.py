@@ -22,9 +22,10 @@ makes the same decisions (``hub replay --compare`` relies on it).
 
 from __future__ import annotations
 
-import math
-import re
 import hashlib
+import math
+import os
+import re
 import signal
 import threading
 import time
@@ -36,12 +37,13 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import KafkaError, ProducerFencedError
+from kafka.errors import (AuthorizationError, FencedInstanceIdError, KafkaConnectionError, KafkaError,
+                          ProducerFencedError, RetriableError)
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
 from hub.auditing import audit_event, principal_of
-from hub.exceptions import TopicMissingError
+from hub.exceptions import KafkaUnavailableError, TopicMissingError, TransactionIncompleteError
 from hub.kafka import make_consumer, make_producer
 from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
@@ -64,14 +66,26 @@ UNKNOWN_KEYS = Counter("hub_unknown_key_inputs_total", "Inputs sealed under a re
                        "(dead-lettered)", ["stage"])
 TRANSACTIONS_RETRIED = Counter("hub_transactions_retried_total", "Transactions the broker aborted or refused, "
                                "processed again from the last commit", ["stage"])
+LAST_PROGRESS = Gauge("hub_stage_last_progress_timestamp_seconds", "When the stage last committed or was caught up "
+                      "(compare with time() to see a stall)", ["stage"])
 
 #: Longest reason kept in a dead-letter header (an exception can quote a whole record).
 MAX_REASON_CHARS = 2000
 #: Larger inputs are dead-lettered without their value (its size and SHA-256 are kept): the dead letter must fit
 #: the broker's request limit with its headers.
 MAX_DEAD_LETTER_VALUE = 900 * 1024
-#: Failed transactions in a row before the stage stops: a failure that repeats is not transient.
+#: Failed transactions in a row, with the brokers answering, before the stage stops: such a failure is not
+#: transient. While the brokers do not answer, the stage waits for them however long it takes.
 MAX_TRANSACTION_RETRIES = 5
+#: A stage that has made no progress for this long says why in its log (and again as often while it lasts).
+STALL_REPORT_S = 10.0
+#: After SIGTERM/SIGINT the stage commits its open batch and leaves; if that takes longer (a broker away), it exits
+#: without it: the uncommitted batch is processed again on restart, so nothing is lost.
+STOP_TIMEOUT_S = 30.0
+#: Errors that no retry mends: the principal lacks a permission, or another member took this one's group instance.
+#: A fenced producer is retried (counted): a broker that came back after a crash bumps the epoch of the transaction
+#: it aborted; a second process with the same ``--instance`` keeps fencing, and stops the stage after the limit.
+FATAL_KAFKA_ERRORS = (FencedInstanceIdError, AuthorizationError)
 
 
 class StageRunner(ConsumerRebalanceListener):
@@ -112,6 +126,10 @@ class StageRunner(ConsumerRebalanceListener):
         self._batch_started = 0.0
         self._batch_size = 0
         self._failed_transactions = 0  # in a row
+        self._doomed: BaseException | None = None  # why the open transaction can no longer commit (a rebalance)
+        self._last_progress = time.monotonic()
+        self._stall_reported = 0.0
+        self._unassigned_reported = False  # said once per assignment: a spare instance may never get partitions
         self._stopping = False
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -138,12 +156,14 @@ class StageRunner(ConsumerRebalanceListener):
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
             if in_main_thread else {}
         try:
-            self._open()
+            self._open_when_brokers_answer()
             while True:
                 while not self._stopping and not until(self.poll_once()):
                     pass
                 if not self._in_transaction or self._transaction_committed(self._commit):
                     break
+                if self._stopping:
+                    break  # the last batch could not commit; it is processed again on restart
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -194,7 +214,33 @@ class StageRunner(ConsumerRebalanceListener):
         return bool(self._stores)
 
     def _request_stop(self, *_: Any) -> None:
+        if self._stopping:
+            return
         self._stopping = True
+        deadline = threading.Timer(STOP_TIMEOUT_S, self._exit_now)
+        deadline.daemon = True
+        deadline.start()
+
+    def _exit_now(self) -> None:
+        self.log.error("stage did not stop in time; exiting without its last commit (processed again on restart)",
+                       timeout_s=STOP_TIMEOUT_S)
+        os._exit(143)
+
+    def _open_when_brokers_answer(self) -> None:
+        """Open the clients, waiting (and saying so) while no broker answers: a stage started during an outage
+        starts when it ends."""
+        backoff = 0.5
+        while True:
+            try:
+                self._open()
+                return
+            except KafkaError as exc:
+                if isinstance(exc, FATAL_KAFKA_ERRORS) or not _broker_away(exc) or self._stopping:
+                    raise
+                self.close_clients()
+                self._report_stall(f"brokers not answering: {_reason(exc).splitlines()[0]}")
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     def _open(self) -> None:
         self._producer = self._transactional_producer()
@@ -205,6 +251,8 @@ class StageRunner(ConsumerRebalanceListener):
         self._consumer = make_consumer(
             settings=self.settings, group_id=self.group_id, max_poll_records=self.max_batch,
             partition_assignment_strategy=[RangePartitionAssignor],  # co-partitioned inputs share state
+            # A member that died is replaced after 10 s, not kafka-python's 45: a restarted stage resumes sooner.
+            session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
             client_id=f"{self.group_id}.{self.instance}")
         missing = [t for t in (self.changelog, self.deadletter) if not self._consumer.partitions_for_topic(t)]
         if missing:
@@ -216,9 +264,13 @@ class StageRunner(ConsumerRebalanceListener):
 
     def _transactional_producer(self) -> KafkaProducer:
         """A producer for this member's transactional id; initialising it fences any earlier one (a zombie)."""
+        # Waiting longer than the transaction timeout for a record is pointless (the broker aborts it by then), and
+        # a flush that waits kafka-python's default 120 s looks like a hung stage.
+        delivery_timeout_ms = max(self.transaction_timeout_ms, 15_000)
         producer = make_producer(
             self.settings, transactional_id=f"{self.group_id}.{self.instance}",
             transaction_timeout_ms=self.transaction_timeout_ms, linger_ms=10, batch_size=256 * 1024,
+            delivery_timeout_ms=delivery_timeout_ms, request_timeout_ms=min(30_000, delivery_timeout_ms - 1000),
             client_id=f"{self.group_id}.{self.instance}")
         producer.init_transactions()
         return producer
@@ -269,19 +321,25 @@ class StageRunner(ConsumerRebalanceListener):
             nonlocal processed
             processed = self._poll_and_process(timeout_ms)
 
-        return processed if self._transaction_committed(poll_and_process) else 0
+        committed = self._transaction_committed(poll_and_process)
+        self._report_stall()
+        return processed if committed else 0
 
     def _transaction_committed(self, work: Callable[[], None]) -> bool:
-        """Run ``work`` (processing, committing); False if the broker aborted or refused the open transaction, which
-        is then begun again from the last commit (see :meth:`_restart_transaction`)."""
+        """Run ``work`` (processing, committing); False if it failed on the brokers (an aborted or refused
+        transaction, a broker away, a rebalance that revoked the batch's partitions): everything since the last
+        commit is then dropped and processed again (see :meth:`_recover`)."""
         try:
             work()
-            return True
-        except KafkaError as exc:
-            if not self._in_transaction or isinstance(exc, ProducerFencedError):
+            if self._doomed is None:
+                return True
+            exc, self._doomed = self._doomed, None
+        except KafkaError as exc_:
+            if isinstance(exc_, FATAL_KAFKA_ERRORS):
                 raise
-            self._restart_transaction(exc)
-            return False
+            exc = exc_
+        self._recover(exc)
+        return False
 
     def _poll_and_process(self, timeout_ms: int) -> int:
         assert self._consumer is not None
@@ -312,38 +370,87 @@ class StageRunner(ConsumerRebalanceListener):
     def _commit_due(self) -> bool:
         return self._in_transaction and (self._batch_size >= self.max_batch or self._commit_due_in() <= 0)
 
-    def _restart_transaction(self, exc: BaseException) -> None:
-        """The open transaction failed (the broker aborted it, or refused to commit it): none of it is visible, so
-        drop everything it held and process its inputs again from the last commit, with a new producer.
+    def _recover(self, exc: BaseException) -> None:
+        """Something failed on the brokers: none of the open transaction is visible, so drop everything it held
+        (state writes, new record keys, fetched records) and go back to the last commit with a new producer.
 
-        Only a producer fenced by another member with the same transactional id (a duplicate instance) is fatal."""
-        assert self._consumer is not None
-        self._failed_transactions += 1
-        TRANSACTIONS_RETRIED.labels(self.stage.name).inc()
+        While the brokers do not answer this waits for them, saying why every few seconds; a failure that repeats
+        with the brokers answering stops the stage after ``MAX_TRANSACTION_RETRIES``. Only errors no retry mends
+        (a duplicate instance fenced this one, a permission missing) are fatal at once."""
+        transient = _broker_away(exc)
+        if self._in_transaction or not transient:
+            self._failed_transactions += 0 if transient else 1
+            TRANSACTIONS_RETRIED.labels(self.stage.name).inc()
         if self._failed_transactions > MAX_TRANSACTION_RETRIES:
             raise TransactionRetryError(f"the {self.stage.name} stage's transaction failed "
-                                        f"{self._failed_transactions} times in a row; last: {_reason(exc)}") from exc
-        self.log.warning("transaction failed; processing again from the last commit", reason=_reason(exc),
-                         attempt=self._failed_transactions)
+                                        f"{self._failed_transactions} times in a row; last: {_reason(exc)}",
+                                        hint=_FENCED_HINT if isinstance(exc, ProducerFencedError) else None) from exc
+        self.log.warning("processing again from the last commit", reason=_reason(exc).splitlines()[0],
+                         in_transaction=self._in_transaction, attempt=self._failed_transactions)
+        self._drop_uncommitted()
+        if self._stopping:
+            return  # leaving: the dropped batch is processed again on restart
+        backoff = 0.5
+        while True:
+            try:
+                self._rewind_to_commit()
+                return
+            except KafkaError as again:
+                if isinstance(again, FATAL_KAFKA_ERRORS) or not _broker_away(again) or self._stopping:
+                    raise
+                self._report_stall(f"brokers not answering: {_reason(again).splitlines()[0]}")
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _drop_uncommitted(self) -> None:
+        """Forget everything since the last commit (local only: nothing here talks to a broker)."""
         if self._producer is not None:
             try:
                 self._producer.close(timeout=5)
             except KafkaError:
-                pass  # its transaction is already lost; the new producer fences it in any case
-        self._producer = self._transactional_producer()
+                pass  # its transaction is already lost; the next producer fences it in any case
+            self._producer = None
         self.codec.vault.rollback()  # keys created in the failed transaction never reached hub.keys
         for state in self._states.values():
             state.discard_all()
         self._offsets, self._in_transaction, self._batch_size = {}, False, 0
         self._stream_time = dict(self._committed_stream_time)  # expiry must not run ahead of the inputs replayed
+        self._buffers.clear()  # the partitions are sought back to their commits below
+
+    def _rewind_to_commit(self) -> None:
+        """A new producer (fencing the failed one's transaction) and every assigned partition back at its commit."""
+        assert self._consumer is not None
+        if self._producer is None:
+            self._producer = self._transactional_producer()
         assigned = list(self._consumer.assignment())
         committed = {tp: self._consumer.committed(tp) for tp in assigned}
         for tp in assigned:
-            self._buffers.pop(tp, None)
             if committed[tp] is None:
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, committed[tp])
+
+    def _report_stall(self, reason: str | None = None) -> None:
+        """Say, every ``STALL_REPORT_S`` while it lasts, why the stage has made no progress."""
+        now = time.monotonic()
+        if reason is None and not self._in_transaction and not any(self._buffers.values()):
+            if self.ready or self._unassigned_reported:
+                self._last_progress = now  # caught up (or an idle spare member, already said once)
+                self._unassigned_reported = self._unassigned_reported and not self.ready
+            elif now - self._last_progress >= STALL_REPORT_S:
+                self._unassigned_reported = True
+                self.log.warning("stage has no partitions yet", waited_s=round(now - self._last_progress, 1),
+                                 reason="the group is rebalancing (a member that died is replaced once its "
+                                        "10 s session ends), or other instances hold every partition")
+            if self.ready:
+                LAST_PROGRESS.labels(self.stage.name).set_to_current_time()
+            return
+        if now - self._last_progress < STALL_REPORT_S or now - self._stall_reported < STALL_REPORT_S:
+            return
+        self._stall_reported = now
+        self.log.warning("stage making no progress", stalled_s=round(now - self._last_progress, 1),
+                         reason=reason or "its batch has not committed within the interval (a broker is slow or "
+                                          "away; the transaction is retried if the broker aborts it)")
 
     def _process_in_order(self) -> int:
         """Process buffered records oldest first while the merge allows; returns how many."""
@@ -530,6 +637,8 @@ class StageRunner(ConsumerRebalanceListener):
         self._producer.commit_transaction()
         self.codec.vault.confirm()
         self._failed_transactions = 0
+        self._last_progress = time.monotonic()
+        LAST_PROGRESS.labels(self.stage.name).set_to_current_time()
         for partition, (writes, last) in pending.items():
             if writes:
                 offset = last.get(timeout=30).offset + 1 if last is not None else None
@@ -577,16 +686,30 @@ class StageRunner(ConsumerRebalanceListener):
         return max((self._stream_time.get(tp, 0.0) for tp in topics), default=0.0)
 
     # -- partitions and state --------------------------------------------------------------------
+    # kafka-python calls these on its network thread, where a call that waits on the network raises: they commit
+    # only what needs no fetch, and leave anything that fails to the poll loop (the transaction is then retried).
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if self._in_transaction:
-            self._commit()
-        for tp in revoked:
+        if self._in_transaction and self._doomed is None:
+            try:
+                self._commit()
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the batch is processed again
+                self._doomed = exc
+        self._release(revoked)
+
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        """The group expelled this member (a broker or the network was away): its batch cannot commit."""
+        if self._in_transaction and self._doomed is None:
+            self._doomed = StageError(f"the {self.stage.name} stage lost its partitions (expelled from the group)")
+        self._release(lost)
+
+    def _release(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
             buffered = self._buffers.pop(tp, None)
             if buffered:
                 # Fetched, never processed: if this member gets the partition back, kafka-python keeps its fetch
                 # position, so rewind it to the first of them (another owner starts at the committed offset).
                 self._consumer.seek(tp, buffered[0].offset)
-        for partition in {tp.partition for tp in revoked}:
+        for partition in {tp.partition for tp in partitions}:
             store = self._stores.pop(partition, None)
             self._states.pop(partition, None)
             if store is not None:
@@ -667,6 +790,14 @@ class StageRunner(ConsumerRebalanceListener):
                              f"{record.partition}/{record.offset}: {exc}") from exc
 
     def close(self) -> None:
+        self.close_clients()
+        for store in self._stores.values():
+            store.close()
+        self._stores, self._states = {}, {}
+        self.codec.vault.bind(None)
+        self.codec.vault.close()
+
+    def close_clients(self) -> None:
         if self._globals is not None:
             self._globals.close()
             self._globals = None
@@ -676,11 +807,21 @@ class StageRunner(ConsumerRebalanceListener):
         if self._producer is not None:
             self._producer.close(timeout=10)
             self._producer = None
-        for store in self._stores.values():
-            store.close()
-        self._stores, self._states = {}, {}
-        self.codec.vault.bind(None)
-        self.codec.vault.close()
+
+
+_FENCED_HINT = ("Another process runs this stage with the same --instance: give each host its own "
+                "(`hub run STAGE --instance N`).")
+
+
+def _broker_away(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says a broker did not answer in time, which waiting mends."""
+    away = (RetriableError, KafkaConnectionError, KafkaUnavailableError, TransactionIncompleteError)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, away):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(exc: BaseException) -> str:

@@ -324,7 +324,8 @@ class LocalBroker:
     def start(self, nodes: int = 1, port: int = 9092, heap: str = "512m", timeout: float = 120.0,
               progress: Progress = _quiet, auth: BrokerAuth = "none", tls: bool = False,
               host: str = LOOPBACK) -> Layout:
-        """Start the cluster and wait until it answers a metadata request; a running cluster is left as is.
+        """Start the cluster and wait until it answers a metadata request; a running cluster is left as is, and of a
+        cluster with some nodes down only those are started (with the same layout).
 
         ``host``: the local IPv4 address the client listener binds and advertises (the controllers stay on
         127.0.0.1); with TLS the certificate names it too."""
@@ -349,8 +350,18 @@ class LocalBroker:
                 )
             progress(f"broker already running at {current.bootstrap_servers}")
             return current
-        if any(n.running for n in self.status()):
-            progress("some nodes of a previous start are still up; stopping them first")
+        nodes_now = self.status()
+        if current and any(n.running for n in nodes_now):
+            if (current.nodes, current.port, current.auth, current.tls, current.host) == (nodes, port, auth, tls, host):
+                down = [n.node_id for n in nodes_now if not n.running]
+                progress(f"node(s) {', '.join(map(str, down))} down; starting only them (the others keep running)")
+                for node_id in down:
+                    self.log_file(node_id).unlink(missing_ok=True)
+                    self._launch(node_id, heap)
+                self._wait_ready(current, timeout)
+                log.info("broker nodes restarted", nodes=down, bootstrap=current.bootstrap_servers)
+                return current
+            progress("some nodes of a previous start are still up with another layout; stopping them first")
             self.stop(progress=progress)
         require_tool("java", "to run the Kafka broker")
         self.jars.fetch(progress)

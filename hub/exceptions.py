@@ -7,6 +7,8 @@ Every error carries a ``hint``: what the user should do next.
 
 from __future__ import annotations
 
+from kafka.errors import KafkaError
+
 
 class HubError(Exception):
     """Base class of all hub errors; ``str()`` gives the message followed by what to do next."""
@@ -29,8 +31,8 @@ class ConfigError(HubError):
     hint = "Check the HUB_* environment variables (`hub --help` lists them)."
 
 
-class KafkaUnavailableError(HubError):
-    """No broker answered at the configured bootstrap servers."""
+class KafkaUnavailableError(HubError, KafkaError):
+    """No broker answered at the configured bootstrap servers (a ``KafkaError`` too: a stage waits it out)."""
 
     hint = "Start the local broker with `hub broker start`, or point HUB_BOOTSTRAP_SERVERS at a running cluster."
 
@@ -84,3 +86,11 @@ class TopicMissingError(HubError):
     """A command needs a topic that does not exist on the cluster."""
 
     hint = "Create the hub's topics with `hub topics init`."
+
+
+class TransactionIncompleteError(HubError, KafkaError):
+    """A record sent in a transaction was not written (its batch expired or failed while a broker was away), so the
+    transaction must not commit: it is aborted and its inputs processed again. A ``KafkaError`` too, so every
+    handler of a failed transaction treats it as one."""
+
+    hint = "Nothing to do: the runner processes the batch again once the brokers answer."

@@ -166,7 +166,13 @@ def test_three_node_cluster_survives_losing_a_node(spare_broker):
     values = sorted(int(m.value) for m in consumer)
     consumer.close()
     assert values == list(range(100))
-    assert spare_broker.stop() == 2
+    survivors = {n.node_id: n.pid for n in spare_broker.status() if n.running}
+    assert sorted(survivors) == [1, 2]
+    spare_broker.start(nodes=3, port=layout.port)  # `hub broker start` again: only the node that is down starts
+    after = {n.node_id: n.pid for n in spare_broker.status()}
+    assert after[3] is not None and {n: after[n] for n in survivors} == survivors, \
+        "the running nodes keep their processes"
+    assert spare_broker.stop() == 3
 
 
 # -- the CLI -------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
 
 @pytest.mark.slow
 def test_dedup_killed_mid_stream_emits_every_canonical_event_exactly_once(hub_settings):
-    sample = generate(30_000, seed=21)
+    sample = generate(15_000, seed=21)
     agencies = {e.agency_ori for e in sample.events}
     _setup(hub_settings, agencies)
     publish_events(hub_settings, sample.events)

@@ -79,8 +79,10 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def traffic() -> Traffic:
-    recent = datetime.combine(datetime.now(timezone.utc).date() - timedelta(weeks=8), datetime.min.time(), timezone.utc)
-    sample = generate(240, seed=10, start=recent)  # recent, so no sample report is past its review-by date yet
+    # The sample spans about 245 days (follow-ups come months after a seizure): started 250 days ago it ends before
+    # now, and no report of it is past its review-by date (at least a year after the report) yet.
+    start = datetime.combine(datetime.now(timezone.utc).date() - timedelta(days=250), datetime.min.time(), timezone.utc)
+    sample = generate(240, seed=10, start=start)
     by_agency = {ori: list(events) for ori, events in sample.by_agency().items()}
     due = _due_report()
     by_agency.setdefault(due.agency_ori, []).append(due)
