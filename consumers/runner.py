@@ -375,8 +375,8 @@ class StageRunner(ConsumerRebalanceListener):
         (state writes, new record keys, fetched records) and go back to the last commit with a new producer.
 
         While the brokers do not answer this waits for them, saying why every few seconds; a failure that repeats
-        with the brokers answering stops the stage after ``MAX_TRANSACTION_RETRIES``. Only errors no retry mends
-        (a duplicate instance fenced this one, a permission missing) are fatal at once."""
+        with the brokers answering (a duplicate instance that keeps fencing this one, too) stops the stage after
+        ``MAX_TRANSACTION_RETRIES``. Only errors no retry mends (a permission missing) are fatal at once."""
         transient = _broker_away(exc)
         if self._in_transaction or not transient:
             self._failed_transactions += 0 if transient else 1
