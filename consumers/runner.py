@@ -229,15 +229,21 @@ class StageRunner(ConsumerRebalanceListener):
     def _open_when_brokers_answer(self) -> None:
         """Open the clients, waiting (and saying so) while no broker answers: a stage started during an outage
         starts when it ends."""
+        self._retry_while_brokers_away(self._open, after_failure=self.close_clients)
+
+    def _retry_while_brokers_away(self, action: Callable[[], None],
+                                  after_failure: Callable[[], None] = lambda: None) -> None:
+        """Run ``action`` until it succeeds, backing off (and saying why) while the brokers do not answer; any other
+        failure, or a stop requested meanwhile, is raised."""
         backoff = 0.5
         while True:
             try:
-                self._open()
+                action()
                 return
             except KafkaError as exc:
                 if isinstance(exc, FATAL_KAFKA_ERRORS) or not _broker_away(exc) or self._stopping:
                     raise
-                self.close_clients()
+                after_failure()
                 self._report_stall(f"brokers not answering: {_reason(exc).splitlines()[0]}")
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -378,8 +384,9 @@ class StageRunner(ConsumerRebalanceListener):
         with the brokers answering (a duplicate instance that keeps fencing this one, too) stops the stage after
         ``MAX_TRANSACTION_RETRIES``. Only errors no retry mends (a permission missing) are fatal at once."""
         transient = _broker_away(exc)
+        if not transient:
+            self._failed_transactions += 1
         if self._in_transaction or not transient:
-            self._failed_transactions += 0 if transient else 1
             TRANSACTIONS_RETRIED.labels(self.stage.name).inc()
         if self._failed_transactions > MAX_TRANSACTION_RETRIES:
             raise TransactionRetryError(f"the {self.stage.name} stage's transaction failed "
@@ -388,19 +395,8 @@ class StageRunner(ConsumerRebalanceListener):
         self.log.warning("processing again from the last commit", reason=_reason(exc).splitlines()[0],
                          in_transaction=self._in_transaction, attempt=self._failed_transactions)
         self._drop_uncommitted()
-        if self._stopping:
-            return  # leaving: the dropped batch is processed again on restart
-        backoff = 0.5
-        while True:
-            try:
-                self._rewind_to_commit()
-                return
-            except KafkaError as again:
-                if isinstance(again, FATAL_KAFKA_ERRORS) or not _broker_away(again) or self._stopping:
-                    raise
-                self._report_stall(f"brokers not answering: {_reason(again).splitlines()[0]}")
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        if not self._stopping:  # leaving: the dropped batch is processed again on restart
+            self._retry_while_brokers_away(self._rewind_to_commit)
 
     def _drop_uncommitted(self) -> None:
         """Forget everything since the last commit (local only: nothing here talks to a broker)."""
@@ -434,9 +430,10 @@ class StageRunner(ConsumerRebalanceListener):
         """Say, every ``STALL_REPORT_S`` while it lasts, why the stage has made no progress."""
         now = time.monotonic()
         if reason is None and not self._in_transaction and not any(self._buffers.values()):
-            if self.ready or self._unassigned_reported:
-                self._last_progress = now  # caught up (or an idle spare member, already said once)
-                self._unassigned_reported = self._unassigned_reported and not self.ready
+            if self.ready:
+                self._last_progress, self._unassigned_reported = now, False  # caught up
+            elif self._unassigned_reported:
+                self._last_progress = now  # an idle spare member: said once
             elif now - self._last_progress >= STALL_REPORT_S:
                 self._unassigned_reported = True
                 self.log.warning("stage has no partitions yet", waited_s=round(now - self._last_progress, 1),
@@ -813,12 +810,15 @@ _FENCED_HINT = ("Another process runs this stage with the same --instance: give 
                 "(`hub run STAGE --instance N`).")
 
 
+#: Errors that say a broker did not answer in time, which waiting mends.
+BROKER_AWAY_ERRORS = (RetriableError, KafkaConnectionError, KafkaUnavailableError, TransactionIncompleteError)
+
+
 def _broker_away(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) says a broker did not answer in time, which waiting mends."""
-    away = (RetriableError, KafkaConnectionError, KafkaUnavailableError, TransactionIncompleteError)
+    """Whether ``exc`` (or what caused it) is one of ``BROKER_AWAY_ERRORS``."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, away):
+        if isinstance(seen, BROKER_AWAY_ERRORS):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -355,11 +355,7 @@ class LocalBroker:
             if (current.nodes, current.port, current.auth, current.tls, current.host) == (nodes, port, auth, tls, host):
                 down = [n.node_id for n in nodes_now if not n.running]
                 progress(f"node(s) {', '.join(map(str, down))} down; starting only them (the others keep running)")
-                for node_id in down:
-                    self.log_file(node_id).unlink(missing_ok=True)
-                    self._launch(node_id, heap)
-                self._wait_ready(current, timeout)
-                log.info("broker nodes restarted", nodes=down, bootstrap=current.bootstrap_servers)
+                self.restart_nodes(down, heap=heap, timeout=timeout)
                 return current
             progress("some nodes of a previous start are still up with another layout; stopping them first")
             self.stop(progress=progress)
@@ -584,14 +580,15 @@ class LocalBroker:
             _signal(pid, signal.SIGKILL)
             _wait_gone(pid)
 
-    def restart_node(self, node_id: int, heap: str = "512m", timeout: float = 120.0) -> None:
-        """Start one stopped node of an existing layout again and wait for the cluster."""
+    def restart_nodes(self, node_ids: list[int], heap: str = "512m", timeout: float = 120.0) -> None:
+        """Start the stopped ones of ``node_ids`` (of an existing layout) again and wait for the cluster."""
         layout = self.layout
         if layout is None:
             raise BrokerStartError("no broker layout to restart", hint="Run `hub broker start` first.")
-        if self._live_pid(node_id) is None:
-            self.log_file(node_id).unlink(missing_ok=True)
-            self._launch(node_id, heap)
+        for node_id in node_ids:
+            if self._live_pid(node_id) is None:
+                self.log_file(node_id).unlink(missing_ok=True)
+                self._launch(node_id, heap)
         self._wait_ready(layout, timeout)
 
 

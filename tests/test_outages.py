@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import NewTopic
 
 from hub.broker import LocalBroker
 from hub.exceptions import TransactionIncompleteError
-from hub.kafka import CheckedTransactionalProducer, make_admin
+from hub.kafka import CheckedTransactionalProducer, make_admin, read_topic
 from hub.settings import HubSettings
 from tests.conftest import running_local_broker
 
@@ -56,16 +56,6 @@ def _expire_one_record_of_a_transaction(producer: KafkaProducer, broker: LocalBr
     assert queued.failed(), "the queued record expired while the broker was paused"
 
 
-def _committed_values(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        return [m.value for m in consumer]
-    finally:
-        consumer.close()
-
-
 def test_a_transaction_missing_an_expired_record_is_refused_not_committed(outage_broker):
     bootstrap = outage_broker.bootstrap_servers or ""
     settings = HubSettings(bootstrap_servers=bootstrap)
@@ -79,7 +69,7 @@ def test_a_transaction_missing_an_expired_record_is_refused_not_committed(outage
     _expire_one_record_of_a_transaction(plain, outage_broker, "plain")
     plain.commit_transaction()  # kafka-python commits although a record of the transaction failed
     plain.close()
-    lost = _committed_values(bootstrap, "plain")
+    lost = [r.value for r in read_topic("plain", settings)]
     assert b"written" in lost and b"queued" not in lost, \
         "kafka-python 3.0.12 commits without the expired record (if this fails, the library changed: recheck " \
         "whether CheckedTransactionalProducer is still needed)"
@@ -89,4 +79,4 @@ def test_a_transaction_missing_an_expired_record_is_refused_not_committed(outage
     with pytest.raises(TransactionIncompleteError, match="not written"):
         checked.commit_transaction()
     checked.close()
-    assert _committed_values(bootstrap, "checked") == [], "nothing of the refused transaction is visible"
+    assert [r.value for r in read_topic("checked", settings)] == [], "nothing of the refused transaction is visible"

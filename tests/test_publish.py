@@ -392,7 +392,7 @@ def test_broker_killed_mid_publish_then_drain_leaves_every_record_exactly_once(h
         assert not local_kafka.running
         stdout, stderr = publishing.communicate(timeout=300)
     finally:
-        local_kafka.restart_node(1)  # the rest of the session needs the broker, whatever happened here
+        local_kafka.restart_nodes([1])  # the rest of the session needs the broker, whatever happened here
     assert publishing.returncode == 3, f"exit {publishing.returncode}\n{stdout}\n{stderr[-3000:]}"
     assert "wait in the spool" in stdout
     drained = subprocess.run([*HUB, "publish", "--agency", AGENCY, "--drain"], capture_output=True, text=True,
