@@ -27,11 +27,13 @@ import math
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,8 @@ UNKNOWN_KEYS = Counter("hub_unknown_key_inputs_total", "Inputs sealed under a re
                        "(dead-lettered)", ["stage"])
 TRANSACTIONS_RETRIED = Counter("hub_transactions_retried_total", "Transactions the broker aborted or refused, "
                                "processed again from the last commit", ["stage"])
+LATE_INPUTS = Counter("hub_late_inputs_total", "Inputs processed after a newer input (by log timestamp): committed "
+                      "upstream after it was processed; a replay may decide differently on them", ["stage"])
 LAST_PROGRESS = Gauge("hub_stage_last_progress_timestamp_seconds", "When the stage last committed or was caught up "
                       "(compare with time() to see a stall)", ["stage"])
 
@@ -86,6 +90,22 @@ STOP_TIMEOUT_S = 30.0
 #: A fenced producer is retried (counted): a broker that came back after a crash bumps the epoch of the transaction
 #: it aborted; a second process with the same ``--instance`` keeps fencing, and stops the stage after the limit.
 FATAL_KAFKA_ERRORS = (FencedInstanceIdError, AuthorizationError)
+#: Bound on a client call that waits for a broker (committed offsets, end offsets, positions, a transaction's
+#: coordinator): kafka-python waits for some of them for ever while the brokers are away.
+CLIENT_CALL_TIMEOUT_MS = 15_000
+#: The main loop not coming round for this long means a call is stuck: the watchdog logs where, with the stack.
+BLOCKED_REPORT_S = 60.0
+
+
+@dataclass(frozen=True)
+class _CommitInDoubt:
+    """What a commit in flight would make final: state writes (with the last changelog send per partition), the
+    input offsets and the stream time."""
+
+    state_writes: dict[int, tuple[list[StateWrite], Any]]
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    stream_time: dict[TopicPartition, float]
+    merged_to_ms: int
 
 
 class StageRunner(ConsumerRebalanceListener):
@@ -93,7 +113,7 @@ class StageRunner(ConsumerRebalanceListener):
 
     def __init__(self, stage: Stage, settings: HubSettings | None = None, *, instance: int = 0,
                  commit_interval_s: float = 0.5, max_batch: int = 2000, state_dir: Path | None = None,
-                 on_assigned: Callable[[], None] | None = None, max_wait_s: float = 5.0,
+                 on_assigned: Callable[[], None] | None = None, max_wait_s: float = 60.0,
                  transaction_timeout_ms: int = 30_000) -> None:
         self.stage = stage
         self.settings = settings or get_settings()
@@ -104,7 +124,8 @@ class StageRunner(ConsumerRebalanceListener):
         self.max_batch = max_batch
         self.on_assigned = on_assigned  # called once new partitions' state is restored (benchmarks time from here)
         #: How long the ordered merge waits for a partition known to hold committed, unfetched records before it
-        #: goes on without them (Kafka Streams' max.task.idle.ms): a safety net, not the normal path.
+        #: goes on without them (Kafka Streams' max.task.idle.ms): a safety net, not the normal path. Long enough to
+        #: outlast a leader's failover (a node lost or paused loses leadership after the controller's 9 s session).
         self.max_wait_s = max_wait_s
         self.state_dir = state_dir or self.settings.runtime_dir / "state" / f"{self.settings.topic_prefix}{stage.name}"
         self.codec = hub_codec(self.settings)
@@ -118,6 +139,10 @@ class StageRunner(ConsumerRebalanceListener):
         self._destroyed_since: set[str] = set()  # reports purged since the writes being applied were sealed
         self._stream_time: dict[TopicPartition, float] = {}  # newest event time read, per input partition
         self._committed_stream_time: dict[TopicPartition, float] = {}  # as of the last commit
+        self._merged_to_ms = 0  # newest input timestamp processed (the ordered merge's progress), and at the commit
+        self._committed_merged_to_ms = 0
+        self._late: tuple[int, int] = (0, 0)  # late inputs not yet reported: how many, and the latest by (ms)
+        self._late_reported = 0.0
         self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         self._buffers: dict[TopicPartition, deque[Any]] = {}  # fetched, not yet processed, per input partition
         self._waiting_since: float | None = None
@@ -127,6 +152,9 @@ class StageRunner(ConsumerRebalanceListener):
         self._batch_size = 0
         self._failed_transactions = 0  # in a row
         self._doomed: BaseException | None = None  # why the open transaction can no longer commit (a rebalance)
+        #: A commit whose outcome is unknown until the brokers answer again: its state writes, offsets, stream time.
+        self._in_doubt: _CommitInDoubt | None = None
+        self._loop_turned = time.monotonic()  # the watchdog's view of the main loop
         self._last_progress = time.monotonic()
         self._stall_reported = 0.0
         self._unassigned_reported = False  # said once per assignment: a spare instance may never get partitions
@@ -155,6 +183,9 @@ class StageRunner(ConsumerRebalanceListener):
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
             if in_main_thread else {}
+        watchdog = threading.Thread(target=self._watch_main_loop, args=(threading.current_thread(),),
+                                    name=f"{self.stage.name}-watchdog", daemon=True)
+        watchdog.start()
         try:
             self._open_when_brokers_answer()
             while True:
@@ -205,13 +236,27 @@ class StageRunner(ConsumerRebalanceListener):
         if not self.ready or self._consumer is None or any(self._buffers.values()):
             return False
         assigned = list(self._consumer.assignment())
-        ends = self._consumer.end_offsets(assigned)
+        ends = self._consumer.end_offsets(assigned, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
         return all(self._consumer.position(tp) >= end for tp, end in ends.items())
 
     @property
     def ready(self) -> bool:
         """Partitions are assigned and their state restored."""
         return bool(self._stores)
+
+    def _watch_main_loop(self, main: threading.Thread) -> None:
+        """Say, with the stack, where the main loop is when it has not come round for ``BLOCKED_REPORT_S`` (a client
+        call waiting on a broker without a bound, a long state restore): else a stuck stage is a silent, live one."""
+        reported = 0.0
+        while main.is_alive():
+            time.sleep(BLOCKED_REPORT_S / 6)
+            turned = self._loop_turned
+            blocked_s = time.monotonic() - turned
+            if blocked_s >= BLOCKED_REPORT_S and turned != reported:
+                reported = turned
+                frame = sys._current_frames().get(main.ident or -1)
+                stack = "".join(traceback.format_stack(frame)[-8:]) if frame is not None else "(unknown)"
+                self.log.error("stage main loop not coming round", for_s=round(blocked_s, 1), stack=stack)
 
     def _request_stop(self, *_: Any) -> None:
         if self._stopping:
@@ -277,6 +322,7 @@ class StageRunner(ConsumerRebalanceListener):
             self.settings, transactional_id=f"{self.group_id}.{self.instance}",
             transaction_timeout_ms=self.transaction_timeout_ms, linger_ms=10, batch_size=256 * 1024,
             delivery_timeout_ms=delivery_timeout_ms, request_timeout_ms=min(30_000, delivery_timeout_ms - 1000),
+            max_block_ms=CLIENT_CALL_TIMEOUT_MS,
             client_id=f"{self.group_id}.{self.instance}")
         producer.init_transactions()
         return producer
@@ -406,29 +452,50 @@ class StageRunner(ConsumerRebalanceListener):
             except KafkaError:
                 pass  # its transaction is already lost; the next producer fences it in any case
             self._producer = None
-        self.codec.vault.rollback()  # keys created in the failed transaction never reached hub.keys
+        if self._in_doubt is None or self._stopping:
+            self._in_doubt = None
+            self.codec.vault.rollback()  # keys created in the failed transaction never reached hub.keys
         for state in self._states.values():
             state.discard_all()
         self._offsets, self._in_transaction, self._batch_size = {}, False, 0
         self._stream_time = dict(self._committed_stream_time)  # expiry must not run ahead of the inputs replayed
+        self._merged_to_ms = self._committed_merged_to_ms
         self._buffers.clear()  # the partitions are sought back to their commits below
 
     def _rewind_to_commit(self) -> None:
         """A new producer (fencing the failed one's transaction) and every assigned partition back at its commit."""
         assert self._consumer is not None
         if self._producer is None:
-            self._producer = self._transactional_producer()
+            self._producer = self._transactional_producer()  # completes or aborts the failed transaction first
+        if self._in_doubt is not None:
+            self._settle_in_doubt()
         assigned = list(self._consumer.assignment())
-        committed = {tp: self._consumer.committed(tp) for tp in assigned}
+        committed = {tp: self._consumer.committed(tp, timeout_ms=CLIENT_CALL_TIMEOUT_MS) for tp in assigned}
         for tp in assigned:
             if committed[tp] is None:
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, committed[tp])
 
+    def _settle_in_doubt(self) -> None:
+        """A commit failed without an answer (a broker away): the new producer has completed or aborted it, and the
+        group's committed offsets say which. Committed, its state writes and record keys are kept, not dropped."""
+        assert self._consumer is not None and self._in_doubt is not None
+        commit = self._in_doubt
+        committed = {tp: self._consumer.committed(tp, timeout_ms=CLIENT_CALL_TIMEOUT_MS) for tp in commit.offsets}
+        if commit.offsets and all(committed[tp] == meta.offset for tp, meta in commit.offsets.items()):
+            self.log.info("the transaction in doubt had committed; its state writes are kept",
+                          inputs=len(commit.offsets))
+            self._stream_time, self._merged_to_ms = dict(commit.stream_time), commit.merged_to_ms
+            self._committed_as(commit)
+        else:
+            self._in_doubt = None
+            self.codec.vault.rollback()
+
     def _report_stall(self, reason: str | None = None) -> None:
         """Say, every ``STALL_REPORT_S`` while it lasts, why the stage has made no progress."""
         now = time.monotonic()
+        self._loop_turned = now  # called on every turn of the main loop and of every wait for the brokers
         if reason is None and not self._in_transaction and not any(self._buffers.values()):
             if self.ready:
                 self._last_progress, self._unassigned_reported = now, False  # caught up
@@ -458,6 +525,7 @@ class StageRunner(ConsumerRebalanceListener):
             buffer = self._buffers[tp]
             record = buffer.popleft()
             self._begin()
+            self._note_order(tp, record.timestamp)
             self._handle(record)
             processed += 1
             self._batch_size += 1
@@ -470,23 +538,41 @@ class StageRunner(ConsumerRebalanceListener):
                 unfetched.add(tp)  # more of it on the broker: its next record may be older than the others' heads
         return processed
 
-    def _partitions_with_unfetched_records(self) -> set[TopicPartition]:
-        """Assigned partitions with nothing buffered but committed records still on the broker.
+    def _note_order(self, tp: TopicPartition, timestamp_ms: int) -> None:
+        """Count (and report every ``STALL_REPORT_S``) an input older than one already processed: it became
+        visible only after newer inputs were processed (several upstream instances, a member's partitions taken
+        over, the merge going on without a partition), so live processing did not see the log's order here."""
+        if timestamp_ms >= self._merged_to_ms:
+            self._merged_to_ms = timestamp_ms
+            return
+        LATE_INPUTS.labels(self.stage.name).inc()
+        count, latest_ms = self._late
+        self._late = (count + 1, max(latest_ms, self._merged_to_ms - timestamp_ms))
+        now = time.monotonic()
+        if now - self._late_reported >= STALL_REPORT_S:
+            self._late_reported = now
+            self.log.warning("inputs processed out of timestamp order", inputs=self._late[0],
+                             late_by_s=round(self._late[1] / 1000, 3), partition=str(tp),
+                             consequence="a replay of this history may decide differently on them")
+            self._late = (0, 0)
 
-        The fetch's high watermark counts records of open transactions too, so a partition below it is checked
-        against the read_committed end offset (the last stable offset) before the merge waits for it.
+    def _partitions_with_unfetched_records(self) -> set[TopicPartition]:
+        """Assigned partitions with nothing buffered but committed records on the broker, asked of the broker now.
+
+        The high watermark of the last fetch is not enough: an upstream transaction may have committed records to
+        a partition since it was last fetched, older than the records buffered from another partition. Asking for
+        the read_committed end offsets after those were fetched sees every record committed before them, so a
+        single upstream writer processing in timestamp order is merged in exactly the order a replay sees.
         """
         assert self._consumer is not None
-        empty = [tp for tp in self._consumer.assignment() if not self._buffers.get(tp)]
-        behind = []
-        for tp in empty:
-            high = self._consumer.highwater(tp)
-            if high is None or self._consumer.position(tp) < high:
-                behind.append(tp)
-        if not behind:
+        if not any(self._buffers.values()):
             return set()
-        stable = self._consumer.end_offsets(behind)
-        return {tp for tp in behind if self._consumer.position(tp) < stable.get(tp, 0)}
+        empty = [tp for tp in self._consumer.assignment() if not self._buffers.get(tp)]
+        if not empty:
+            return set()
+        stable = self._consumer.end_offsets(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
+        return {tp for tp in empty
+                if self._consumer.position(tp, timeout_ms=CLIENT_CALL_TIMEOUT_MS) < stable.get(tp, 0)}
 
     def _next_in_order(self, unfetched: set[TopicPartition]) -> TopicPartition | None:
         """The partition holding the oldest buffered record, or None while a partition that may hold an older
@@ -631,21 +717,32 @@ class StageRunner(ConsumerRebalanceListener):
             pending[partition] = (writes, last)
         if self._offsets:
             self._producer.send_offsets_to_transaction(self._offsets, self._consumer.group_metadata())
+        self._in_doubt = _CommitInDoubt(pending, dict(self._offsets), dict(self._stream_time), self._merged_to_ms)
         self._producer.commit_transaction()
+        self._committed_as(self._in_doubt)
+        self._offsets = {}
+        self._in_transaction = False
+
+    def _committed_as(self, commit: _CommitInDoubt) -> None:
+        """The transaction committed: its new record keys are final and its state writes go to the local stores
+        (of the partitions this member still holds; a new owner restores them from the changelog)."""
+        self._in_doubt = None
         self.codec.vault.confirm()
         self._failed_transactions = 0
         self._last_progress = time.monotonic()
         LAST_PROGRESS.labels(self.stage.name).set_to_current_time()
-        for partition, (writes, last) in pending.items():
+        for partition, (writes, last) in commit.state_writes.items():
+            store = self._stores.get(partition)
+            if store is None:
+                continue
             if writes:
                 offset = last.get(timeout=30).offset + 1 if last is not None else None
                 # A key destroyed after its write was sealed: the changelog copy is unreadable, the local one goes.
-                self._stores[partition].apply(without_purged(writes, self._destroyed_since), offset)
-            STATE_ENTRIES.labels(self.stage.name, str(partition)).set(self._stores[partition].size())
-        self._committed.update({tp: meta.offset for tp, meta in self._offsets.items()})
-        self._committed_stream_time = dict(self._stream_time)
-        self._offsets = {}
-        self._in_transaction = False
+                store.apply(without_purged(writes, self._destroyed_since), offset)
+            STATE_ENTRIES.labels(self.stage.name, str(partition)).set(store.size())
+        self._committed.update({tp: meta.offset for tp, meta in commit.offsets.items()})
+        self._committed_stream_time = dict(commit.stream_time)
+        self._committed_merged_to_ms = commit.merged_to_ms
 
     def _commit_past_markers(self) -> None:
         """Commit the position of idle partitions that moved past a transaction marker since their last record.
@@ -655,7 +752,8 @@ class StageRunner(ConsumerRebalanceListener):
         record per such partition (``stage_lag`` reads the last stable offset)."""
         assert self._consumer is not None and self._producer is not None
         idle = [tp for tp in self._consumer.assignment() if not self._buffers.get(tp)]
-        moved = {tp: position for tp in idle if (position := self._consumer.position(tp)) is not None
+        moved = {tp: position for tp in idle
+                 if (position := self._consumer.position(tp, timeout_ms=CLIENT_CALL_TIMEOUT_MS)) is not None
                  and position > self._committed.get(tp, -1)}
         if moved:
             self._begin()

@@ -158,9 +158,10 @@ def _decide_event(record: CanonicalEvent, unit: TaskForce) -> Decision:
 
 
 def _co_reporters(record: CanonicalEvent) -> set[str]:
-    """ORIs whose report joined the event by matching it in place, time, drugs and quantities: anyone can cite a
-    record number, so a citation (or an update of a cited report) makes no co-reporter."""
-    return {r.agency.ori for r in record.reports if r.rule is DedupRule.CROSS_AGENCY_MATCH}
+    """ORIs whose report matches another of the event in place, time, drugs and quantities, whichever arrived first
+    (events before schema v6 mark only the later report, by its rule): anyone can cite a record number, so a
+    citation (or an update of a cited report) makes no co-reporter."""
+    return {r.agency.ori for r in record.reports if r.content_match or r.rule is DedupRule.CROSS_AGENCY_MATCH}
 
 
 def _hidden_credits(record: CanonicalEvent, unit: TaskForce) -> dict[str, str]:

@@ -121,11 +121,26 @@ class CheckedTransactionalProducer(KafkaProducer):
             self._failure = (transaction_number, exc)
 
     def commit_transaction(self) -> None:
-        self.flush()
+        self.flush(timeout=self.config["delivery_timeout_ms"] / 1000)
         if self._failure is not None and self._failure[0] == self._transaction_number:
             raise TransactionIncompleteError(f"a record of the open transaction was not written "
                                              f"({type(self._failure[1]).__name__}: {self._failure[1]})")
-        super().commit_transaction()
+        self._await("commit", self._transaction_manager.begin_commit())
+
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None:
+        self._await("adding the consumed offsets",
+                    self._transaction_manager.send_offsets_to_transaction(offsets, group_metadata))
+
+    def abort_transaction(self) -> None:
+        self._await("abort", self._transaction_manager.begin_abort())
+
+    def _await(self, step: str, result: Any) -> None:
+        """kafka-python waits on a transaction's coordinator without a bound: while it is away, for ever. This waits
+        ``max_block_ms`` and raises :class:`KafkaTimeoutError` (the outcome of a commit is then unknown)."""
+        self._sender.wakeup()
+        if not result.wait(timeout_ms=self.config["max_block_ms"]):
+            raise KafkaTimeoutError(f"the transaction coordinator did not answer the {step} within "
+                                    f"{self.config['max_block_ms'] / 1000:.0f} s")
 
 
 def make_producer(settings: HubSettings | None = None, **overrides: Any) -> KafkaProducer:

@@ -657,6 +657,7 @@ class ReportCredit(AvroModel):
     rule: DedupRule
     score: Fraction
     dissemination: DisseminationLevel = DisseminationLevel.WHITE
+    content_match: bool = False  # v6: matches another report of the event by content (a co-reporter)
 
 
 class CanonicalEvent(AvroModel):

@@ -6,7 +6,7 @@ records expired unsent (it calls the expiry retriable and leaves the transaction
 commit without that output. Every transactional producer of the hub is a ``CheckedTransactionalProducer``, which
 refuses such a commit; the runner then processes the batch again.
 
-The test runs on a broker of its own, which it pauses.
+The first test runs on a broker of its own, which it pauses; the second loses a commit's answer on purpose.
 """
 
 from __future__ import annotations
@@ -19,12 +19,18 @@ from collections.abc import Iterator
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import NewTopic
+from kafka.errors import KafkaTimeoutError
 
+from consumers.runner import StageRunner
+from consumers.stages.dedup import DedupStage
 from hub.broker import LocalBroker
 from hub.exceptions import TransactionIncompleteError
 from hub.kafka import CheckedTransactionalProducer, make_admin, read_topic
 from hub.settings import HubSettings
-from tests.conftest import running_local_broker
+from hub.topics import ensure_topics, hub_topics
+from schemas.topics import CANONICAL, INGESTED
+from tests.conftest import publish_events, running_local_broker
+from tests.factories import make_event
 
 @pytest.fixture(scope="module")
 def outage_broker(tmp_path_factory) -> Iterator[LocalBroker]:
@@ -80,3 +86,32 @@ def test_a_transaction_missing_an_expired_record_is_refused_not_committed(outage
         checked.commit_transaction()
     checked.close()
     assert [r.value for r in read_topic("checked", settings)] == [], "nothing of the refused transaction is visible"
+
+
+def test_a_commit_whose_answer_was_lost_keeps_its_state_when_it_had_committed(hub_settings, monkeypatch):
+    """The broker commits, the answer never arrives (a broker away at that moment): the runner must find out that
+    the transaction committed and keep its state writes. Dropping them would let the same reports, sent again
+    later, pass as new (their "seen" flags gone while their offsets are committed)."""
+    originals = [make_event(source_record_id=f"DOUBT-{n}", payload__seizure_number=None,
+                            event_time=f"2026-06-01T{n:02d}:00:00Z") for n in range(20)]
+    ensure_topics(hub_topics(hub_settings.topic_prefix, ["CACBP0100"], ["intake", "dedup"]), hub_settings)
+    publish_events(hub_settings, originals)
+    publish_events(hub_settings, originals)  # the same reports again: exact duplicates, after the first batch
+    ingested = read_topic(INGESTED.name(hub_settings.topic_prefix, ori="CACBP0100"), hub_settings)
+    assert len(ingested) == 2 * len(originals)
+    commit = CheckedTransactionalProducer.commit_transaction
+    answers_lost = []
+
+    runner = StageRunner(DedupStage(), hub_settings, commit_interval_s=5, max_batch=len(originals))
+
+    def commit_then_lose_the_answer(producer: CheckedTransactionalProducer) -> None:
+        commit(producer)
+        if not answers_lost and runner._batch_size == len(originals):  # the batch of the originals
+            answers_lost.append(producer)
+            raise KafkaTimeoutError("the coordinator's answer was lost")
+
+    monkeypatch.setattr(CheckedTransactionalProducer, "commit_transaction", commit_then_lose_the_answer)
+    runner.run_until_caught_up()
+    assert answers_lost, "the answer to the commit of the originals was lost"
+    canonical = read_topic(CANONICAL.name(hub_settings.topic_prefix), hub_settings)
+    assert len(canonical) == len(originals), "each report counted once: the duplicates found the committed state"

@@ -21,13 +21,14 @@ from consumers.stages import STAGES
 from hub.control import apply_registry
 from hub.exceptions import ConfigError
 from hub.kafka import make_consumer
+from hub.settings import HubSettings
 from hub.topics import ensure_topics, hub_topics
 from hub.vault import hub_codec
 from producers.directory import load_agencies
 from producers.sample import generate
 from schemas.models import EventType, RoutingDecision, SharedRecordKind
 from schemas.topics import CANONICAL, INGEST
-from tests.conftest import hub_env, publish_events, topic_records
+from tests.conftest import hub_env, publish_events, topic_records, unique
 
 UNITS = sorted(u.unit_id for u in load_registry().task_forces)
 
@@ -76,9 +77,17 @@ def test_decisions_about_purged_reports_are_counted_apart():
 
 
 # -- on the broker ---------------------------------------------------------------------------------
-@pytest.fixture
-def live_history(hub_settings):
+@pytest.fixture(scope="module")
+def replay_hub(kafka, tmp_path_factory) -> HubSettings:
+    """One hub namespace for this module: the replays below only read its live topics (the first checks that)."""
+    return HubSettings(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=unique("t") + ".",
+                       runtime_dir=tmp_path_factory.mktemp("replay") / "runtime", log_format="json")
+
+
+@pytest.fixture(scope="module")
+def live_history(replay_hub):
     """Sample traffic published by the agencies and run through every stage, as it happened live."""
+    hub_settings = replay_hub
     sample = generate(600, seed=23)
     agencies = sorted(load_agencies())
     ensure_topics(hub_topics(hub_settings.topic_prefix, agencies, sorted(STAGES), UNITS), hub_settings)
@@ -109,7 +118,8 @@ def _live_positions(settings) -> dict:
     return {"ends": ends, "committed": committed}
 
 
-def test_a_replay_reproduces_what_was_sent_and_touches_nothing_live(live_history, hub_settings):
+def test_a_replay_reproduces_what_was_sent_and_touches_nothing_live(live_history, replay_hub):
+    hub_settings = replay_hub
     before = _live_positions(hub_settings)
     job = Replay(hub_settings, "same", datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
     result = job.run()
@@ -126,7 +136,8 @@ def test_a_replay_reproduces_what_was_sent_and_touches_nothing_live(live_history
     job.remove()
 
 
-def test_a_replay_of_a_later_period_rebuilds_earlier_state_and_still_matches(live_history, hub_settings):
+def test_a_replay_of_a_later_period_rebuilds_earlier_state_and_still_matches(live_history, replay_hub):
+    hub_settings = replay_hub
     stamps = sorted(r.timestamp for ori in load_agencies()
                     for r in topic_records(hub_settings, INGEST.name(hub_settings.topic_prefix, ori=ori)))
     middle = datetime.fromtimestamp(stamps[len(stamps) // 2] / 1000, tz=timezone.utc)
@@ -139,7 +150,8 @@ def test_a_replay_of_a_later_period_rebuilds_earlier_state_and_still_matches(liv
     assert in_period and int(in_period.group(1).replace(",", "")) == sum(t >= stamps[len(stamps) // 2] for t in stamps)
 
 
-def test_a_registry_change_shows_as_the_expected_named_differences(live_history, hub_settings, tmp_path: Path):
+def test_a_registry_change_shows_as_the_expected_named_differences(live_history, replay_hub, tmp_path: Path):
+    hub_settings = replay_hub
     # BEST Imperial Valley stops taking arrests through its area subscription.
     document = yaml.safe_load(DEFAULT_REGISTRY.read_text())
     document["version"] = 2

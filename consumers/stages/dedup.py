@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -64,12 +65,13 @@ class Candidate:
     longitude: float | None
     port: str | None
     quantities: dict[str, tuple[float | None, int | None]]  # drug type -> (mg, pills)
+    event_id: str | None = None  # None in state written before content matches were marked
 
     @staticmethod
     def of(canonical_id: str, agencies: list[str], event: CaseEvent) -> Candidate:
         lat, lon = _coordinates(event)
         return Candidate(canonical_id, tuple(agencies), event.event_time.timestamp(), lat, lon,
-                         event.location.port_of_entry, _quantities(event.payload))
+                         event.location.port_of_entry, _quantities(event.payload), event.event_id)
 
 
 def _coordinates(event: CaseEvent) -> tuple[float | None, float | None]:
@@ -135,6 +137,10 @@ def match_score(candidate: Candidate, event: CaseEvent, config: DedupConfig) -> 
     return round(score, 4), reasons
 
 
+#: (rule, score, explanation, the canonical event joined, the ORI of the report matched)
+Match = tuple[DedupRule, float, str, CanonicalEvent, str]
+
+
 class DedupStage(Stage):
     name = "dedup"
     input_pattern = r"events\.ingested\..+"
@@ -161,16 +167,16 @@ class DedupStage(Stage):
             return self._resubmission(event, seen, record_key, state, expires)
         outputs: list[Output] = []
         own_id = str(uuid.uuid5(CANONICAL_NAMESPACE, report[0]))
-        match = self._find_match(event, state)
+        match, content_matches = self._find_match(event, state)
         if match is None:
             canonical = _new_event(own_id, event)
         else:
             rule, score, explanation, previous, matched_ori = match
             decision = DedupDecision(rule=rule, score=score, explanation=explanation, event_id=event.event_id)
-            joined = _credited(previous, credit_of(event, rule, score), decision)
+            joined = _credited(previous, credit_of(event, rule, score), decision, content_matches)
             black_report = event.handling.dissemination is DisseminationLevel.BLACK
             if not black_report and not _black_match(previous, matched_ori):
-                canonical = joined
+                canonical = joined.model_copy(update={"primary": min(previous.primary, event, key=primacy)})
                 outputs += self._credit_black_twins(canonical, event, decision, state, expires)
             else:
                 # A match between a BLACK report and another agency's is recorded only in events the BLACK report's
@@ -214,14 +220,14 @@ class DedupStage(Stage):
         self._remember(canonical, event, state, expires)
         return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
-    def _find_match(self, event: CaseEvent,
-                    state: State) -> tuple[DedupRule, float, str, CanonicalEvent, str] | None:
-        """The rule, score, explanation and canonical event ``event`` joins, and the ORI of the report it matched.
+    def _find_match(self, event: CaseEvent, state: State) -> tuple[Match | None, set[tuple[str, str | None]]]:
+        """The rule, score, explanation and canonical event ``event`` joins, and the ORI of the report it matched;
+        and every report (canonical id, event id) of any event that ``event`` matches by content.
 
         Matches through no BLACK report come first (citations, then the best content match), so that which events
         form does not depend on whether a BLACK report of the seizure arrived before the others or after them."""
         if event.event_type != EventType.SEIZURE:
-            return None
+            return None, set()
         matches = []
         for number in _numbers_cited(event) + _own_numbers(event):
             canonical_id = state.get("ref", state.hashed(number))
@@ -229,7 +235,7 @@ class DedupStage(Stage):
             if _joinable(previous, event):
                 ori, system, record = number.split("|", 2)
                 matches.append((DedupRule.CROSS_REFERENCE, 1.0, f"{ori}'s {system} record {record} links the reports",
-                                previous, ori))
+                                previous, ori, None))
         scored_matches = []
         for bucket in _buckets(event.event_time.timestamp(), self.config.max_hours_apart):
             for _, summary in state.scan("candidate", f"{bucket}|"):
@@ -238,10 +244,12 @@ class DedupStage(Stage):
                     continue
                 previous = self._canonical(summary["canonical_id"], state)
                 if _joinable(previous, event):
-                    scored_matches.append((DedupRule.CROSS_AGENCY_MATCH, *scored, previous, summary["agencies"][0]))
+                    scored_matches.append((DedupRule.CROSS_AGENCY_MATCH, *scored, previous, summary["agencies"][0],
+                                           (summary["canonical_id"], summary.get("event_id"))))
         # The best score wins; among equal scores, the first found (scan order is the state's key order).
         matches += sorted(scored_matches, key=lambda m: -m[1])
-        return next((m for m in matches if not _black_match(m[3], m[4])), matches[0] if matches else None)
+        best = next((m[:5] for m in matches if not _black_match(m[3], m[4])), matches[0][:5] if matches else None)
+        return best, {m[5] for m in scored_matches}
 
     def _credit_black_twins(self, canonical: CanonicalEvent, event: CaseEvent, decision: DedupDecision, state: State,
                             expires: Any) -> list[Output]:
@@ -303,10 +311,25 @@ def _new_event(canonical_id: str, event: CaseEvent) -> CanonicalEvent:
                                                  explanation="first report of this event"))
 
 
-def _credited(canonical: CanonicalEvent, credit: ReportCredit, decision: DedupDecision) -> CanonicalEvent:
-    """The next revision of ``canonical``, crediting one more report."""
-    return canonical.model_copy(update={"revision": canonical.revision + 1, "reports": [*canonical.reports, credit],
+def _credited(canonical: CanonicalEvent, credit: ReportCredit, decision: DedupDecision,
+              content_matches: Collection[tuple[str, str | None]] = ()) -> CanonicalEvent:
+    """The next revision of ``canonical``, crediting one more report. Content matching is symmetric, so the new
+    report and each report of the event it matches by content are marked (``content_match``), whichever came
+    first: who counts as a co-reporter does not depend on arrival order."""
+    matched = {event_id for canonical_id, event_id in content_matches if canonical_id == canonical.canonical_id}
+    reports = [r.model_copy(update={"content_match": True}) if r.event_id in matched else r for r in canonical.reports]
+    if matched:
+        credit = credit.model_copy(update={"content_match": True})
+    return canonical.model_copy(update={"revision": canonical.revision + 1, "reports": [*reports, credit],
                                         "decision": decision})
+
+
+def primacy(report: CaseEvent) -> tuple[float, str, str, str]:
+    """Which report of a merged event is primary (its place, handling and details are what units receive): the
+    earliest in event time, then by ORI, system and record id. A function of the reports alone, never of which
+    arrived first, so the same reports give the same primary whatever the order. An update of the primary
+    record keeps it primary (dedup keeps only the primary's whole report)."""
+    return report.event_time.timestamp(), report.agency_ori, report.source_system, report.source_record_id
 
 
 def _black_match(previous: CanonicalEvent, matched_ori: str) -> bool:
