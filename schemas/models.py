@@ -661,7 +661,8 @@ class ReportCredit(AvroModel):
 
 
 class CanonicalEvent(AvroModel):
-    """One real-world event; the highest revision per ``canonical_id`` is the current one."""
+    """One real-world event; the highest revision per ``canonical_id`` is the current one, unless it names the id the
+    event goes on under (``superseded_by``)."""
 
     canonical_id: Code
     revision: int = Field(ge=1, le=AVRO_INT_MAX)
@@ -669,6 +670,7 @@ class CanonicalEvent(AvroModel):
     primary: CaseEvent
     reports: list[ReportCredit] = Field(min_length=1, max_length=MAX_REPORTS_PER_CANONICAL)
     decision: DedupDecision
+    superseded_by: Code | None = None  # v6: the event goes on under this id (its primary changed); this one ends
 
     @property
     def agencies(self) -> list[str]:

@@ -102,7 +102,7 @@ def test_planted_conflicts_and_shared_targets_are_found_without_false_alerts():
     by_id = {e.event_id: e for e in sample.events}
     primaries: dict[str, CanonicalEvent] = {}
     for canonical in hub.dedup.outputs:
-        primaries[canonical.primary.event_id] = hub.dedup.latest[canonical.canonical_id]
+        primaries[canonical.primary.event_id] = hub.dedup.current(canonical.canonical_id)
     # Two events touching a target raise an alert when neither's agency is credited in the other. An event kept
     # apart from a BLACK report's event (see dedup) is credited there, so that pair alerts in one arrival order only:
     # it must not be missed when it would alert either way, and is no false alert when it alerts one way.

@@ -58,7 +58,7 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
 
 @pytest.mark.slow
 def test_dedup_killed_mid_stream_emits_every_canonical_event_exactly_once(hub_settings):
-    sample = generate(15_000, seed=21)
+    sample = generate(8_000, seed=21)
     agencies = {e.agency_ori for e in sample.events}
     _setup(hub_settings, agencies)
     publish_events(hub_settings, sample.events)
@@ -99,7 +99,8 @@ def test_dedup_killed_mid_stream_emits_every_canonical_event_exactly_once(hub_se
     assert sum(highest.values()) == len(revisions), "each canonical event has revisions 1..n, none missing"
     assert len(produced) == expected_outputs
     groups, expected_groups = final_groups(produced), final_groups(expected.outputs)
-    latest = {c.canonical_id: c for c in sorted(produced, key=lambda c: c.revision)}.values()
+    latest = [c for c in {c.canonical_id: c for c in sorted(produced, key=lambda c: c.revision)}.values()
+              if not c.superseded_by]  # an event that went on under another id is counted there
     members = [r.event_id for c in latest if c.primary.handling.dissemination != "BLACK" for r in c.reports]
     assert len(members) == len(set(members)), "no report is counted in two canonical events (but a BLACK twin)"
     assert {e for g in groups for e in g} == {e for g in expected_groups for e in g}, \

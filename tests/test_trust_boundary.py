@@ -72,8 +72,9 @@ def test_a_version_2_of_another_agencys_record_is_the_publishers_own_record():
     assert intake(overwrite, "AZDPS0000")
     outputs = run.feed(overwrite)
     assert all(o.decision.rule != DedupRule.RESUBMISSION_UPDATE for o in outputs)
-    cbp_event = run.latest[original.canonical_id]
-    assert cbp_event.primary == original.primary, "CBP's record keeps CBP's content"
+    cbp_event = run.current(original.canonical_id)
+    assert all(o.primary == original.primary for o in run.outputs if o.primary.agency_ori == "CACBP0100"), \
+        "CBP's record keeps CBP's content"
     assert [(r.agency.ori, r.record_version) for r in cbp_event.reports if r.agency.ori == "CACBP0100"] == \
         [("CACBP0100", 1)]
 
@@ -110,7 +111,10 @@ def test_an_event_id_of_another_agency_cannot_pre_empt_its_report():
 def test_citing_a_white_record_outside_the_citers_area_grants_no_co_reporter_copy():
     run = PartitionedRun(DedupStage())
     run.feed(cbp_seizure())
-    [merged] = run.feed(dps_report(**citing(CBP_SEIZURE_NUMBER)))
+    # Its own seizure (another quantity): only the citation links it. A report that also matched CBP's in place,
+    # time, drugs and quantities would make DPS a co-reporter, citation or not.
+    own_seizure = {"payload__drugs__0__net_weight": {"value": 20, "unit": "LB"}}
+    [merged] = run.feed(dps_report(**citing(CBP_SEIZURE_NUMBER), **own_seizure))
     assert "AZDPS0000" in merged.agencies, "the citation still joins the reports: it counts once"
     for unit in (u for u in REGISTRY.task_forces if "AZDPS0000" in u.agencies and "CACBP0100" not in u.agencies):
         rules = [item.rule for item in feed_of(unit.unit_id, [merged])]

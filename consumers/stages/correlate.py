@@ -66,6 +66,8 @@ class CorrelateStage(Stage):
 
     def process(self, message: Message, state: State) -> list[Output]:
         canonical: CanonicalEvent = message.value
+        if canonical.superseded_by is not None:
+            return []  # the event goes on under its new id, whose revision carries the same reports
         keys = [str(k) for k in entity_keys(canonical.primary)]
         location = canonical.primary.location
         if canonical.event_type == EventType.PLANNED_OPERATION and location.has_coordinates:

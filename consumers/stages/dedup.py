@@ -22,7 +22,7 @@ import math
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field
@@ -176,7 +176,11 @@ class DedupStage(Stage):
             joined = _credited(previous, credit_of(event, rule, score), decision, content_matches)
             black_report = event.handling.dissemination is DisseminationLevel.BLACK
             if not black_report and not _black_match(previous, matched_ori):
-                canonical = joined.model_copy(update={"primary": min(previous.primary, event, key=primacy)})
+                canonical = joined
+                if primacy(event) < primacy(previous.primary):  # the event goes on, named after its new primary
+                    outputs.append(self._supersede(previous, own_id, decision, state))
+                    canonical = joined.model_copy(update={"canonical_id": own_id, "revision": 1, "primary": event})
+                    expires = self._expiry_of(canonical)
                 outputs += self._credit_black_twins(canonical, event, decision, state, expires)
             else:
                 # A match between a BLACK report and another agency's is recorded only in events the BLACK report's
@@ -245,7 +249,7 @@ class DedupStage(Stage):
                 previous = self._canonical(summary["canonical_id"], state)
                 if _joinable(previous, event):
                     scored_matches.append((DedupRule.CROSS_AGENCY_MATCH, *scored, previous, summary["agencies"][0],
-                                           (summary["canonical_id"], summary.get("event_id"))))
+                                           (previous.canonical_id, summary.get("event_id"))))
         # The best score wins; among equal scores, the first found (scan order is the state's key order).
         matches += sorted(scored_matches, key=lambda m: -m[1])
         best = next((m[:5] for m in matches if not _black_match(m[3], m[4])), matches[0][:5] if matches else None)
@@ -264,6 +268,26 @@ class DedupStage(Stage):
             outputs.append(Output(CANONICAL.pattern, credited.canonical_id.encode(), credited))
         return outputs
 
+    def _supersede(self, previous: CanonicalEvent, new_id: str, decision: DedupDecision, state: State) -> Output:
+        """The last revision of ``previous``: a report earlier in event time joined and became primary, and the event
+        goes on under that report's id, so the id depends on the reports and not on their arrival order. The ended
+        revision stays in state as the pointer that references to the old id follow."""
+        ended = previous.model_copy(update={
+            "revision": previous.revision + 1, "superseded_by": new_id,
+            "decision": decision.model_copy(update={"explanation": f"{decision.explanation}; report "
+                                                                   f"{decision.event_id} is earlier in event time and "
+                                                                   f"primary now: the event goes on as {new_id}"})})
+        expires = self._expiry_of(previous)
+        self._store_canonical(ended, state, expires)
+        twins = state.get("black-twins", previous.canonical_id)
+        if twins:
+            state.put("black-twins", new_id, twins, expires, reports=record_key_ids(previous))
+        return Output(CANONICAL.pattern, ended.canonical_id.encode(), ended)
+
+    def _expiry_of(self, canonical: CanonicalEvent) -> datetime:
+        """When state about ``canonical`` may go: after its latest report could still be matched or updated."""
+        return max([canonical.primary.event_time, *(r.report_time for r in canonical.reports)]) + self.retention
+
     @staticmethod
     def _add_black_twin(canonical_id: str, twin_id: str, state: State, expires: Any, reports: list[str]) -> None:
         twins = state.get("black-twins", canonical_id) or []
@@ -273,8 +297,17 @@ class DedupStage(Stage):
     # -- state -----------------------------------------------------------------------------------
     @staticmethod
     def _canonical(canonical_id: str, state: State) -> CanonicalEvent | None:
-        stored = state.get("canonical", canonical_id)
-        return None if stored is None else CanonicalEvent.model_validate(stored)
+        """The current revision of the event, following the ids it went on under (each move credits one more
+        report, so the chain is bounded)."""
+        for _ in range(MAX_REPORTS_PER_CANONICAL + 1):
+            stored = state.get("canonical", canonical_id)
+            if stored is None:
+                return None
+            canonical = CanonicalEvent.model_validate(stored)
+            if canonical.superseded_by is None:
+                return canonical
+            canonical_id = canonical.superseded_by
+        return None
 
     @staticmethod
     def _store_canonical(canonical: CanonicalEvent, state: State, expires: Any) -> None:
@@ -324,12 +357,15 @@ def _credited(canonical: CanonicalEvent, credit: ReportCredit, decision: DedupDe
                                         "decision": decision})
 
 
-def primacy(report: CaseEvent) -> tuple[float, str, str, str]:
-    """Which report of a merged event is primary (its place, handling and details are what units receive): the
-    earliest in event time, then by ORI, system and record id. A function of the reports alone, never of which
-    arrived first, so the same reports give the same primary whatever the order. An update of the primary
-    record keeps it primary (dedup keeps only the primary's whole report)."""
-    return report.event_time.timestamp(), report.agency_ori, report.source_system, report.source_record_id
+def primacy(report: CaseEvent) -> tuple[bool, float, str, str, str]:
+    """Which report of a merged event is primary (its place, handling and details are what units receive, and the
+    event is named after it): a report citing no other record before one that does (a citing report is a
+    follow-up: citing a number must not take over another agency's seizure), then the earliest in event time,
+    then by ORI, system and record id. A function of each report alone, never of which arrived first, so the
+    same reports give the same primary whatever the order. An update of the primary record keeps it primary
+    (dedup keeps only the primary's whole report)."""
+    return (bool(_numbers_cited(report)), report.event_time.timestamp(), report.agency_ori, report.source_system,
+            report.source_record_id)
 
 
 def _black_match(previous: CanonicalEvent, matched_ori: str) -> bool:

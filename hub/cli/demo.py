@@ -189,7 +189,8 @@ def _latest(settings: HubSettings, topic: str, key_of: Callable) -> dict:
 
 
 def _show_canonical(settings: HubSettings) -> dict[str, CanonicalEvent]:
-    latest = _latest(settings, CANONICAL.pattern, lambda c: c.canonical_id)
+    latest = {key: event for key, event in _latest(settings, CANONICAL.pattern, lambda c: c.canonical_id).items()
+              if event.superseded_by is None}  # an event that went on under another id counts there
     reports = sum(len(c.reports) for c in latest.values())
     merged = [c for c in latest.values() if len(c.agencies) > 1]
     console.print(f"the canonical stream holds {len(latest):,} real-world events from {reports:,} reports; "

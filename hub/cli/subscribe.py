@@ -28,6 +28,8 @@ def describe(item: FeedItem) -> tuple[str, str, str, str]:
     assert event is not None
     location = event.primary.location
     place = location.port_of_entry or location.county_fips or location.state or "-"
+    if event.superseded_by is not None:
+        return str(event.event_type), " ".join(event.agencies), place, f"goes on as {event.superseded_by}"
     return str(event.event_type), " ".join(event.agencies), place, event.decision.explanation[:60]
 
 
