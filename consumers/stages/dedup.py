@@ -239,8 +239,9 @@ class DedupStage(Stage):
             if _joinable(previous, event):
                 ori, system, record = number.split("|", 2)
                 matches.append((DedupRule.CROSS_REFERENCE, 1.0, f"{ori}'s {system} record {record} links the reports",
-                                previous, ori, None))
+                                previous, ori))
         scored_matches = []
+        content_matches = set()
         for bucket in _buckets(event.event_time.timestamp(), self.config.max_hours_apart):
             for _, summary in state.scan("candidate", f"{bucket}|"):
                 scored = match_score(Candidate(**summary), event, self.config)
@@ -248,12 +249,12 @@ class DedupStage(Stage):
                     continue
                 previous = self._canonical(summary["canonical_id"], state)
                 if _joinable(previous, event):
-                    scored_matches.append((DedupRule.CROSS_AGENCY_MATCH, *scored, previous, summary["agencies"][0],
-                                           (previous.canonical_id, summary.get("event_id"))))
+                    scored_matches.append((DedupRule.CROSS_AGENCY_MATCH, *scored, previous, summary["agencies"][0]))
+                    content_matches.add((previous.canonical_id, summary.get("event_id")))
         # The best score wins; among equal scores, the first found (scan order is the state's key order).
         matches += sorted(scored_matches, key=lambda m: -m[1])
-        best = next((m[:5] for m in matches if not _black_match(m[3], m[4])), matches[0][:5] if matches else None)
-        return best, {m[5] for m in scored_matches}
+        best = next((m for m in matches if not _black_match(m[3], m[4])), matches[0] if matches else None)
+        return best, content_matches
 
     def _credit_black_twins(self, canonical: CanonicalEvent, event: CaseEvent, decision: DedupDecision, state: State,
                             expires: Any) -> list[Output]:
@@ -269,13 +270,13 @@ class DedupStage(Stage):
         return outputs
 
     def _supersede(self, previous: CanonicalEvent, new_id: str, decision: DedupDecision, state: State) -> Output:
-        """The last revision of ``previous``: a report earlier in event time joined and became primary, and the event
-        goes on under that report's id, so the id depends on the reports and not on their arrival order. The ended
+        """The last revision of ``previous``: a report ranking before its primary (:func:`primacy`) joined, and the
+        event goes on under that report's id, so the id depends on the reports and not on their arrival order. The ended
         revision stays in state as the pointer that references to the old id follow."""
         ended = previous.model_copy(update={
             "revision": previous.revision + 1, "superseded_by": new_id,
             "decision": decision.model_copy(update={"explanation": f"{decision.explanation}; report "
-                                                                   f"{decision.event_id} is earlier in event time and "
+                                                                   f"{decision.event_id} ranks before the primary and is "
                                                                    f"primary now: the event goes on as {new_id}"})})
         expires = self._expiry_of(previous)
         self._store_canonical(ended, state, expires)
