@@ -15,9 +15,10 @@ committed within ``commit_interval_s`` whatever the traffic, and one the broker 
 commit) is begun again from the last commit: nothing of it was visible, so its inputs are simply processed again.
 
 Inputs are processed in timestamp order across every assigned partition (ties: topic, partition, offset),
-and each output carries its input's timestamp, as Kafka Streams does. The order a stage sees therefore
-depends on what is in the log, not on how fetches happened to interleave, so a replay of the same history
-makes the same decisions (``hub replay --compare`` relies on it).
+and each output carries its input's timestamp, as Kafka Streams does; intake instead stamps its outputs with the
+hub's clock when it took them in (``Stage.output_timestamps``), so the history a replay starts from is in the order
+the hub saw it. The order a stage sees therefore depends on what is in the log, not on how fetches happened to
+interleave, so a replay of the same history makes the same decisions (``hub replay --compare`` relies on it).
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ class StageRunner(ConsumerRebalanceListener):
         self._committed_stream_time: dict[TopicPartition, float] = {}  # as of the last commit
         self._merged_to_ms = 0  # newest input timestamp processed (the ordered merge's progress), and at the commit
         self._committed_merged_to_ms = 0
+        self._stamped_ms = 0  # the last ``received`` output timestamp given, and the floor of the open transaction's
+        self._stamp_floor_ms = 0
         self._late: tuple[int, int] = (0, 0)  # late inputs not yet reported: how many, and the latest by (ms)
         self._late_reported = 0.0
         self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -183,7 +186,8 @@ class StageRunner(ConsumerRebalanceListener):
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
             if in_main_thread else {}
-        watchdog = threading.Thread(target=self._watch_main_loop, args=(threading.current_thread(),),
+        run_over = threading.Event()
+        watchdog = threading.Thread(target=self._watch_main_loop, args=(threading.current_thread(), run_over),
                                     name=f"{self.stage.name}-watchdog", daemon=True)
         watchdog.start()
         try:
@@ -196,6 +200,7 @@ class StageRunner(ConsumerRebalanceListener):
                 if self._stopping:
                     break  # the last batch could not commit; it is processed again on restart
         finally:
+            run_over.set()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.close()
@@ -244,17 +249,16 @@ class StageRunner(ConsumerRebalanceListener):
         """Partitions are assigned and their state restored."""
         return bool(self._stores)
 
-    def _watch_main_loop(self, main: threading.Thread) -> None:
+    def _watch_main_loop(self, loop_thread: threading.Thread, run_over: threading.Event) -> None:
         """Say, with the stack, where the main loop is when it has not come round for ``BLOCKED_REPORT_S`` (a client
         call waiting on a broker without a bound, a long state restore): else a stuck stage is a silent, live one."""
         reported = 0.0
-        while main.is_alive():
-            time.sleep(BLOCKED_REPORT_S / 6)
+        while not run_over.wait(BLOCKED_REPORT_S / 6):
             turned = self._loop_turned
             blocked_s = time.monotonic() - turned
             if blocked_s >= BLOCKED_REPORT_S and turned != reported:
                 reported = turned
-                frame = sys._current_frames().get(main.ident or -1)
+                frame = sys._current_frames().get(loop_thread.ident or -1)
                 stack = "".join(traceback.format_stack(frame)[-8:]) if frame is not None else "(unknown)"
                 self.log.error("stage main loop not coming round", for_s=round(blocked_s, 1), stack=stack)
 
@@ -525,7 +529,8 @@ class StageRunner(ConsumerRebalanceListener):
             buffer = self._buffers[tp]
             record = buffer.popleft()
             self._begin()
-            self._note_order(tp, record.timestamp)
+            if self.stage.output_timestamps == "carried":  # else the inputs' order does not reach the outputs
+                self._note_order(tp, record.timestamp)
             self._handle(record)
             processed += 1
             self._batch_size += 1
@@ -606,6 +611,7 @@ class StageRunner(ConsumerRebalanceListener):
             assert self._producer is not None
             self._producer.begin_transaction()
             self._in_transaction = True
+            self._stamp_floor_ms = self._stamped_ms + 1
             self._batch_started = time.monotonic()
             self._batch_size = 0
 
@@ -633,8 +639,9 @@ class StageRunner(ConsumerRebalanceListener):
         state.keep_last()
         tp = TopicPartition(record.topic, record.partition)
         self._stream_time[tp] = max(self._stream_time.get(tp, 0.0), event_time)
+        stamp = record.timestamp if self.stage.output_timestamps == "carried" else self._received_stamp()
         for output, data in encoded:
-            self._send(output, data, record.timestamp)
+            self._send(output, data, stamp)
         PROCESSED.labels(self.stage.name).inc()
 
     def _message_of(self, record: Any) -> Message | None:
@@ -667,8 +674,14 @@ class StageRunner(ConsumerRebalanceListener):
                              f"the {MAX_MESSAGE_BYTES}-byte message limit")
         return data
 
+    def _received_stamp(self) -> int:
+        """Now, in epoch ms, never before an earlier stamp and after every stamp of the earlier transactions: the
+        next stage's merge then sees a transaction's records only after everything older (no ties across commits)."""
+        self._stamped_ms = max(int(time.time() * 1000), self._stamp_floor_ms, self._stamped_ms)
+        return self._stamped_ms
+
     def _send(self, output: Output, value: bytes, timestamp_ms: int) -> None:
-        """Produce one output stamped with its input's timestamp, so downstream merges order it the same way."""
+        """Produce one output with the stage's timestamp for it, so downstream merges order it the same way."""
         assert self._producer is not None
         self._producer.send(self.settings.topic(output.topic), key=output.key, value=value, headers=output.headers,
                             partition=output.partition, timestamp_ms=timestamp_ms)

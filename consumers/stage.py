@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +84,13 @@ class Stage(ABC):
     input_types: tuple[type[AvroModel], ...] = ()
     #: Which failures dead-letter the input and which stop the stage.
     error_policy: ErrorPolicy = ErrorPolicy()
+    #: The timestamp of each output: ``carried`` from its input (Kafka Streams' way: a replay of the outputs' inputs
+    #: stamps them the same), or ``received``, the hub's clock when the stage took the input in, later than every
+    #: output of the stage's earlier transactions. Intake, whose outputs a replay starts from, uses ``received``: its
+    #: inputs' timestamps (the brokers' append times) can be older than records already visible (a lagging follower
+    #: holds an acks=all append back for up to 30 s), so only its own clock stamps its outputs in the order the hub
+    #: took them in, which every later stage, live or replayed, then follows.
+    output_timestamps: Literal["carried", "received"] = "carried"
 
     def on_global(self, message: Message) -> None:
         """Take in one record of a global input (configuration every instance must share)."""

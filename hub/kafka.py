@@ -7,9 +7,11 @@ and timeouts are set once.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaTimeoutError, SaslAuthenticationFailedError
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
@@ -143,6 +145,58 @@ class CheckedTransactionalProducer(KafkaProducer):
                                     f"{self.config['max_block_ms'] / 1000:.0f} s")
 
 
+class LeaderAwareConsumer(KafkaConsumer):
+    """A consumer whose offset lookups wait out a leader election instead of failing or answering wrongly.
+
+    kafka-python 3.0.12 leaves a partition without a leader (its node just died) out of both the ListOffsets
+    requests and their retries: ``end_offsets`` and ``beginning_offsets`` then fail with a bare ``KeyError`` and
+    ``offsets_for_times`` answers ``None`` ("no such record") for it. Java's client retries such a partition until
+    its timeout; so do these, ending in :class:`KafkaTimeoutError` like any other lookup that ran out of time.
+    """
+
+    def end_offsets(self, partitions: Any, timeout_ms: int | None = None) -> dict[Any, int]:
+        return self._retry_while_leaderless(super().end_offsets, partitions, timeout_ms)
+
+    def beginning_offsets(self, partitions: Any, timeout_ms: int | None = None) -> dict[Any, int]:
+        return self._retry_while_leaderless(super().beginning_offsets, partitions, timeout_ms)
+
+    def offsets_for_times(self, timestamps: Any, timeout_ms: int | None = None) -> dict[Any, Any]:
+        return self._retry_while_leaderless(super().offsets_for_times, timestamps, timeout_ms)
+
+    def _retry_while_leaderless(self, lookup: Callable[..., dict[Any, Any]], partitions: Any,
+                                           timeout_ms: int | None) -> dict[Any, Any]:
+        budget_ms = self.config["request_timeout_ms"] if timeout_ms is None else timeout_ms
+        deadline = time.monotonic() + budget_ms / 1000
+        leaderless: list[Any] = []
+        while True:
+            had_no_leader = {tp for tp in partitions if not self._has_leader(tp)}
+            try:
+                answer = lookup(partitions, timeout_ms=max(int((deadline - time.monotonic()) * 1000), 1))
+            except KeyError as exc:
+                leaderless = [exc.args[0]]
+            except KafkaTimeoutError as exc:
+                if not leaderless:
+                    raise
+                raise self._no_leader(leaderless, budget_ms) from exc
+            else:
+                leaderless = [tp for tp, found in answer.items()
+                              if found is None and (tp in had_no_leader or not self._has_leader(tp))]
+                if not leaderless:
+                    return answer
+            if time.monotonic() >= deadline:
+                raise self._no_leader(leaderless, budget_ms)
+            self._cluster.request_update()
+            time.sleep(self.config["retry_backoff_ms"] / 1000)
+
+    @staticmethod
+    def _no_leader(partitions: list[Any], budget_ms: int) -> KafkaTimeoutError:
+        return KafkaTimeoutError(f"no leader for {', '.join(map(str, partitions))} within {budget_ms / 1000:.0f} s")
+
+    def _has_leader(self, partition: Any) -> bool:
+        leader = self._cluster.leader_for_partition(partition)
+        return leader is not None and leader >= 0
+
+
 def make_producer(settings: HubSettings | None = None, **overrides: Any) -> KafkaProducer:
     """An idempotent, acks=all producer unless overridden: nothing accepted is lost or doubled by retries. With a
     ``transactional_id``, a :class:`CheckedTransactionalProducer`."""
@@ -165,10 +219,17 @@ def produce_atomically(settings: HubSettings, transactional_id: str,
         producer.close()
 
 
+#: How long the broker may hold a fetch open waiting for data (see make_consumer).
+FETCH_MAX_WAIT_MS = 50
+
+
 def make_consumer(*topics: str, settings: HubSettings | None = None, **overrides: Any) -> KafkaConsumer:
     """A consumer that reads only committed data and never commits on its own."""
-    defaults = {"isolation_level": "read_committed", "enable_auto_commit": False, "auto_offset_reset": "earliest"}
-    consumer = _connect(KafkaConsumer, settings, **(defaults | overrides))
+    # A broker answers one request per connection at a time: an offset lookup waits behind a fetch the broker holds
+    # open for want of data, up to fetch_max_wait_ms (kafka-python's 500 ms made every merge check ~200 ms).
+    defaults = {"isolation_level": "read_committed", "enable_auto_commit": False, "auto_offset_reset": "earliest",
+                "fetch_max_wait_ms": FETCH_MAX_WAIT_MS}
+    consumer = _connect(LeaderAwareConsumer, settings, **(defaults | overrides))
     if topics:
         consumer.subscribe(list(topics))
     return consumer
@@ -181,25 +242,32 @@ def make_admin(settings: HubSettings | None = None, **overrides: Any) -> KafkaAd
 def read_topic(topic: str, settings: HubSettings | None = None, timeout_s: float = 120.0) -> list[Any]:
     """Every committed record of every partition of ``topic``, from the beginning to the current end, in
     partition and offset order (an absent topic reads as empty)."""
-    import time
-
-    from kafka import TopicPartition
-
     consumer = make_consumer(settings=settings, group_id=None)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not partitions:
             return []
-        ends = consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(f"reading {topic} did not finish within {timeout_s:.0f} s")
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
+        records = read_range(consumer, consumer.beginning_offsets(partitions), consumer.end_offsets(partitions),
+                             timeout_s)
         return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         consumer.close()
+
+
+def read_range(consumer: KafkaConsumer, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int],
+               timeout_s: float) -> list[Any]:
+    """The records of each partition of ``ends`` from its start (0 if absent) up to its end, read by ``consumer``
+    (which this assigns); :class:`KafkaUnavailableError` if that takes longer than ``timeout_s``."""
+    wanted = {tp: end for tp, end in ends.items() if starts.get(tp, 0) < end}
+    consumer.assign(list(wanted))
+    for tp in wanted:
+        consumer.seek(tp, starts.get(tp, 0))
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while any(consumer.position(tp) < end for tp, end in wanted.items()):
+        if time.monotonic() > deadline:
+            topics = ", ".join(sorted({tp.topic for tp in wanted}))
+            raise KafkaUnavailableError(f"reading {topics} did not finish within {timeout_s:.0f} s")
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(r for r in batch if r.offset < wanted[TopicPartition(r.topic, r.partition)])
+    return records

@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from hub.exceptions import KafkaUnavailableError
-from hub.kafka import make_consumer, make_producer
+from hub.kafka import make_consumer, make_producer, read_range
 from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
 from producers.exceptions import AgencyMismatchError, TopicMissingError
@@ -100,6 +100,8 @@ class Publisher:
                 raise TopicMissingError(f"topic {self.topic} does not exist for agency {self.agency_ori}")
             ends = consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
             return {tp.partition: offset for tp, offset in ends.items()}
+        except KafkaTimeoutError as exc:  # a partition without a leader, or brokers that stopped answering
+            raise KafkaUnavailableError(f"the brokers did not say where {self.topic} ends: {exc}") from exc
         finally:
             consumer.close()
 
@@ -193,19 +195,13 @@ class Publisher:
         floors = self.spool.floors(self.topic)
         ends = self._end_offsets()
         consumer = self._consumer()
-        seen: set[str] = set()
         try:
-            wanted = {TopicPartition(self.topic, p): end for p, end in ends.items() if floors.get(p, 0) < end}
-            consumer.assign(list(wanted))
-            for tp in wanted:
-                consumer.seek(tp, floors.get(tp.partition, 0))
-            while any(consumer.position(tp) < end for tp, end in wanted.items()):
-                for messages in consumer.poll(timeout_ms=1000).values():
-                    for m in messages:
-                        seen.update(v.decode() for k, v in m.headers if k == EVENT_ID_HEADER)
+            records = read_range(consumer, {TopicPartition(self.topic, p): floors.get(p, 0) for p in ends},
+                                 {TopicPartition(self.topic, p): end for p, end in ends.items()},
+                                 timeout_s=self.delivery_timeout_s * 4)
         finally:
             consumer.close()
-        return seen
+        return {v.decode() for r in records for k, v in r.headers if k == EVENT_ID_HEADER}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _finish_report(self) -> PublishReport:

@@ -16,12 +16,16 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaTimeoutError
 
 from consumers.registry import load_registry
 from consumers.replay import Replay
@@ -30,6 +34,7 @@ from consumers.stages import STAGES
 from hub.broker import LocalBroker
 from hub.control import apply_registry
 from hub.exceptions import KafkaUnavailableError
+from hub.kafka import make_admin, make_consumer, make_producer
 from hub.settings import HubSettings
 from hub.topics import ensure_topics, hub_topics
 from hub.vault import hub_codec
@@ -117,7 +122,7 @@ def _publish_until_done(settings: HubSettings, ori: str, events: list, faults_ov
             if report.spooled:
                 errors.append(f"{ori}: {report.spooled} reports still spooled")
     except Exception as exc:  # noqa: BLE001 - the main thread asserts on it
-        errors.append(f"{ori}: {type(exc).__name__}: {exc}")
+        errors.append(f"{ori}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-6)}")
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
@@ -133,6 +138,52 @@ def _caught_up(settings: HubSettings) -> bool:
         return all(sum(stage_lag(STAGES[name](), settings).values()) == 0 for name in STAGES)
     except Exception:  # noqa: BLE001 - a broker still coming back: not caught up yet
         return False
+
+
+def test_offset_lookups_wait_for_a_partition_whose_leader_died(cluster):
+    """kafka-python leaves a leaderless partition out of its offset lookups (a bare KeyError, or None for "no such
+    record"); the hub's consumers wait for a leader and otherwise time out, like the Java client."""
+    settings = HubSettings(bootstrap_servers=cluster.bootstrap_servers or "")
+    topic = "faults.leaderless"
+    admin = make_admin(settings)
+    try:  # one replica per partition, partition 1 on node 2 alone: killing node 2 leaves it without a leader
+        admin.create_topics([NewTopic(topic, replica_assignments={0: [1], 1: [2]})])
+    finally:
+        admin.close()
+    producer = make_producer(settings)
+    for partition in (0, 1):
+        producer.send(topic, value=b"x", partition=partition)
+    producer.flush()
+    producer.close()
+    partitions = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    plain = KafkaConsumer(bootstrap_servers=cluster.bootstrap_servers, request_timeout_ms=5000)
+    hub_consumer = make_consumer(settings=settings, group_id=None)
+    node_back = threading.Timer(3, cluster.restart_nodes, args=([2],))
+    cluster.kill_node(2)
+    try:
+        def plain_lookup_fails() -> bool:
+            try:
+                plain.end_offsets(partitions, timeout_ms=2000)
+            except KeyError:
+                return True
+            except KafkaTimeoutError:
+                pass  # the brokers have not yet noticed that node 2 is gone
+            return False
+
+        _wait(plain_lookup_fails, 60, "kafka-python's lookup to meet the leaderless partition")
+        assert plain.offsets_for_times({tp: 0 for tp in partitions}, timeout_ms=2000)[partitions[1]] is None
+        for lookup in (hub_consumer.end_offsets, hub_consumer.beginning_offsets,
+                       lambda tps, timeout_ms: hub_consumer.offsets_for_times({tp: 0 for tp in tps}, timeout_ms)):
+            with pytest.raises(KafkaTimeoutError, match=r"no leader for .*partition=1"):
+                lookup(partitions, timeout_ms=2000)
+        node_back.start()
+        assert hub_consumer.end_offsets(partitions, timeout_ms=120_000) == {partitions[0]: 1, partitions[1]: 1}
+    finally:
+        plain.close()
+        hub_consumer.close()
+        if node_back.is_alive():
+            node_back.join()
+        cluster.restart_nodes([2])
 
 
 def test_the_pipeline_rides_out_node_loss_a_pause_an_outage_and_stage_kills(cluster, tmp_path):

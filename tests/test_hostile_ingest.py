@@ -7,6 +7,7 @@ records and bytes finds no input that stops a stage.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -167,14 +168,34 @@ class StallingIntake(IntakeStage):
         return super().process(message, state)
 
 
-def test_a_transaction_the_broker_aborted_is_processed_again_not_fatal(hub_settings):
+class ErrorsSaid:
+    """A stage's logger that also keeps what it said at error level."""
+
+    def __init__(self, log: Any) -> None:
+        self.log, self.errors = log, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self.errors.append((message, fields))
+        self.log.error(message, **fields)
+
+
+def test_a_transaction_the_broker_aborted_is_processed_again_not_fatal(hub_settings, monkeypatch):
     _setup(hub_settings)
     events = [report(DPS, n) for n in range(1, 5)]
     _produce(hub_settings, "AZDPS0000", [PLAIN.encode(e) for e in events])
     retried = REGISTRY.get_sample_value("hub_transactions_retried_total", {"stage": "intake"}) or 0.0
+    monkeypatch.setattr("consumers.runner.BLOCKED_REPORT_S", 6)
     # A long commit interval keeps the first report's transaction open through the stall on the second.
     runner = StageRunner(StallingIntake(), hub_settings, commit_interval_s=60, transaction_timeout_ms=2000)
+    runner.log = said = ErrorsSaid(runner.log)
     runner.run_until_caught_up()
+    stalls = [fields for message, fields in said.errors if message == "stage main loop not coming round"]
+    assert any("time.sleep(15)" in fields["stack"] for fields in stalls), "the watchdog says where the loop is stuck"
+    time.sleep(2)
+    assert not [t for t in threading.enumerate() if t.name == "intake-watchdog"], "the watchdog ends with the run"
     assert REGISTRY.get_sample_value("hub_transactions_retried_total", {"stage": "intake"}) == retried + 1
     ingested = [r for r in topic_records(hub_settings, hub_settings.topic("events.ingested.AZDPS0000"))]
     ids = Counter(dict(r.headers)[EVENT_ID_HEADER].decode() for r in ingested)

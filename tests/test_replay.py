@@ -27,7 +27,7 @@ from hub.vault import hub_codec
 from producers.directory import load_agencies
 from producers.sample import generate
 from schemas.models import EventType, RoutingDecision, SharedRecordKind
-from schemas.topics import CANONICAL, INGEST
+from schemas.topics import CANONICAL, INGESTED
 from tests.conftest import hub_env, publish_events, topic_records, unique
 
 UNITS = sorted(u.unit_id for u in load_registry().task_forces)
@@ -138,8 +138,9 @@ def test_a_replay_reproduces_what_was_sent_and_touches_nothing_live(live_history
 
 def test_a_replay_of_a_later_period_rebuilds_earlier_state_and_still_matches(live_history, replay_hub):
     hub_settings = replay_hub
+    # The period is in the hub's time: when intake took each report in (the ingested records' timestamps).
     stamps = sorted(r.timestamp for ori in load_agencies()
-                    for r in topic_records(hub_settings, INGEST.name(hub_settings.topic_prefix, ori=ori)))
+                    for r in topic_records(hub_settings, INGESTED.name(hub_settings.topic_prefix, ori=ori)))
     middle = datetime.fromtimestamp(stamps[len(stamps) // 2] / 1000, tz=timezone.utc)
     done = subprocess.run([sys.executable, "-m", "hub", "replay", "--from", middle.isoformat(), "--compare",
                            "--namespace", "later"], env=hub_env(hub_settings), capture_output=True, text=True,

@@ -26,6 +26,7 @@ class IntakeStage(Stage):
     outputs = (INGESTED.pattern,)
     retention = timedelta(0)  # stateless
     input_types = (CaseEvent,)
+    output_timestamps = "received"
 
     def event_time(self, message: Message) -> float:
         return message.value.event_time.timestamp()

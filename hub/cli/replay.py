@@ -23,8 +23,8 @@ DIFFERENCES_SHOWN = 50
 
 @app.command("replay")
 def replay(
-    since: Optional[datetime] = typer.Option(None, "--from", help="Ingest records written at or after (ISO 8601; "
-                                             "default: the beginning)."),
+    since: Optional[datetime] = typer.Option(None, "--from", help="Reports the hub took in (intake's time) at or after "
+                                             "this time (ISO 8601; default: the beginning)."),
     until: Optional[datetime] = typer.Option(None, "--to", help="...and before this time (default: now)."),
     agency: list[str] = typer.Option([], "--agency", help="Replay only this agency's reports (ORI; repeatable)."),
     task_force: list[str] = typer.Option([], "--task-force", help="Compare only this unit's deliveries (repeatable)."),
