@@ -142,6 +142,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._committed_stream_time: dict[TopicPartition, float] = {}  # as of the last commit
         self._merged_to_ms = 0  # newest input timestamp processed (the ordered merge's progress), and at the commit
         self._committed_merged_to_ms = 0
+        self._records_ready = False  # the last merge stopped for a commit with records it could take
         self._stamped_ms = 0  # the last ``received`` output timestamp given, and the floor of the open transaction's
         self._stamp_floor_ms = 0
         self._late: tuple[int, int] = (0, 0)  # late inputs not yet reported: how many, and the latest by (ms)
@@ -405,6 +406,8 @@ class StageRunner(ConsumerRebalanceListener):
         while True:
             # An open transaction is committed on time even when no input comes: never wait past its deadline.
             wait_ms = min(timeout_ms, max(0, int(self._commit_due_in() * 1000))) if self._in_transaction else timeout_ms
+            if self._records_ready:
+                wait_ms = 0  # buffered records the merge can take now: only fetch what has already arrived
             for tp, records in self._consumer.poll(timeout_ms=wait_ms, max_records=self.max_batch).items():
                 self._buffers.setdefault(tp, deque()).extend(records)
             processed += self._process_in_order()
@@ -525,7 +528,11 @@ class StageRunner(ConsumerRebalanceListener):
         assert self._consumer is not None
         processed = 0
         unfetched = self._partitions_with_unfetched_records()
-        while processed < self.max_batch and not self._commit_due() and (tp := self._next_in_order(unfetched)) is not None:
+        self._records_ready = False
+        while processed < self.max_batch and not self._commit_due():
+            tp = self._next_in_order(unfetched)
+            if tp is None:
+                break  # nothing buffered, or the merge waits for a partition to be fetched
             buffer = self._buffers[tp]
             record = buffer.popleft()
             self._begin()
@@ -541,6 +548,8 @@ class StageRunner(ConsumerRebalanceListener):
             self._offsets[tp] = OffsetAndMetadata(next_offset, "", -1)
             if not buffer and next_offset < (self._consumer.highwater(tp) or 0):
                 unfetched.add(tp)  # more of it on the broker: its next record may be older than the others' heads
+        else:
+            self._records_ready = any(self._buffers.values())  # stopped for the commit, not by the merge
         return processed
 
     def _note_order(self, tp: TopicPartition, timestamp_ms: int) -> None:

@@ -101,6 +101,8 @@ class PipelineResult:
     seconds: float = float("nan")
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
+    p999_ms: float = float("nan")
+    peak_rss_mb: float = float("nan")  # of the benchmark's process, where every stage runs, by the end of this step
 
     @property
     def rate(self) -> float:
@@ -260,12 +262,13 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
                                  hint="the broker may be overloaded; rerun with a smaller --count")
     total = sum(r.seconds for r in results[1:])
     results.append(PipelineResult("hub whole flow, stages one after another (ingest events/s)", "throughput",
-                                  count, total))
+                                  count, total, peak_rss_mb=_peak_rss_mb()))
     replay = Replay(bench, "bench", datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
     replayed = replay.run()
     replay.remove()
     results.append(PipelineResult("hub replay of that backlog: copy, dedup..route, group joins included (events/s)",
-                                  "throughput", replayed.replayed_events, replayed.seconds))
+                                  "throughput", replayed.replayed_events, replayed.seconds,
+                                  peak_rss_mb=_peak_rss_mb()))
 
     def paced_run(workers: list[Callable], outputs: dict[str, Callable]) -> tuple[dict[str, float], dict]:
         """Run ``workers`` while publishing ``live`` at ``rate``; returns publish times and output arrivals."""
@@ -319,10 +322,11 @@ def _drain(name: str, worker: Callable) -> PipelineResult:
 
     clock = _Clock()
     worker(clock, lambda: clock.drained, threading.Event())
-    return PipelineResult(name, "throughput", clock.processed, clock.seconds)
+    return PipelineResult(name, "throughput", clock.processed, clock.seconds, peak_rss_mb=_peak_rss_mb())
 
 
 def _latency(name: str, sent: dict[str, float], arrived: dict[str, float]) -> PipelineResult:
     values = [(at - sent[key]) * 1000 for key, at in arrived.items() if key in sent]
     return PipelineResult(name, "latency", len(values), p50_ms=_percentile(values, 0.5),
-                          p99_ms=_percentile(values, 0.99))
+                          p99_ms=_percentile(values, 0.99), p999_ms=_percentile(values, 0.999),
+                          peak_rss_mb=_peak_rss_mb())

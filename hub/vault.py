@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from kafka import TopicPartition
 
 from hub.credentials import write_private
-from hub.exceptions import HubError, TopicMissingError
+from hub.exceptions import HubError, KafkaUnavailableError, TopicMissingError
 from hub.kafka import make_consumer, make_producer
 from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
@@ -48,6 +48,9 @@ KEY_SIZE = 32
 CREATE_FRESHNESS_S = 1.0
 #: A process reading keys reads the table to its end at least this often, so a purge reaches it within this.
 READ_FRESHNESS_S = 1.0
+#: How long a reader waits for the transactions open on the key table to end before it gives up for now (a stage
+#: then processes the batch again later; it never dead-letters a report whose key may still be on its way).
+PENDING_KEYS_WAIT_S = 60.0
 KEK_CHECK_ID = "__kek__"  # the entry proving which KEK the table's keys are wrapped under
 #: HKDF info of the key stages hash identifiers in their state keys with (``consumers.state.State.hashed``).
 STATE_KEY_HASH_INFO = b"gov.taskforce.hub.state-key-hash"
@@ -319,13 +322,31 @@ class KafkaKeyVault(MemoryKeyVault):
             progressed = time.monotonic()
             while any(self._reader.position(tp) < end for tp, end in ends.items()):
                 if time.monotonic() - progressed > stall_limit:
-                    raise VaultError(f"reading the key table {self.topic} made no progress for {stall_limit:.0f} s",
-                                     hint="Check that the broker is up and that this login may read the table.")
+                    # A broker away, not a fault of the table: a stage waits for it as for any broker.
+                    raise KafkaUnavailableError(f"reading the key table {self.topic} made no progress for "
+                                                f"{stall_limit:.0f} s")
                 polled = self._reader.poll(timeout_ms=500)
                 if polled:
                     progressed = time.monotonic()
                 self._apply(polled)
             self._caught_up_at = time.monotonic()
+
+    def _settle_pending(self) -> None:
+        """Read on until every transaction open on the table now has ended.
+
+        A key is committed in the same transaction as the record sealed under it, but the brokers write a
+        transaction's commit markers partition by partition, so the record can be readable a moment before its key
+        (longer while a leader moves). Only once the table has nothing uncommitted below its current high watermark
+        does a missing key mean an unknown one.
+        """
+        self._apply(self._reader.poll(timeout_ms=100))  # a fresh fetch answer: the high watermarks of now
+        pending = {tp: hw for tp in self._partitions if (hw := self._reader.highwater(tp)) is not None}
+        deadline = time.monotonic() + PENDING_KEYS_WAIT_S
+        while any(self._reader.position(tp) < hw for tp, hw in pending.items()):
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(f"a transaction on the key table {self.topic} has not ended within "
+                                            f"{PENDING_KEYS_WAIT_S:.0f} s (a broker away, or a writer that died)")
+            self._apply(self._reader.poll(timeout_ms=200))
 
     def refresh(self) -> None:
         """Take in whatever the table has received since (no waiting): running stages see purges promptly."""
@@ -365,22 +386,28 @@ class KafkaKeyVault(MemoryKeyVault):
             self.log.error("a second record key was written for one report", key_id=key_id)
         MemoryKeyVault._store(self, key_id, key, date.fromisoformat(entry["review_by"]))
 
-    def _known(self, key_ids: Iterable[str], max_age_s: float = 0.0) -> list[str]:
+    def _known(self, key_ids: Iterable[str], max_age_s: float = 0.0, settle: bool = True) -> list[str]:
         """Catch up when the table is older than :data:`READ_FRESHNESS_S` (purges), or when any id is in neither
-        table, unless the table was read to its end within ``max_age_s`` (keys committed since are then known)."""
+        table, unless the table was read to its end within ``max_age_s`` (keys committed since are then known).
+        An id still unknown then waits for the table's open transactions (:meth:`_settle_pending`) unless
+        ``settle`` is false (creating a key: the open transaction may be the caller's own)."""
         ids = list(key_ids)
         with self._lock:
             self._open()
             age = time.monotonic() - self._caught_up_at
-            if age >= READ_FRESHNESS_S or (age >= max_age_s
-                                           and any(k not in self._keys and k not in self._tombstones for k in ids)):
+            if age >= READ_FRESHNESS_S or (age >= max_age_s and self._unknown(ids)):
                 self.catch_up()
+                if settle and self._unknown(ids):
+                    self._settle_pending()
         return ids
+
+    def _unknown(self, key_ids: list[str]) -> bool:
+        return any(k not in self._keys and k not in self._tombstones for k in key_ids)
 
     # -- the KeyVault interface --------------------------------------------------------------------
     def ensure(self, key_id: str, review_by: date) -> bytes:
         with self._lock:
-            return super().ensure(self._known([key_id], CREATE_FRESHNESS_S)[0], review_by)
+            return super().ensure(self._known([key_id], CREATE_FRESHNESS_S, settle=False)[0], review_by)
 
     def get(self, key_id: str) -> bytes | None:
         return super().get(self._known([key_id])[0])

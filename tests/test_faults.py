@@ -41,7 +41,7 @@ from hub.vault import hub_codec
 from producers.directory import load_agencies
 from producers.publisher import Publisher
 from producers.sample import generate
-from schemas.topics import CANONICAL, FEED
+from schemas.topics import CANONICAL, FEED, deadletter_topic
 from tests.conftest import hub_env, running_local_broker, topic_records
 
 pytestmark = pytest.mark.slow
@@ -247,6 +247,8 @@ def test_the_pipeline_rides_out_node_loss_a_pause_an_outage_and_stage_kills(clus
                 & credited]
         assert set(accepted) == {e.event_id for e in sample.events}, "every agency's publisher accepted its reports"
         assert not lost, f"{len(lost)} accepted records never reached events.canonical: {lost[:5]}"
+        dead = {name: len(topic_records(settings, settings.topic(deadletter_topic(name)))) for name in STAGES}
+        assert not any(dead.values()), f"valid records were dead-lettered during the faults: {dead}"
         assert max(written.values()) == 1, "each canonical revision is written once"
         deliveries = Counter(codec.decode(r.value).item_id for unit in UNITS
                              for r in topic_records(settings, FEED.name(settings.topic_prefix, unit=unit)))

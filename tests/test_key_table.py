@@ -4,6 +4,7 @@ KEK, and telling a purged key from one the hub never had."""
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from datetime import date
 
@@ -77,3 +78,34 @@ def test_a_record_sealed_under_a_key_the_hub_never_had_is_dead_lettered_not_skip
     canonical = [codec.decode(r.value) for r in read_topic(hub_settings.topic("events.canonical"), hub_settings)]
     assert [c.primary.event_id for c in canonical] == [genuine.event_id]
     codec.vault.close()
+
+
+def test_a_key_whose_transaction_is_still_open_is_waited_for_not_called_unknown(hub_settings, tmp_path):
+    """The brokers write a commit's markers partition by partition: a record can be readable before the key sealed
+    with it. A reader that misses a key waits for the table's open transactions before calling it unknown."""
+    ensure_topics(hub_topics(hub_settings.topic_prefix, [], []), hub_settings)
+    kek = bytes(range(1, 33))
+    writer, reader = (KafkaKeyVault(_host(hub_settings, tmp_path, name, kek)) for name in ("writer", "reader"))
+    assert reader.get("already-there") is None  # the reader has read the table once, as a running stage has
+    producer = make_producer(hub_settings, transactional_id=f"{hub_settings.topic_prefix}test-keys")
+    producer.init_transactions()
+    producer.begin_transaction()
+    writer.bind(lambda key, value: producer.send(hub_settings.key_table, key=key, value=value))
+    key = writer.ensure("in-flight", date(2030, 1, 1))  # written in the open transaction, not committed yet
+    producer.flush()
+    committing = threading.Timer(3, producer.commit_transaction)
+    committing.start()
+    asked = time.monotonic()
+    try:
+        assert reader.get("in-flight") == key
+        assert time.monotonic() - asked >= 2, "found only once the transaction had committed"
+    finally:
+        committing.join()
+        producer.close()
+        writer.close()
+        reader.close()
+    late_reader = KafkaKeyVault(_host(hub_settings, tmp_path, "late-reader", kek))
+    asked = time.monotonic()
+    assert late_reader.get("never-written") is None
+    assert time.monotonic() - asked < 10, "with nothing open on the table, an unknown key is answered at once"
+    late_reader.close()

@@ -37,18 +37,21 @@ def pipeline(
     paced: int = typer.Option(1000, "--paced", help="Events published at --rate for the latency run."),
     rate: float = typer.Option(200.0, "--rate", help="Events per second in the latency run."),
 ) -> None:
-    """Events/s of every stage (dedup, correlate, deconflict, alerts) and p50/p99 latency of the whole flow,
+    """Events/s of every stage and p50/p99/p999 latency of the whole flow, with peak RSS,
     next to a raw kafka-python consume-to-produce passthrough on the same broker and input, in the same run."""
     from hub.bench import bench_pipeline
 
     with console.status("running the pipeline benchmark (passthrough, then each stage)"):
         results = bench_pipeline(count, paced, rate)
     base = results[0]
-    table = Table("throughput", "inputs", "seconds", "events/s", "vs baseline")
+    table = Table("throughput", "inputs", "seconds", "events/s", "vs baseline", "peak RSS MB")
     for r in (r for r in results if r.kind == "throughput"):
-        table.add_row(r.name, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}", f"{r.rate / base.rate:.2f}x")
+        table.add_row(r.name, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}", f"{r.rate / base.rate:.2f}x",
+                      f"{r.peak_rss_mb:,.0f}")
     console.print(table)
-    table = Table(f"latency at {rate:g} events/s", "samples", "p50 ms", "p99 ms")
+    table = Table(f"latency at {rate:g} events/s", "samples", "p50 ms", "p99 ms", "p999 ms", "peak RSS MB")
     for r in (r for r in results if r.kind == "latency"):
-        table.add_row(r.name, f"{r.events:,}", f"{r.p50_ms:,.0f}", f"{r.p99_ms:,.0f}")
+        table.add_row(r.name, f"{r.events:,}", f"{r.p50_ms:,.0f}", f"{r.p99_ms:,.0f}", f"{r.p999_ms:,.0f}",
+                      f"{r.peak_rss_mb:,.0f}")
     console.print(table)
+    console.print("Peak RSS is the benchmark process's, where every stage runs (as threads), so far in the run.")
