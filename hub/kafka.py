@@ -164,7 +164,7 @@ class LeaderAwareConsumer(KafkaConsumer):
         return self._retry_while_leaderless(super().offsets_for_times, timestamps, timeout_ms)
 
     def _retry_while_leaderless(self, lookup: Callable[..., dict[Any, Any]], partitions: Any,
-                                           timeout_ms: int | None) -> dict[Any, Any]:
+                                timeout_ms: int | None) -> dict[Any, Any]:
         budget_ms = self.config["request_timeout_ms"] if timeout_ms is None else timeout_ms
         deadline = time.monotonic() + budget_ms / 1000
         leaderless: list[Any] = []
