@@ -389,15 +389,16 @@ class KafkaKeyVault(MemoryKeyVault):
     def _known(self, key_ids: Iterable[str], max_age_s: float = 0.0, settle: bool = True) -> list[str]:
         """Catch up when the table is older than :data:`READ_FRESHNESS_S` (purges), or when any id is in neither
         table, unless the table was read to its end within ``max_age_s`` (keys committed since are then known).
-        An id still unknown then waits for the table's open transactions (:meth:`_settle_pending`) unless
-        ``settle`` is false (creating a key: the open transaction may be the caller's own)."""
+        An id still unknown then waits for the table's open transactions (:meth:`_settle_pending`), unless
+        ``settle`` is false or this process has written keys in its own open transaction (intake): that transaction
+        is one of them, and it cannot end while its writer waits."""
         ids = list(key_ids)
         with self._lock:
             self._open()
             age = time.monotonic() - self._caught_up_at
             if age >= READ_FRESHNESS_S or (age >= max_age_s and self._unknown(ids)):
                 self.catch_up()
-                if settle and self._unknown(ids):
+                if settle and not self._unconfirmed and self._unknown(ids):
                     self._settle_pending()
         return ids
 
