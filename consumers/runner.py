@@ -11,7 +11,8 @@ vault learns of the purge (or, for a store that was closed then, when it is next
 Whatever a record holds, it cannot stop the stage: every exception raised while decoding, checking or processing
 one input goes to the stage's :class:`ErrorPolicy`, which dead-letters the record's faults with the reason and the
 record's origin and stops only on the infrastructure's (broker, key table, disk, configuration). A transaction is
-committed within ``commit_interval_s`` whatever the traffic, and one the broker aborted (timed out, or failed to
+committed as soon as every fetched input is processed (the next stage sees it without waiting for a timer), and
+within ``commit_interval_s`` in any case; one the broker aborted (timed out, or failed to
 commit) is begun again from the last commit: nothing of it was visible, so its inputs are simply processed again.
 
 Inputs are processed in timestamp order across every assigned partition (ties: topic, partition, offset),
@@ -40,14 +41,14 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import (AuthorizationError, FencedInstanceIdError, KafkaConnectionError, KafkaError,
-                          ProducerFencedError, RetriableError)
+from kafka.errors import (AuthorizationError, CommitFailedError, FencedInstanceIdError, KafkaConnectionError,
+                          KafkaError, ProducerFencedError, RetriableError)
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
 from hub.auditing import audit_event, principal_of
 from hub.exceptions import KafkaUnavailableError, TopicMissingError, TransactionIncompleteError
-from hub.kafka import make_consumer, make_producer
+from hub.kafka import LeaderAwareConsumer, make_consumer, make_producer
 from hub.logging import get_logger
 from hub.settings import HubSettings, get_settings
 from hub.vault import hub_codec
@@ -163,7 +164,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._stall_reported = 0.0
         self._unassigned_reported = False  # said once per assignment: a spare instance may never get partitions
         self._stopping = False
-        self._consumer: KafkaConsumer | None = None
+        self._consumer: LeaderAwareConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._globals: KafkaConsumer | None = None
 
@@ -409,6 +410,12 @@ class StageRunner(ConsumerRebalanceListener):
             if self._records_ready:
                 wait_ms = 0  # buffered records the merge can take now: only fetch what has already arrived
             for tp, records in self._consumer.poll(timeout_ms=wait_ms, max_records=self.max_batch).items():
+                if tp.partition not in self._states:
+                    # kafka-python runs the assignment listener on its own thread, and a poll that timed out
+                    # meanwhile can return records of a partition whose state is still being restored: fetch them
+                    # again once it is.
+                    self._consumer.seek(tp, records[0].offset)
+                    continue
                 self._buffers.setdefault(tp, deque()).extend(records)
             processed += self._process_in_order()
             self._pause_full_buffers()
@@ -427,7 +434,10 @@ class StageRunner(ConsumerRebalanceListener):
         return self._batch_started + self.commit_interval_s - time.monotonic()
 
     def _commit_due(self) -> bool:
-        return self._in_transaction and (self._batch_size >= self.max_batch or self._commit_due_in() <= 0)
+        """A full batch, the interval over, or nothing fetched left to process: latency costs one commit per fetch
+        at most, and a backlog still commits in batches (each fetch brings many records)."""
+        return self._in_transaction and (self._batch_size >= self.max_batch or self._commit_due_in() <= 0
+                                         or not any(self._buffers.values()))
 
     def _recover(self, exc: BaseException) -> None:
         """Something failed on the brokers: none of the open transaction is visible, so drop everything it held
@@ -436,6 +446,8 @@ class StageRunner(ConsumerRebalanceListener):
         While the brokers do not answer this waits for them, saying why every few seconds; a failure that repeats
         with the brokers answering (a duplicate instance that keeps fencing this one, too) stops the stage after
         ``MAX_TRANSACTION_RETRIES``. Only errors no retry mends (a permission missing) are fatal at once."""
+        if isinstance(exc, CommitFailedError) and self._consumer is not None:
+            self._consumer.rejoin()  # the group went on without this member: rejoin now, not at the next heartbeat
         transient = _broker_away(exc)
         if not transient:
             self._failed_transactions += 1
@@ -585,8 +597,8 @@ class StageRunner(ConsumerRebalanceListener):
         if not empty:
             return set()
         stable = self._consumer.end_offsets(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
-        return {tp for tp in empty
-                if self._consumer.position(tp, timeout_ms=CLIENT_CALL_TIMEOUT_MS) < stable.get(tp, 0)}
+        positions = self._consumer.positions(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
+        return {tp for tp in empty if (positions[tp] or 0) < stable.get(tp, 0)}
 
     def _next_in_order(self, unfetched: set[TopicPartition]) -> TopicPartition | None:
         """The partition holding the oldest buffered record, or None while a partition that may hold an older
@@ -774,9 +786,8 @@ class StageRunner(ConsumerRebalanceListener):
         record per such partition (``stage_lag`` reads the last stable offset)."""
         assert self._consumer is not None and self._producer is not None
         idle = [tp for tp in self._consumer.assignment() if not self._buffers.get(tp)]
-        moved = {tp: position for tp in idle
-                 if (position := self._consumer.position(tp, timeout_ms=CLIENT_CALL_TIMEOUT_MS)) is not None
-                 and position > self._committed.get(tp, -1)}
+        moved = {tp: position for tp, position in self._consumer.positions(idle, CLIENT_CALL_TIMEOUT_MS).items()
+                 if position is not None and position > self._committed.get(tp, -1)}
         if moved:
             self._begin()
             self._offsets.update({tp: OffsetAndMetadata(position, "", -1) for tp, position in moved.items()})
@@ -791,10 +802,11 @@ class StageRunner(ConsumerRebalanceListener):
         """
         assert self._consumer is not None
         topics = [tp for tp in self._consumer.assignment() if tp.partition == partition]
+        positions = self._consumer.positions(topics)
         lagging = []
         for tp in topics:
             end, seen = self._consumer.highwater(tp), self._stream_time.get(tp)
-            if end is None or self._consumer.position(tp) < end or self._buffers.get(tp):
+            if end is None or (positions[tp] or 0) < end or self._buffers.get(tp):
                 if seen is None:
                     return 0.0  # unread backlog of unknown age: expire nothing yet
                 lagging.append(seen)
@@ -833,23 +845,36 @@ class StageRunner(ConsumerRebalanceListener):
                 store.close()
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        for partition in sorted({tp.partition for tp in assigned} - set(self._stores)):
-            store = SqlitePartitionStore(self.state_dir / f"partition-{partition}.sqlite")
-            self._restoring = store  # a purge learned while restoring reaches this store too
+        new = sorted({tp.partition for tp in assigned} - set(self._stores))
+        if new:
+            # One changelog reader for the whole assignment: a client per partition cost a bootstrap each.
+            reader = make_consumer(settings=self.settings, group_id=None, client_id=f"{self.group_id}.restore")
             try:
-                purged = self._purge_destroyed(store)
-                restored = self._restore(store, partition)
-            except BaseException:
-                store.close()
-                raise
+                changelogs = [TopicPartition(self.changelog, partition) for partition in new]
+                ends = reader.end_offsets(changelogs, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
+                for changelog in changelogs:
+                    self._open_partition(changelog, ends[changelog], reader)
             finally:
-                self._restoring = None
-            self._stores[partition] = store
-            self._states[partition] = State(store, hasher=self._state_key_hash)
-            self.log.info("partition assigned", partition=partition, restored=restored, purged=purged,
-                          entries=store.size())
+                reader.close()
         if self.on_assigned is not None:
             self.on_assigned()
+
+    def _open_partition(self, changelog: TopicPartition, end: int, reader: Any) -> None:
+        """Open the partition's local store, drop what was purged while it was closed, restore the rest."""
+        store = SqlitePartitionStore(self.state_dir / f"partition-{changelog.partition}.sqlite")
+        self._restoring = store  # a purge learned while restoring reaches this store too
+        try:
+            purged = self._purge_destroyed(store)
+            restored = self._restore(store, changelog, end, reader)
+        except BaseException:
+            store.close()
+            raise
+        finally:
+            self._restoring = None
+        self._stores[changelog.partition] = store
+        self._states[changelog.partition] = State(store, hasher=self._state_key_hash)
+        self.log.info("partition assigned", partition=changelog.partition, restored=restored, purged=purged,
+                      entries=store.size())
 
     def _purge_destroyed(self, store: SqlitePartitionStore) -> int:
         """Drop the entries of reports purged while the store was closed; returns how many."""
@@ -874,30 +899,24 @@ class StageRunner(ConsumerRebalanceListener):
         for partition, store in self._stores.items():
             STATE_ENTRIES.labels(self.stage.name, str(partition)).set(store.size())
 
-    def _restore(self, store: SqlitePartitionStore, partition: int) -> int:
-        """Apply the changelog from the store's checkpoint to the end; returns how many changes were applied.
+    def _restore(self, store: SqlitePartitionStore, changelog: TopicPartition, end: int, reader: Any) -> int:
+        """Apply the changelog from the store's checkpoint to ``end``; returns how many changes were applied.
 
         A sealed entry whose record key was destroyed is applied as a delete; one sealed under a key the hub never
         had stops the restore (:class:`StateError` naming the entry and its offset)."""
-        tp = TopicPartition(self.changelog, partition)
-        reader = make_consumer(settings=self.settings, group_id=None, client_id=f"{self.group_id}.restore")
-        try:
-            end = reader.end_offsets([tp])[tp]
-            start = store.changelog_offset
-            if start >= end:
-                return 0
-            reader.assign([tp])
-            reader.seek(tp, start)
-            applied = 0
-            while reader.position(tp) < end:
-                for records in reader.poll(timeout_ms=1000).values():
-                    self._destroyed_since = set()
-                    writes = [self._decode_change(r) for r in records]
-                    store.apply(without_purged(writes, self._destroyed_since), records[-1].offset + 1)
-                    applied += len(writes)
-            return applied
-        finally:
-            reader.close()
+        start = store.changelog_offset
+        if start >= end:
+            return 0
+        reader.assign([changelog])
+        reader.seek(changelog, start)
+        applied = 0
+        while reader.position(changelog) < end:
+            for records in reader.poll(timeout_ms=1000).values():
+                self._destroyed_since = set()
+                writes = [self._decode_change(r) for r in records]
+                store.apply(without_purged(writes, self._destroyed_since), records[-1].offset + 1)
+                applied += len(writes)
+        return applied
 
     def _decode_change(self, record: Any) -> StateWrite:
         try:

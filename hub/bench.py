@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import resource
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from kafka import ConsumerRebalanceListener
@@ -102,7 +104,9 @@ class PipelineResult:
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
     p999_ms: float = float("nan")
-    peak_rss_mb: float = float("nan")  # of the benchmark's process, where every stage runs, by the end of this step
+    #: The benchmark process's so far (throughput: every stage runs in it, as threads), or, for the hub's latency
+    #: run, the seven stage processes' peaks added up.
+    peak_rss_mb: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -157,8 +161,9 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
 
     Throughput: the passthrough drains a backlog of ``count`` published events; then each stage in pipeline
     order drains everything its upstream produced (inputs/s). Latency: ``paced`` more events published at
-    ``rate``/s while the passthrough, or all stages at once, run; latency is from publishing to the output
-    being readable (read_committed), so it includes each stage's commit interval.
+    ``rate``/s while the passthrough, or all stages at once (each in a process of its own, as ``hub run all`` runs
+    them), run; latency is from publishing to the output being readable (read_committed), so it includes each
+    stage's commit.
     """
     import threading
 
@@ -168,23 +173,13 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     from consumers.runner import StageRunner, stage_lag
     from consumers.stages import STAGES
     from hub.kafka import make_consumer
-    from hub.topics import hub_topics
-    from consumers.registry import load_registry
-    from hub.control import apply_registry
     from schemas.models import RoutingDecision
     from schemas.topics import ALERTS, AUDIT, CANONICAL
 
-    settings = settings or get_settings()
-    run = uuid.uuid4().hex[:8]
-    bench = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}bench.{run}.",
-                                        "runtime_dir": settings.runtime_dir / "bench" / run})
     sample = generate(count + paced, seed=13)
     backlog, live = sample.events[:count], sample.events[count:]
-    agencies = sorted({e.agency_ori for e in sample.events})
+    bench = _namespace(settings or get_settings(), sorted({e.agency_ori for e in sample.events}))
     passthrough_topic = bench.topic("passthrough")
-    units = sorted(unit.unit_id for unit in load_registry().task_forces)
-    ensure_topics(hub_topics(bench.topic_prefix, agencies, sorted(STAGES), units), bench)
-    apply_registry(settings=bench, applied_by="bench")
     admin = make_admin(bench)
     admin.create_topics([NewTopic(passthrough_topic, INGEST.partitions, 1)])
     admin.close()
@@ -192,19 +187,7 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     codec = hub_codec(bench)
 
     def publish(events: list, pace: float | None = None) -> dict[str, float]:
-        sent: dict[str, float] = {}
-        publishers = {}
-        for event in events:
-            publisher = publishers.get(event.agency_ori) or publishers.setdefault(
-                event.agency_ori, Publisher(event.agency_ori, bench, batch_size=1 if pace else 2000))
-            sent[event.event_id] = time.time()
-            publisher.publish(event)
-            if pace:
-                time.sleep(1 / pace)
-        for publisher in publishers.values():
-            publisher.flush()
-            publisher.close()
-        return sent
+        return _publish(bench, events, pace)
 
     def passthrough(clock: _Clock, until: Callable[[], bool], ready: threading.Event) -> None:
         consumer = make_consumer(settings=bench, group_id=f"{bench.topic_prefix}passthrough")
@@ -230,6 +213,22 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
             clock.count(sum(len(records) for records in polled.values()))
         producer.close()
         consumer.close()
+
+    spawn = multiprocessing.get_context("spawn")  # a fork would copy this process's Kafka client threads
+    stage_rss_mb: dict[str, float] = {}
+
+    def stage_process(name: str, clock: _Clock, until: Callable[[], bool], ready: threading.Event) -> None:
+        started, stop, rss = spawn.Event(), spawn.Event(), spawn.Value("d", 0.0)
+        process = spawn.Process(target=_stage_in_process, args=(name, bench, started, stop, rss), daemon=True,
+                                name=f"bench-{name}")
+        process.start()
+        while not until():
+            if started.is_set():
+                ready.set()
+            time.sleep(0.05)
+        stop.set()
+        process.join(timeout=60)
+        stage_rss_mb[name] = rss.value
 
     def stage_runner(name: str, clock: _Clock, until: Callable[[], bool], ready: threading.Event) -> None:
         runner = StageRunner(STAGES[name](), bench, commit_interval_s=0.1, on_assigned=clock.assigned)
@@ -304,16 +303,132 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
         parties[alert.alert_id] = [p.event_id for p in alert.parties]
         return [alert.alert_id] if alert.status == "OPEN" else []
 
-    sent, seen = paced_run([lambda c, u, r, name=name: stage_runner(name, c, u, r) for name in STAGES],
+    sent, seen = paced_run([lambda c, u, r, name=name: stage_process(name, c, u, r) for name in STAGES],
                            {canonical: lambda v: [v.decision.event_id], alerts: alert_keys,
                             audit: lambda v: v.event_ids if isinstance(v, RoutingDecision) else []})
-    results.append(_latency("hub dedup: publish to canonical event", sent, seen[canonical]))
-    results.append(_latency("hub dedup+route: publish to routed to every unit's feed", sent, seen[audit]))
+    every_stage_mb = sum(stage_rss_mb.values())
+    results.append(_latency("hub dedup: publish to canonical event", sent, seen[canonical], every_stage_mb))
+    results.append(_latency("hub dedup+route: publish to routed to every unit's feed", sent, seen[audit],
+                            every_stage_mb))
     # An alert is due once its later party is published (the other may be from the backlog).
     due = {alert_id: max(sent[e] for e in parties[alert_id] if e in sent)
            for alert_id in seen[alerts] if any(e in sent for e in parties[alert_id])}
-    results.append(_latency("hub all stages: later party published to alert raised", due, seen[alerts]))
+    results.append(_latency("hub all stages: later party published to alert raised", due, seen[alerts],
+                            every_stage_mb))
     return results
+
+
+def _namespace(settings: HubSettings, agencies: list[str]) -> HubSettings:
+    """Settings for a benchmark run of its own: a fresh topic prefix and runtime directory, every hub topic created
+    and the task-force registry applied."""
+    from consumers.registry import load_registry
+    from consumers.stages import STAGES
+    from hub.control import apply_registry
+    from hub.topics import hub_topics
+
+    run = uuid.uuid4().hex[:8]
+    bench = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}bench.{run}.",
+                                        "runtime_dir": settings.runtime_dir / "bench" / run})
+    units = sorted(unit.unit_id for unit in load_registry().task_forces)
+    ensure_topics(hub_topics(bench.topic_prefix, agencies, sorted(STAGES), units), bench)
+    apply_registry(settings=bench, applied_by="bench")
+    return bench
+
+
+def _publish(settings: HubSettings, events: list, pace: float | None = None) -> dict[str, float]:
+    """Publish ``events`` through each agency's Publisher (at ``pace`` events/s, if given); returns when each was
+    handed over, by event id."""
+    sent: dict[str, float] = {}
+    publishers: dict[str, Publisher] = {}
+    for event in events:
+        publisher = publishers.get(event.agency_ori) or publishers.setdefault(
+            event.agency_ori, Publisher(event.agency_ori, settings, batch_size=1 if pace else 2000))
+        sent[event.event_id] = time.time()
+        publisher.publish(event)
+        if pace:
+            time.sleep(1 / pace)
+    for publisher in publishers.values():
+        publisher.flush()
+        publisher.close()
+    return sent
+
+
+@dataclass(frozen=True)
+class StageProfile:
+    """Where one stage's time went while it drained its backlog (the main thread, under cProfile)."""
+
+    stage: str
+    inputs: int
+    seconds: float
+    waiting_s: float  # blocked on kafka-python's network thread: fetches, offset lookups, commits, acks
+    top: list[tuple[str, int, float, float]]  # (function, calls, own seconds, cumulative seconds)
+
+    @property
+    def rate(self) -> float:
+        return self.inputs / self.seconds if self.seconds else 0.0
+
+
+def bench_profile(count: int, stages: list[str], top: int = 15, dump_dir: Path | None = None,
+                  settings: HubSettings | None = None) -> list[StageProfile]:
+    """Publish ``count`` sample events, then run each stage in pipeline order until it has drained what its
+    upstream wrote, profiling those in ``stages`` (their pstats files go to ``dump_dir``, for snakeviz or pstats)."""
+    import cProfile
+    import pstats
+
+    from consumers.runner import StageRunner
+    from consumers.stages import STAGES
+
+    sample = generate(count, seed=13)
+    bench = _namespace(settings or get_settings(), sorted({e.agency_ori for e in sample.events}))
+    _publish(bench, sample.events)
+    profiles = []
+    for name in STAGES:
+        runner = StageRunner(STAGES[name](), bench, commit_interval_s=0.1)
+        profiler = cProfile.Profile()
+        if name in stages:
+            profiler.enable()
+        started = time.perf_counter()
+        inputs = runner.run_until_caught_up()
+        seconds = time.perf_counter() - started
+        profiler.disable()
+        if name not in stages:
+            continue
+        if dump_dir is not None:
+            dump_dir.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(dump_dir / f"{name}.pstats")
+        stats = pstats.Stats(profiler).stats  # {(file, line, function): (primitive calls, calls, own, cum, callers)}
+        waits = [where for where in stats if where[2] == "<method 'acquire' of '_thread.lock' objects>"]
+        waiting = sum(stats[where][2] for where in waits)
+        ranked = sorted((item for item in stats.items() if item[0] not in waits),
+                        key=lambda item: item[1][2], reverse=True)[:top]
+        profiles.append(StageProfile(name, inputs, seconds, waiting, [
+            (_function_name(where), calls, own, cumulative) for where, (_, calls, own, cumulative, _) in ranked]))
+    return profiles
+
+
+def _function_name(where: tuple[str, int, str]) -> str:
+    path, line, function = where
+    if path == "~":
+        return function
+    parts = Path(path).parts
+    short = "/".join(parts[parts.index("site-packages") + 1:] if "site-packages" in parts else parts[-2:])
+    return f"{short}:{line}({function})"
+
+
+def _stage_in_process(name: str, settings: HubSettings, ready: Any, stop: Any, peak_rss_mb: Any) -> None:
+    """One stage in a process of its own, as ``hub run all`` runs it, until ``stop`` is set; reports its peak RSS."""
+    from consumers.runner import StageRunner
+    from consumers.stages import STAGES
+
+    runner = StageRunner(STAGES[name](), settings, commit_interval_s=0.1)
+
+    def until(handled: int) -> bool:
+        if runner.ready:
+            ready.set()
+        return stop.is_set()
+
+    runner.run(until=until)
+    peak_rss_mb.value = _peak_rss_mb()
 
 
 def _drain(name: str, worker: Callable) -> PipelineResult:
@@ -325,8 +440,9 @@ def _drain(name: str, worker: Callable) -> PipelineResult:
     return PipelineResult(name, "throughput", clock.processed, clock.seconds, peak_rss_mb=_peak_rss_mb())
 
 
-def _latency(name: str, sent: dict[str, float], arrived: dict[str, float]) -> PipelineResult:
+def _latency(name: str, sent: dict[str, float], arrived: dict[str, float],
+             peak_rss_mb: float | None = None) -> PipelineResult:
     values = [(at - sent[key]) * 1000 for key, at in arrived.items() if key in sent]
     return PipelineResult(name, "latency", len(values), p50_ms=_percentile(values, 0.5),
                           p99_ms=_percentile(values, 0.99), p999_ms=_percentile(values, 0.999),
-                          peak_rss_mb=_peak_rss_mb())
+                          peak_rss_mb=_peak_rss_mb() if peak_rss_mb is None else peak_rss_mb)

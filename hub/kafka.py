@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.base import BaseCoordinator
 from kafka.errors import KafkaTimeoutError, SaslAuthenticationFailedError
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
+from kafka.producer.transaction_manager import TransactionManager
 
 from hub.exceptions import AuthenticationFailedError, KafkaUnavailableError, TransactionIncompleteError
 from hub.settings import HubSettings, get_settings
@@ -34,6 +36,41 @@ def _keep_bytes_received_before_close(transport: type) -> None:
 
 for _transport in (KafkaTCPTransport, KafkaSSLTransport):
     _keep_bytes_received_before_close(_transport)
+
+
+def _claim_joins_that_finished_unawaited(coordinator: type) -> None:
+    """kafka-python 3.0.12 runs JoinGroup and SyncGroup as a task that a ``poll()`` awaits only until its timeout.
+    When the task finishes after that, its assignment is never applied: the next poll either sees the task done and
+    sends a new JoinGroup (whenever a join takes longer than the poll timeout, as for seven stages in one busy
+    process, the group rebalanced for ever: ~100 times a minute, transactions failing with UnknownMemberId), or, if
+    nothing else asks for a rejoin, stays "rebalancing" with no partitions for good. A join task not yet applied now
+    keeps the member rejoining, and the next attempt takes that task's assignment instead of asking again (unless the
+    member's generation was reset since)."""
+    join_group, join_and_sync = coordinator.join_group_async, coordinator._do_join_and_sync_async
+
+    def need_rejoin(self: Any) -> bool:
+        return self.rejoin_needed or self._join_task is not None
+
+    async def join_group_async(self: Any, timeout_ms: Any = None) -> Any:
+        task = self._join_task
+        if task is not None and task.succeeded():
+            self._unclaimed_join = (self._joined_generation, task.value)
+        return await join_group(self, timeout_ms)
+
+    async def do_join_and_sync_async(self: Any) -> Any:
+        unclaimed, self._unclaimed_join = getattr(self, "_unclaimed_join", None), None
+        if unclaimed is not None and unclaimed[0] is self._generation:
+            return unclaimed[1]
+        assignment = await join_and_sync(self)
+        self._joined_generation = self._generation
+        return assignment
+
+    coordinator.need_rejoin = need_rejoin
+    coordinator.join_group_async = join_group_async
+    coordinator._do_join_and_sync_async = do_join_and_sync_async
+
+
+_claim_joins_that_finished_unawaited(BaseCoordinator)
 
 
 def connection_config(settings: HubSettings | None = None) -> dict[str, Any]:
@@ -105,6 +142,11 @@ class CheckedTransactionalProducer(KafkaProducer):
 
     def __init__(self, **configs: Any) -> None:
         super().__init__(**configs)
+        # kafka-python 3.0.12 lowers a retried AddPartitionsToTxn's backoff to 20 ms (the previous transaction's
+        # markers are still being written, CONCURRENT_TRANSACTIONS), as Java's client does, but its sender then
+        # sleeps its own retry_backoff_ms (100 ms) anyway: every transaction's first record waited ~100 ms, at
+        # every hop. The sender uses this setting only for that sleep and to bound waits for a response.
+        self._sender.config["retry_backoff_ms"] = TransactionManager.ADD_PARTITIONS_RETRY_BACKOFF_MS
         self._transaction_number = 0
         self._failure: tuple[int, BaseException] | None = None
 
@@ -162,6 +204,21 @@ class LeaderAwareConsumer(KafkaConsumer):
 
     def offsets_for_times(self, timestamps: Any, timeout_ms: int | None = None) -> dict[Any, Any]:
         return self._retry_while_leaderless(super().offsets_for_times, timestamps, timeout_ms)
+
+    def rejoin(self) -> None:
+        """Rejoin the group at the next poll. A transaction's offsets refused for a stale generation or an unknown
+        member id mean the group went on without this member; the consumer itself learns that only at its next
+        heartbeat (up to 3 s), and every retry meanwhile fails the same way."""
+        self._coordinator.request_rejoin()
+
+    def positions(self, partitions: Iterable[TopicPartition],
+                  timeout_ms: int | None = None) -> dict[TopicPartition, int | None]:
+        """Several partitions' positions for the cost of one ``position()``, which refreshes and validates every
+        assigned partition on each call: a merge check over 60 input partitions took ~30 ms that way."""
+        wanted = list(partitions)
+        if wanted:
+            self.position(wanted[0], timeout_ms=timeout_ms)
+        return {tp: None if (at := self._subscription.position(tp)) is None else at.offset for tp in wanted}
 
     def _retry_while_leaderless(self, lookup: Callable[..., dict[Any, Any]], partitions: Any,
                                 timeout_ms: int | None) -> dict[Any, Any]:
@@ -223,7 +280,7 @@ def produce_atomically(settings: HubSettings, transactional_id: str,
 FETCH_MAX_WAIT_MS = 50
 
 
-def make_consumer(*topics: str, settings: HubSettings | None = None, **overrides: Any) -> KafkaConsumer:
+def make_consumer(*topics: str, settings: HubSettings | None = None, **overrides: Any) -> LeaderAwareConsumer:
     """A consumer that reads only committed data and never commits on its own."""
     # A broker answers one request per connection at a time: an offset lookup waits behind a fetch the broker holds
     # open for want of data, up to fetch_max_wait_ms (kafka-python's 500 ms made every merge check ~200 ms).

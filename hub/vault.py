@@ -317,18 +317,9 @@ class KafkaKeyVault(MemoryKeyVault):
             if self._reader is None:
                 self._open()
                 return
-            ends = self._reader.end_offsets(self._partitions)
             stall_limit = self.settings.connect_timeout_s * 3
-            progressed = time.monotonic()
-            while any(self._reader.position(tp) < end for tp, end in ends.items()):
-                if time.monotonic() - progressed > stall_limit:
-                    # A broker away, not a fault of the table: a stage waits for it as for any broker.
-                    raise KafkaUnavailableError(f"reading the key table {self.topic} made no progress for "
-                                                f"{stall_limit:.0f} s")
-                polled = self._reader.poll(timeout_ms=500)
-                if polled:
-                    progressed = time.monotonic()
-                self._apply(polled)
+            self._read_to(self._reader.end_offsets(self._partitions), stall_limit,
+                          f"reading the key table {self.topic} made no progress for {stall_limit:.0f} s")
             self._caught_up_at = time.monotonic()
 
     def _settle_pending(self) -> None:
@@ -341,12 +332,22 @@ class KafkaKeyVault(MemoryKeyVault):
         """
         self._apply(self._reader.poll(timeout_ms=100))  # a fresh fetch answer: the high watermarks of now
         pending = {tp: hw for tp in self._partitions if (hw := self._reader.highwater(tp)) is not None}
-        deadline = time.monotonic() + PENDING_KEYS_WAIT_S
-        while any(self._reader.position(tp) < hw for tp, hw in pending.items()):
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(f"a transaction on the key table {self.topic} has not ended within "
-                                            f"{PENDING_KEYS_WAIT_S:.0f} s (a broker away, or a writer that died)")
-            self._apply(self._reader.poll(timeout_ms=200))
+        self._read_to(pending, PENDING_KEYS_WAIT_S,
+                      f"a transaction on the key table {self.topic} has not ended within {PENDING_KEYS_WAIT_S:.0f} s "
+                      f"(a broker away, or a writer that died)")
+
+    def _read_to(self, targets: dict[TopicPartition, int], patience_s: float, stalled: str) -> None:
+        """Read the table until every partition's position reaches its target. A read that makes no progress for
+        ``patience_s`` raises :class:`KafkaUnavailableError` saying ``stalled``: a broker away, not a fault of the
+        table, so a stage waits for it as for any broker."""
+        progressed = time.monotonic()
+        while any(self._reader.position(tp) < target for tp, target in targets.items()):
+            if time.monotonic() - progressed > patience_s:
+                raise KafkaUnavailableError(stalled)
+            polled = self._reader.poll(timeout_ms=200)
+            if polled:
+                progressed = time.monotonic()
+            self._apply(polled)
 
     def refresh(self) -> None:
         """Take in whatever the table has received since (no waiting): running stages see purges promptly."""

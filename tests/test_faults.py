@@ -4,8 +4,8 @@ flows: a node SIGKILLed, a node paused (SIGSTOP), every broker down, every stage
 
 Afterwards: the highest version of every accepted record reached events.canonical (0 lost), no canonical revision
 or feed item was written twice (0 duplicated), every stage caught up by itself within ``RECOVERY_S`` of the last
-fault (no stage exited; the only restarts are the test's own, after SIGKILLing them), and a replay of the history reproduces every dissemination decision
-(0 differences), which needs live processing to have seen the log's order.
+fault (no stage exited; the only restarts are the test's own, after SIGKILLing them), and a replay of the history
+reproduces every dissemination decision (0 differences), which needs live processing to have seen the log's order.
 """
 
 from __future__ import annotations

@@ -6,10 +6,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka.admin import NewTopic
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 from hub.broker import LocalBroker, free_port_block
 from hub.exceptions import BrokerStartError, KafkaUnavailableError, PortInUseError
@@ -68,6 +71,35 @@ def test_produce_consume_round_trip(hub_settings):
     received = {m.key: m.value for m in consumer}
     consumer.close()
     assert received == sent
+
+
+class _SlowRangeAssignor(RangePartitionAssignor):
+    """The range assignment, computed slower than the consumer's poll timeout (a leader in a busy process)."""
+
+    @classmethod
+    def assign(cls, cluster: Any, members: Any) -> Any:
+        time.sleep(0.3)
+        return super().assign(cluster, members)
+
+
+def test_a_join_that_outlasts_the_poll_timeout_is_kept(hub_settings):
+    """kafka-python 3.0.12 dropped a join that finished after ``poll()`` stopped waiting for it and sent a new
+    JoinGroup: the group rebalanced for ever. The hub's clients keep it (``hub.kafka``)."""
+    topic = _create(hub_settings, "slowjoin")
+    consumer = make_consumer(settings=hub_settings, group_id=unique("g"),
+                             partition_assignment_strategy=[_SlowRangeAssignor])
+    assert consumer.partitions_for_topic(topic)  # known before the first join, which therefore assigns them
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + 30
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=50)
+    assert consumer.assignment(), "the consumer never joined its group"
+    joined = consumer.group_metadata().generation_id
+    for _ in range(60):  # 3 s of polls, each shorter than a join
+        consumer.poll(timeout_ms=50)
+    generation = consumer.group_metadata().generation_id
+    consumer.close()
+    assert generation == joined, f"the group rebalanced {generation - joined} more times with one member"
 
 
 def test_kcat_sees_the_broker(kafka, hub_settings):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -54,4 +56,38 @@ def pipeline(
         table.add_row(r.name, f"{r.events:,}", f"{r.p50_ms:,.0f}", f"{r.p99_ms:,.0f}", f"{r.p999_ms:,.0f}",
                       f"{r.peak_rss_mb:,.0f}")
     console.print(table)
-    console.print("Peak RSS is the benchmark process's, where every stage runs (as threads), so far in the run.")
+    console.print("Peak RSS: throughput rows, the benchmark process's so far (every stage runs in it, as threads); "
+                  "the hub's latency rows, its seven stage processes' peaks added up.")
+
+
+@bench_app.command("profile")
+def profile(
+    count: int = typer.Option(1000, "--count", help="Sample events to publish; each stage then drains its backlog."),
+    stage: list[str] = typer.Option(None, "--stage", help="Stages to profile (repeat; default: every stage)."),
+    top: int = typer.Option(12, "--top", help="Functions to show per stage, by own time."),
+    dump_dir: Path = typer.Option(None, "--dump-dir", help="Also write each stage's cProfile stats here "
+                                  "(<stage>.pstats, for `python -m pstats` or snakeviz)."),
+) -> None:
+    """Where each stage's time goes: every stage drains a backlog in pipeline order, one after another, under
+    cProfile. Waiting is time blocked on kafka-python's network thread (fetches, offset lookups, commits, acks);
+    the functions are the main thread's work, by own time."""
+    from consumers.stages import STAGES
+    from hub.bench import bench_profile
+
+    unknown = [s for s in stage or [] if s not in STAGES]
+    if unknown:
+        raise typer.BadParameter(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
+    with console.status(f"publishing {count:,} events, then profiling each stage as it drains its backlog"):
+        profiles = bench_profile(count, stage or list(STAGES), top, dump_dir)
+    summary = Table("stage", "inputs", "seconds", "inputs/s", "waiting on Kafka", "working")
+    for p in profiles:
+        summary.add_row(p.stage, f"{p.inputs:,}", f"{p.seconds:.2f}", f"{p.rate:,.0f}",
+                        f"{p.waiting_s / p.seconds:.0%}", f"{1 - p.waiting_s / p.seconds:.0%}")
+    console.print(summary)
+    for p in profiles:
+        table = Table("function", "calls", "own s", "cumulative s", title=f"{p.stage}: top {top} by own time")
+        for function, calls, own, cumulative in p.top:
+            table.add_row(function, f"{calls:,}", f"{own:.2f}", f"{cumulative:.2f}")
+        console.print(table)
+    console.print("Times are under cProfile, which slows Python code but not the waits: compare stages and functions "
+                  "with each other, and take events/s from `hub bench pipeline`.")
