@@ -174,7 +174,7 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     from consumers.stages import STAGES
     from hub.kafka import make_consumer
     from schemas.models import RoutingDecision
-    from schemas.topics import ALERTS, AUDIT, CANONICAL
+    from schemas.topics import ALERTS, AUDIT, CANONICAL, INGESTED
 
     sample = generate(count + paced, seed=13)
     backlog, live = sample.events[:count], sample.events[count:]
@@ -241,8 +241,8 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
 
         runner.run(until=done)
 
-    def arrivals(topic: str, stop: threading.Event, seen: dict[str, float], keys_of) -> None:
-        consumer = make_consumer(topic, settings=bench, group_id=None, auto_offset_reset="latest")
+    def arrivals(topics: list[str], stop: threading.Event, seen: dict[str, float], keys_of) -> None:
+        consumer = make_consumer(*topics, settings=bench, group_id=None, auto_offset_reset="latest")
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=100).values():
                 now = time.time()
@@ -269,12 +269,14 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
                                   "throughput", replayed.replayed_events, replayed.seconds,
                                   peak_rss_mb=_peak_rss_mb()))
 
-    def paced_run(workers: list[Callable], outputs: dict[str, Callable]) -> tuple[dict[str, float], dict]:
-        """Run ``workers`` while publishing ``live`` at ``rate``; returns publish times and output arrivals."""
-        stop, seen = threading.Event(), {topic: {} for topic in outputs}
+    def paced_run(workers: list[Callable],
+                  outputs: dict[str, tuple[list[str], Callable]]) -> tuple[dict[str, float], dict]:
+        """Run ``workers`` while publishing ``live`` at ``rate``; returns publish times and, per output (its topics
+        and the keys of a value), when each key first arrived. Waits for the first output to have them all."""
+        stop, seen = threading.Event(), {output: {} for output in outputs}
         readies = [threading.Event() for _ in workers]
-        threads = [threading.Thread(target=arrivals, args=(t, stop, seen[t], keys_of), daemon=True)
-                   for t, keys_of in outputs.items()]
+        threads = [threading.Thread(target=arrivals, args=(topics, stop, seen[output], keys_of), daemon=True)
+                   for output, (topics, keys_of) in outputs.items()]
         threads += [threading.Thread(target=w, args=(_Clock(), stop.is_set, r), daemon=True)
                     for w, r in zip(workers, readies)]
         for thread in threads:
@@ -293,10 +295,11 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
             thread.join(timeout=30)
         return sent, seen
 
-    sent, seen = paced_run([passthrough], {passthrough_topic: lambda v: [v.event_id]})
-    results.append(_latency("baseline passthrough: publish to output", sent, seen[passthrough_topic]))
+    sent, seen = paced_run([passthrough], {"passthrough": ([passthrough_topic], lambda v: [v.event_id])})
+    results.append(_latency("baseline passthrough: publish to output", sent, seen["passthrough"]))
     live = generate(paced, seed=101).events  # fresh event ids: the passthrough's already went through
     canonical, alerts, audit = (spec.name(bench.topic_prefix) for spec in (CANONICAL, ALERTS, AUDIT))
+    ingested = [INGESTED.name(bench.topic_prefix, ori=ori) for ori in sorted({e.agency_ori for e in sample.events})]
     parties: dict[str, list[str]] = {}
 
     def alert_keys(alert: Any) -> list[str]:
@@ -304,16 +307,19 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
         return [alert.alert_id] if alert.status == "OPEN" else []
 
     sent, seen = paced_run([lambda c, u, r, name=name: stage_process(name, c, u, r) for name in STAGES],
-                           {canonical: lambda v: [v.decision.event_id], alerts: alert_keys,
-                            audit: lambda v: v.event_ids if isinstance(v, RoutingDecision) else []})
+                           {"canonical": ([canonical], lambda v: [v.decision.event_id]),
+                            "ingested": (ingested, lambda v: [v.event_id]),
+                            "alerts": ([alerts], alert_keys),
+                            "audit": ([audit], lambda v: v.event_ids if isinstance(v, RoutingDecision) else [])})
     every_stage_mb = sum(stage_rss_mb.values())
-    results.append(_latency("hub dedup: publish to canonical event", sent, seen[canonical], every_stage_mb))
-    results.append(_latency("hub dedup+route: publish to routed to every unit's feed", sent, seen[audit],
+    results.append(_latency("hub intake: publish to sealed and ingested", sent, seen["ingested"], every_stage_mb))
+    results.append(_latency("hub intake+dedup: publish to canonical event", sent, seen["canonical"], every_stage_mb))
+    results.append(_latency("hub intake+dedup+route: publish to routed to every unit's feed", sent, seen["audit"],
                             every_stage_mb))
     # An alert is due once its later party is published (the other may be from the backlog).
     due = {alert_id: max(sent[e] for e in parties[alert_id] if e in sent)
-           for alert_id in seen[alerts] if any(e in sent for e in parties[alert_id])}
-    results.append(_latency("hub all stages: later party published to alert raised", due, seen[alerts],
+           for alert_id in seen["alerts"] if any(e in sent for e in parties[alert_id])}
+    results.append(_latency("hub all stages: later party published to alert raised", due, seen["alerts"],
                             every_stage_mb))
     return results
 

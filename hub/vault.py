@@ -285,6 +285,7 @@ class KafkaKeyVault(MemoryKeyVault):
         self._unconfirmed: dict[str, tuple[bytes, date] | None] = {}
         self._own_producer: Any = None
         self._reader: Any = None
+        self._uncommitted_ends: Any = None  # a read_uncommitted client: the table's ends, open transactions included
         self._partitions: list[TopicPartition] = []
         self._lock = threading.RLock()
         self.log = get_logger(component="vault")
@@ -330,8 +331,13 @@ class KafkaKeyVault(MemoryKeyVault):
         (longer while a leader moves). Only once the table has nothing uncommitted below its current high watermark
         does a missing key mean an unknown one.
         """
-        self._apply(self._reader.poll(timeout_ms=100))  # a fresh fetch answer: the high watermarks of now
-        pending = {tp: hw for tp in self._partitions if (hw := self._reader.highwater(tp)) is not None}
+        # The ends of now, uncommitted records included. (The reader's high watermarks come from its last fetch
+        # answer, which under load can predate the key being looked for: the wait then ended at once.)
+        if self._uncommitted_ends is None:
+            self._uncommitted_ends = make_consumer(settings=self.settings, group_id=None,
+                                                   isolation_level="read_uncommitted",
+                                                   client_id=f"{self.settings.client_id}.keys.ends")
+        pending = self._uncommitted_ends.end_offsets(self._partitions)
         self._read_to(pending, PENDING_KEYS_WAIT_S,
                       f"a transaction on the key table {self.topic} has not ended within {PENDING_KEYS_WAIT_S:.0f} s "
                       f"(a broker away, or a writer that died)")
@@ -481,10 +487,10 @@ class KafkaKeyVault(MemoryKeyVault):
 
     def close(self) -> None:
         with self._lock:
-            for client in (self._reader, self._own_producer):
+            for client in (self._reader, self._own_producer, self._uncommitted_ends):
                 if client is not None:
                     client.close()
-            self._reader = self._own_producer = None
+            self._reader = self._own_producer = self._uncommitted_ends = None
 
 
 def hub_codec(settings: HubSettings | None = None) -> Codec:
