@@ -167,7 +167,6 @@ class StageRunner(ConsumerRebalanceListener):
         self._consumer: LeaderAwareConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._globals: KafkaConsumer | None = None
-        self._lookups: LeaderAwareConsumer | None = None
 
     # -- topics ----------------------------------------------------------------------------------
     @property
@@ -313,10 +312,6 @@ class StageRunner(ConsumerRebalanceListener):
             # A member that died is replaced after 10 s, not kafka-python's 45: a restarted stage resumes sooner.
             session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
             client_id=f"{self.group_id}.{self.instance}")
-        # The ordered merge's offset lookups go over a connection of their own: a broker answers one request per
-        # connection at a time, and on the consumer's each lookup queued behind the fetch the broker held open.
-        self._lookups = make_consumer(settings=self.settings, group_id=None,
-                                      client_id=f"{self.group_id}.{self.instance}.lookups")
         missing = [t for t in (self.changelog, self.deadletter) if not self._consumer.partitions_for_topic(t)]
         if missing:
             raise TopicMissingError(f"the {self.stage.name} stage needs {', '.join(missing)}, which does not exist")
@@ -602,8 +597,7 @@ class StageRunner(ConsumerRebalanceListener):
         empty = [tp for tp in self._consumer.assignment() if not self._buffers.get(tp)]
         if not empty:
             return set()
-        assert self._lookups is not None
-        stable = self._lookups.end_offsets(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
+        stable = self._consumer.end_offsets(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
         positions = self._consumer.positions(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
         return {tp for tp in empty if (positions[tp] or 0) < stable.get(tp, 0)}
 
@@ -944,9 +938,6 @@ class StageRunner(ConsumerRebalanceListener):
         if self._globals is not None:
             self._globals.close()
             self._globals = None
-        if self._lookups is not None:
-            self._lookups.close()
-            self._lookups = None
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
