@@ -97,6 +97,10 @@ FATAL_KAFKA_ERRORS = (FencedInstanceIdError, AuthorizationError)
 CLIENT_CALL_TIMEOUT_MS = 15_000
 #: The main loop not coming round for this long means a call is stuck: the watchdog logs where, with the stack.
 BLOCKED_REPORT_S = 60.0
+#: How long a restore waits for a transaction still open on the changelog (the previous owner's last commit, whose
+#: markers the brokers write partition by partition) before it stops at the last stable offset and says so. It runs
+#: on kafka-python's network thread, within the group's 10 s session.
+CHANGELOG_SETTLE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,16 @@ class _CommitInDoubt:
     offsets: dict[TopicPartition, OffsetAndMetadata]
     stream_time: dict[TopicPartition, float]
     merged_to_ms: int
+
+
+@dataclass(frozen=True)
+class _ChangelogEnds:
+    """Where a restore of a changelog partition ends: its last stable offset, its high watermark (open
+    transactions included), and until when to wait for those transactions to end."""
+
+    stable: int
+    written: int
+    settle_by: float
 
 
 class StageRunner(ConsumerRebalanceListener):
@@ -125,9 +139,10 @@ class StageRunner(ConsumerRebalanceListener):
         self.transaction_timeout_ms = transaction_timeout_ms
         self.max_batch = max_batch
         self.on_assigned = on_assigned  # called once new partitions' state is restored (benchmarks time from here)
-        #: How long the ordered merge waits for a partition known to hold committed, unfetched records before it
-        #: goes on without them (Kafka Streams' max.task.idle.ms): a safety net, not the normal path. Long enough to
-        #: outlast a leader's failover (a node lost or paused loses leadership after the controller's 9 s session).
+        #: How long the ordered merge waits for a partition known to hold unfetched records (committed, or in a
+        #: transaction still open) before it goes on without them (Kafka Streams' max.task.idle.ms): a safety net,
+        #: not the normal path. Long enough to outlast a leader's failover (a node lost or paused loses leadership
+        #: after the controller's 9 s session).
         self.max_wait_s = max_wait_s
         self.state_dir = state_dir or self.settings.runtime_dir / "state" / f"{self.settings.topic_prefix}{stage.name}"
         self.codec = hub_codec(self.settings)
@@ -167,6 +182,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._consumer: LeaderAwareConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._globals: KafkaConsumer | None = None
+        self._written: LeaderAwareConsumer | None = None  # read_uncommitted: ends with open transactions' records
 
     # -- topics ----------------------------------------------------------------------------------
     @property
@@ -584,12 +600,15 @@ class StageRunner(ConsumerRebalanceListener):
             self._late = (0, 0)
 
     def _partitions_with_unfetched_records(self) -> set[TopicPartition]:
-        """Assigned partitions with nothing buffered but committed records on the broker, asked of the broker now.
+        """Assigned partitions with nothing buffered but records written beyond the position, asked of the broker
+        now: committed ones not yet fetched, and those of transactions still open.
 
-        The high watermark of the last fetch is not enough: an upstream transaction may have committed records to
-        a partition since it was last fetched, older than the records buffered from another partition. Asking for
-        the read_committed end offsets after those were fetched sees every record committed before them, so a
-        single upstream writer processing in timestamp order is merged in exactly the order a replay sees.
+        The high watermark of the last fetch is not enough: an upstream transaction may have written to a partition
+        since it was last fetched, older records than those buffered from another partition. Nor is the last stable
+        offset: the brokers write a transaction's commit markers partition by partition (a paused leader holds its
+        partition's back for as long as it is away), so the newer half of a transaction can be readable while its
+        older half is not. Waiting for every record written before this look (until it is committed, or skipped as
+        aborted) merges a single upstream writer processing in timestamp order exactly as a replay sees it.
         """
         assert self._consumer is not None
         if not any(self._buffers.values()):
@@ -597,9 +616,17 @@ class StageRunner(ConsumerRebalanceListener):
         empty = [tp for tp in self._consumer.assignment() if not self._buffers.get(tp)]
         if not empty:
             return set()
-        stable = self._consumer.end_offsets(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
+        written = self._written_ends(empty)
         positions = self._consumer.positions(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
-        return {tp for tp in empty if (positions[tp] or 0) < stable.get(tp, 0)}
+        return {tp for tp in empty if (positions[tp] or 0) < written.get(tp, 0)}
+
+    def _written_ends(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The partitions' high watermarks: their ends with the records of open transactions, which the stage's
+        read_committed clients do not see. Asked on a connection of its own (not behind a held fetch)."""
+        if self._written is None:
+            self._written = make_consumer(settings=self.settings, group_id=None, isolation_level="read_uncommitted",
+                                          client_id=f"{self.group_id}.{self.instance}.ends")
+        return self._written.end_offsets(partitions, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
 
     def _next_in_order(self, unfetched: set[TopicPartition]) -> TopicPartition | None:
         """The partition holding the oldest buffered record, or None while a partition that may hold an older
@@ -852,21 +879,24 @@ class StageRunner(ConsumerRebalanceListener):
             reader = make_consumer(settings=self.settings, group_id=None, client_id=f"{self.group_id}.restore")
             try:
                 changelogs = [TopicPartition(self.changelog, partition) for partition in new]
-                ends = reader.end_offsets(changelogs, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
+                stable = reader.end_offsets(changelogs, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
+                written = self._written_ends(changelogs)
+                settle_by = time.monotonic() + CHANGELOG_SETTLE_S
                 for changelog in changelogs:
-                    self._open_partition(changelog, ends[changelog], reader)
+                    self._open_partition(changelog, _ChangelogEnds(stable[changelog], written[changelog], settle_by),
+                                         reader)
             finally:
                 reader.close()
         if self.on_assigned is not None:
             self.on_assigned()
 
-    def _open_partition(self, changelog: TopicPartition, end: int, reader: Any) -> None:
+    def _open_partition(self, changelog: TopicPartition, ends: _ChangelogEnds, reader: Any) -> None:
         """Open the partition's local store, drop what was purged while it was closed, restore the rest."""
         store = SqlitePartitionStore(self.state_dir / f"partition-{changelog.partition}.sqlite")
         self._restoring = store  # a purge learned while restoring reaches this store too
         try:
             purged = self._purge_destroyed(store)
-            restored = self._restore(store, changelog, end, reader)
+            restored = self._restore(store, changelog, ends, reader)
         except BaseException:
             store.close()
             raise
@@ -900,19 +930,29 @@ class StageRunner(ConsumerRebalanceListener):
         for partition, store in self._stores.items():
             STATE_ENTRIES.labels(self.stage.name, str(partition)).set(store.size())
 
-    def _restore(self, store: SqlitePartitionStore, changelog: TopicPartition, end: int, reader: Any) -> int:
-        """Apply the changelog from the store's checkpoint to ``end``; returns how many changes were applied.
+    def _restore(self, store: SqlitePartitionStore, changelog: TopicPartition, ends: _ChangelogEnds,
+                 reader: Any) -> int:
+        """Apply the changelog from the store's checkpoint to its end; returns how many changes were applied.
+
+        The end includes a transaction still open: the previous owner's last commit returns before the brokers have
+        written its markers, and its offsets are already the group's, so stopping at the last stable offset would
+        lose its state writes for good. A transaction that stays open past ``ends.settle_by`` (a writer that died
+        mid-transaction, aborted by the broker only at its timeout) is left out, and said.
 
         A sealed entry whose record key was destroyed is applied as a delete; one sealed under a key the hub never
         had stops the restore (:class:`StateError` naming the entry and its offset)."""
         start = store.changelog_offset
-        if start >= end:
+        if start >= ends.written:
             return 0
         reader.assign([changelog])
         reader.seek(changelog, start)
         applied = 0
-        while reader.position(changelog) < end:
-            for records in reader.poll(timeout_ms=1000).values():
+        while (position := reader.position(changelog)) < ends.written:
+            if position >= ends.stable and time.monotonic() > ends.settle_by:
+                self.log.warning("restored without a transaction still open on the changelog", changelog=str(changelog),
+                                 stable_end=position, written_end=ends.written, waited_s=CHANGELOG_SETTLE_S)
+                break
+            for records in reader.poll(timeout_ms=200).values():
                 self._destroyed_since = set()
                 writes = [self._decode_change(r) for r in records]
                 store.apply(without_purged(writes, self._destroyed_since), records[-1].offset + 1)
@@ -941,6 +981,9 @@ class StageRunner(ConsumerRebalanceListener):
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        if self._written is not None:
+            self._written.close()
+            self._written = None
         if self._producer is not None:
             self._producer.close(timeout=10)
             self._producer = None

@@ -170,7 +170,7 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     from datetime import datetime, timezone
 
     from consumers.replay import Replay
-    from consumers.runner import StageRunner, stage_lag
+    from consumers.runner import stage_lag
     from consumers.stages import STAGES
     from hub.kafka import make_consumer
     from schemas.models import RoutingDecision
@@ -231,15 +231,7 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
         stage_rss_mb[name] = rss.value
 
     def stage_runner(name: str, clock: _Clock, until: Callable[[], bool], ready: threading.Event) -> None:
-        runner = StageRunner(STAGES[name](), bench, commit_interval_s=0.1, on_assigned=clock.assigned)
-
-        def done(handled: int) -> bool:
-            clock.count(handled)
-            if runner.ready:
-                ready.set()
-            return until()
-
-        runner.run(until=done)
+        _run_stage(name, bench, ready, until, clock)
 
     def arrivals(topics: list[str], stop: threading.Event, seen: dict[str, float], keys_of) -> None:
         consumer = make_consumer(*topics, settings=bench, group_id=None, auto_offset_reset="latest")
@@ -422,19 +414,29 @@ def _function_name(where: tuple[str, int, str]) -> str:
     return f"{short}:{line}({function})"
 
 
-def _stage_in_process(name: str, settings: HubSettings, ready: Any, stop: Any, peak_rss_mb: Any) -> None:
-    """One stage in a process of its own, as ``hub run all`` runs it, until ``stop`` is set; reports its peak RSS."""
+def _run_stage(name: str, settings: HubSettings, ready: Any, until: Callable[[], bool],
+               clock: _Clock | None = None) -> None:
+    """Run one stage until ``until()``: ``ready`` is set once its partitions are restored, ``clock`` counts what it
+    processes."""
     from consumers.runner import StageRunner
     from consumers.stages import STAGES
 
-    runner = StageRunner(STAGES[name](), settings, commit_interval_s=0.1)
+    runner = StageRunner(STAGES[name](), settings, commit_interval_s=0.1,
+                         on_assigned=clock.assigned if clock is not None else None)
 
-    def until(handled: int) -> bool:
+    def done(handled: int) -> bool:
+        if clock is not None:
+            clock.count(handled)
         if runner.ready:
             ready.set()
-        return stop.is_set()
+        return until()
 
-    runner.run(until=until)
+    runner.run(until=done)
+
+
+def _stage_in_process(name: str, settings: HubSettings, ready: Any, stop: Any, peak_rss_mb: Any) -> None:
+    """One stage in a process of its own, as ``hub run all`` runs it, until ``stop`` is set; reports its peak RSS."""
+    _run_stage(name, settings, ready, stop.is_set)
     peak_rss_mb.value = _peak_rss_mb()
 
 

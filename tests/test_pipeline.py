@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -13,13 +14,17 @@ import pytest
 from kafka import TopicPartition
 
 from consumers.registry import load_registry
+from consumers.runner import StageRunner
+from consumers.state import StateWrite
+from consumers.stages.intake import IntakeStage
 from hub.control import apply_registry
 from hub.kafka import make_consumer, make_producer
 from hub.topics import ensure_topics, hub_topics
 from producers.sample import generate
 from producers.publisher import EVENT_ID_HEADER
+from schemas.codec import Codec
 from schemas.topics import ALERTS, CANONICAL, FEED, INGEST, INGESTED, deadletter_topic
-from tests.conftest import hub_env, publish_events, topic_records
+from tests.conftest import hub_env, publish_events, topic_records, unique
 from tests.factories import make_event
 from tests.test_dedup import PartitionedRun, final_groups
 from consumers.stages import STAGES
@@ -54,6 +59,84 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(2)
+
+
+class _IntakeNotingOrder(IntakeStage):
+    """Intake that notes the order it is given its inputs in."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def process(self, message, state):
+        self.seen.append(message.value.event_id)
+        return super().process(message, state)
+
+
+def test_the_merge_waits_for_older_records_of_a_transaction_still_open(hub_settings):
+    """The brokers write a transaction's commit markers partition by partition (a paused leader holds its partition's
+    back while it is away), so a newer record can be readable while an older one is not yet: the merge takes the
+    older one first, as a replay of the finished log does."""
+    _setup(hub_settings, {"CACBP0100"})
+    topic = INGEST.name(hub_settings.topic_prefix, ori="CACBP0100")
+    older, newer = make_event(), make_event(source_record_id="2026250400000102")
+    codec = Codec()
+    upstream = make_producer(hub_settings, transactional_id=unique("upstream"))
+    upstream.init_transactions()
+    upstream.begin_transaction()
+    upstream.send(topic, value=codec.encode(older), partition=0, headers=[(EVENT_ID_HEADER, older.event_id.encode())])
+    upstream.flush()  # written (LogAppendTime: the older timestamp), not committed
+    plain = make_producer(hub_settings)
+    plain.send(topic, value=codec.encode(newer), partition=1,
+               headers=[(EVENT_ID_HEADER, newer.event_id.encode())]).get(timeout=30)
+    plain.close()
+    stage = _IntakeNotingOrder()
+    runner = StageRunner(stage, hub_settings, commit_interval_s=0.2)
+    stop = threading.Event()
+    loop = threading.Thread(target=runner.run, kwargs={"until": lambda handled: stop.is_set()})
+    loop.start()
+    try:
+        _wait(lambda: runner.ready, 60, "the stage's partitions")
+        time.sleep(3)  # many polls: the newer record is fetched long before this
+        assert stage.seen == [], "the newer record waits while an older one's transaction is open"
+        upstream.commit_transaction()
+        _wait(lambda: len(stage.seen) == 2, 60, "both records")
+    finally:
+        stop.set()
+        loop.join(timeout=60)
+        upstream.close()
+    assert stage.seen == [older.event_id, newer.event_id]
+
+
+class _RestoreRacingACommit(StageRunner):
+    """A runner whose changelog's previous writer commits just after the restore looked up where the changelog ends:
+    the race of a previous owner's last commit, whose markers the brokers write after the commit returned."""
+
+    def __init__(self, *args, commit, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._commit_later = commit
+
+    def _written_ends(self, partitions):
+        ends = super()._written_ends(partitions)
+        if any(tp.topic == self.changelog for tp in partitions):
+            threading.Timer(1.0, self._commit_later).start()
+        return ends
+
+
+def test_a_restore_keeps_the_state_of_a_transaction_that_commits_meanwhile(hub_settings):
+    _setup(hub_settings, {"CACBP0100"})
+    previous = make_producer(hub_settings, transactional_id=unique("previous-owner"))
+    previous.init_transactions()
+    previous.begin_transaction()
+    write = StateWrite("probe", "entry", {"written": "by the previous owner"}, None)
+    runner = _RestoreRacingACommit(DedupStage(), hub_settings, commit_interval_s=0.2, commit=previous.commit_transaction)
+    previous.send(runner.changelog, key=write.store_key.encode(), value=write.encode(), partition=0).get(timeout=30)
+    restored = []
+    runner.on_assigned = lambda: restored.append(runner._states[0].get("probe", "entry"))
+    try:
+        runner.run(until=lambda handled: bool(restored))
+    finally:
+        previous.close()
+    assert restored == [{"written": "by the previous owner"}]
 
 
 @pytest.mark.slow
