@@ -331,10 +331,19 @@ class StageRunner(ConsumerRebalanceListener):
         missing = [t for t in (self.changelog, self.deadletter) if not self._consumer.partitions_for_topic(t)]
         if missing:
             raise TopicMissingError(f"the {self.stage.name} stage needs {', '.join(missing)}, which does not exist")
+        self._producer.know_topics(self._output_topics())
         self._open_globals()
         pattern = input_regex(self.stage, self.settings)
         self._consumer.subscribe(pattern=pattern, listener=self)
         self.log.info("stage started", group=self.group_id, inputs=pattern)
+
+    def _output_topics(self) -> list[str]:
+        """Every topic this stage may write: its outputs (``feed.{unit}``: each unit's), changelog, dead letters and
+        the key table."""
+        assert self._consumer is not None
+        outputs = [re.sub(r"\\\{\w+\\\}", "[^.]+", re.escape(self.settings.topic(o))) for o in self.stage.outputs]
+        found = [t for t in sorted(self._consumer.topics()) if any(re.fullmatch(o, t) for o in outputs)]
+        return [*found, self.settings.key_table, self.deadletter, self.changelog]  # last: known to exist
 
     def _transactional_producer(self) -> KafkaProducer:
         """A producer for this member's transactional id; initialising it fences any earlier one (a zombie)."""

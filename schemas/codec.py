@@ -11,7 +11,9 @@ single-object encoding (see ``schemas.protection``), and such envelopes are open
 
 from __future__ import annotations
 
+import functools
 import io
+import typing
 from datetime import date
 from typing import Any
 
@@ -51,8 +53,24 @@ def to_avro_datum(model: AvroModel) -> dict[str, Any]:
     return datum
 
 
+def _models_in(annotation: Any) -> tuple[type[AvroModel], ...]:
+    """The hub models a field's annotation names (``list[Drug]``, ``Agency | None``, a union of payloads)."""
+    if isinstance(annotation, type) and issubclass(annotation, AvroModel):
+        return (annotation,)
+    return tuple(model for argument in typing.get_args(annotation) for model in _models_in(argument))
+
+
+@functools.cache
+def _fields_holding_unions(model: type[AvroModel]) -> tuple[tuple[str, tuple[type[AvroModel], ...]], ...]:
+    """The fields of ``model`` that are, or hold, a union of several records, with the models each may hold: the
+    only ones the codec names on write and unnames on read (walking every field cost more than the Avro itself)."""
+    return tuple((name, models) for name, field in model.model_fields.items()
+                 if (models := _models_in(field.annotation))
+                 and (name in model.record_unions or any(_fields_holding_unions(m) for m in models)))
+
+
 def _name_union_branches(model: AvroModel, datum: dict[str, Any]) -> None:
-    for name in type(model).model_fields:
+    for name, _ in _fields_holding_unions(type(model)):
         value = getattr(model, name)
         if isinstance(value, AvroModel):
             _name_union_branches(value, datum[name])
@@ -64,15 +82,24 @@ def _name_union_branches(model: AvroModel, datum: dict[str, Any]) -> None:
                     _name_union_branches(item, item_datum)
 
 
-def _unname_union_branches(datum: Any) -> Any:
-    """Undo ``return_record_name``: ("gov...ItemSeizure", {...}) becomes {...}."""
-    if isinstance(datum, tuple) and len(datum) == 2 and isinstance(datum[0], str):
-        return _unname_union_branches(datum[1])
-    if isinstance(datum, dict):
-        return {k: _unname_union_branches(v) for k, v in datum.items()}
-    if isinstance(datum, list):
-        return [_unname_union_branches(v) for v in datum]
+def _unname_union_branches(model: type[AvroModel], datum: dict[str, Any]) -> dict[str, Any]:
+    """Undo ``return_record_name`` in a datum of ``model``: ("gov...ItemSeizure", {...}) becomes {...}."""
+    for name, models in _fields_holding_unions(model):
+        value = datum.get(name)
+        if isinstance(value, list):
+            datum[name] = [_unnamed(models, item) for item in value]
+        elif value is not None:
+            datum[name] = _unnamed(models, value)
     return datum
+
+
+def _unnamed(models: tuple[type[AvroModel], ...], value: Any) -> Any:
+    """One value of a field that may hold ``models``: a named union branch, or a record of the field's one model."""
+    if isinstance(value, tuple):
+        branch, value = value
+        return _unname_union_branches(MODELS_BY_NAME[branch], value)
+    (model,) = models  # only a union of several records holds more than one, and fastavro names its branches
+    return _unname_union_branches(model, value) if isinstance(value, dict) else value
 
 
 class Codec:
@@ -136,7 +163,8 @@ class Codec:
             writer = self.writer_of(data)
         if writer.name == CaseEvent.avro_name:
             check_report_size(data)  # before reading it: no report is bigger, however it was written
-        return writer.name, _unname_union_branches(self._read(data, writer, self.schema_for(writer.name)))
+        return writer.name, _unname_union_branches(MODELS_BY_NAME[writer.name],
+                                                   self._read(data, writer, self.schema_for(writer.name)))
 
     def decode(self, data: bytes) -> AvroModel:
         name, datum = self.decode_datum(data)

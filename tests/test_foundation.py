@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kafka import TopicPartition
 from kafka.admin import NewTopic
 
 from hub.broker import LocalBroker, free_port_block
@@ -101,6 +102,48 @@ def test_a_join_that_finishes_between_polls_is_kept(hub_settings):
     for member in members:
         member.close()
     assert taken == [0, 1, 2], f"the leader never took the second topic's partitions (holds {taken} after 20 s)"
+
+
+def test_a_partition_paused_and_resumed_is_fetched_again(hub_settings):
+    """kafka-python 3.0.12 parks the records of a partition paused while they were being handed out and, once it is
+    resumed, gave them back only in a poll that began with nothing in line; meanwhile it never fetched that
+    partition again (``hub.kafka`` gives them back). Pausing a partition mid-batch, reading the other one to its
+    end, then resuming must bring the rest of the paused one."""
+    topic = _create(hub_settings, "paused", partitions=2)
+    producer = make_producer(hub_settings)
+    for partition in (0, 1):
+        for n in range(100):
+            producer.send(topic, value=f"{partition}-{n}".encode(), partition=partition)
+    producer.flush()
+    producer.close()
+    consumer = make_consumer(settings=hub_settings, group_id=None)
+    partitions = [TopicPartition(topic, p) for p in (0, 1)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    received: dict[int, int] = {0: 0, 1: 0}
+
+    def poll(max_records: int) -> dict:
+        batch = consumer.poll(timeout_ms=500, max_records=max_records)
+        for tp, records in batch.items():
+            received[tp.partition] += len(records)
+        return batch
+
+    first = {}
+    deadline = time.monotonic() + 30
+    while not first and time.monotonic() < deadline:
+        first = poll(10)  # a part of one partition's fetched batch: the rest stays in line
+    paused = next(iter(first))
+    other = next(tp for tp in partitions if tp != paused)
+    consumer.pause(paused)
+    deadline = time.monotonic() + 30
+    while received[other.partition] < 100 and time.monotonic() < deadline:
+        poll(1000)
+    consumer.resume(paused)
+    deadline = time.monotonic() + 15
+    while received[paused.partition] < 100 and time.monotonic() < deadline:
+        poll(1000)
+    consumer.close()
+    assert received == {0: 100, 1: 100}, f"partition {paused.partition} was not fetched again after its resume"
 
 
 def _leads(consumer) -> bool:
