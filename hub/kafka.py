@@ -78,9 +78,10 @@ def _give_back_parked_records(fetcher: type) -> None:
     """kafka-python 3.0.12 parks the records of a partition paused while they were being handed out, and gives
     them back once it is resumed, but only if nothing else is in line, checked as ``is None``: a batch handed out
     in full stays in line, drained (falsy, not None), so the parked records were hardly ever given back, and a
-    partition holding parked records is not fetched again meanwhile. A stage that paused a partition ahead of the others (``_pause_full_buffers``) then saw it
-    as holding records no fetch brought, and its ordered merge waited 60 s at a time (``hub bench pipeline`` at
-    200 events/s, the seal stage). A drained batch is now taken out of line before records are handed out."""
+    partition holding parked records is not fetched again meanwhile. A stage that paused a partition ahead of the
+    others (``_pause_full_buffers``) then saw it as holding records no fetch brought, and its ordered merge waited
+    60 s at a time (``hub bench pipeline`` at 200 events/s, the seal stage). A drained batch is now taken out of
+    line before records are handed out."""
     fetched_records = fetcher.fetched_records
 
     def give_back_then_fetched_records(self: Any, *args: Any, **kwargs: Any) -> Any:

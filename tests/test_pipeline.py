@@ -128,7 +128,8 @@ def test_a_restore_keeps_the_state_of_a_transaction_that_commits_meanwhile(hub_s
     previous.init_transactions()
     previous.begin_transaction()
     write = StateWrite("probe", "entry", {"written": "by the previous owner"}, None)
-    runner = _RestoreRacingACommit(DedupStage(), hub_settings, commit_interval_s=0.2, commit=previous.commit_transaction)
+    runner = _RestoreRacingACommit(DedupStage(), hub_settings, commit_interval_s=0.2,
+                                   commit=previous.commit_transaction)
     previous.send(runner.changelog, key=write.store_key.encode(), value=write.encode(), partition=0).get(timeout=30)
     restored = []
     runner.on_assigned = lambda: restored.append(runner._states[0].get("probe", "entry"))
