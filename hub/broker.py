@@ -34,6 +34,7 @@ import errno
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -158,15 +159,17 @@ def check_listen_host(host: str) -> None:
             ) from exc
 
 
-def free_port_block(size: int = 101) -> int:
-    """A base port such that ``base`` and ``base + 100`` are both free (one node's two listeners)."""
+def free_port_block(nodes: int = 3) -> int:
+    """A base port whose listeners for up to ``nodes`` nodes (``base + i`` and ``base + 100 + i``) are all free.
+
+    It is taken below Linux's ephemeral range (32768 and up), where outgoing connections never take a port: a port
+    found free there stays free until the broker binds it (one picked by binding port 0 was sometimes taken by a
+    client connection in the meantime)."""
     for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = sock.getsockname()[1]
-        if base + size < 65535 and port_is_free(base) and port_is_free(base + 100):
+        base = random.randrange(20000, 32000 - 100 - nodes)
+        if all(port_is_free(port) for i in range(nodes) for port in (base + i, base + 100 + i)):
             return base
-    raise PortInUseError("could not find two free local ports for a test broker")
+    raise PortInUseError("could not find free local ports for a test broker")
 
 
 def require_tool(name: str, why: str) -> str:
