@@ -166,6 +166,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         self._buffers: dict[TopicPartition, deque[Any]] = {}  # fetched, not yet processed, per input partition
         self._waiting_since: float | None = None
+        self._open_at_end_since: float | None = None  # caught up but for an input transaction still open, since
         self._in_transaction = False
         self._committed: dict[TopicPartition, int] = {}  # offsets this member committed, per input partition
         self._batch_started = 0.0
@@ -255,13 +256,30 @@ class StageRunner(ConsumerRebalanceListener):
         return processed
 
     def caught_up(self) -> bool:
-        """Partitions assigned, nothing buffered, every input read to its read_committed end."""
+        """Partitions assigned, nothing buffered, every input read to its end, transactions still open included.
+
+        An upstream stage's last commit returns before the brokers have written its markers, so its last records
+        are beyond the last stable offset for a moment: a replay that ran its next stage just then stopped short of
+        them. A transaction open past ``CHANGELOG_SETTLE_S`` (a writer that died mid-transaction) is not waited for.
+        """
         if not self.ready or self._consumer is None or any(self._buffers.values()):
             return False
         assigned = list(self._consumer.assignment())
-        ends = self._consumer.end_offsets(assigned, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
         positions = self._consumer.positions(assigned)
-        return all((positions[tp] or 0) >= end for tp, end in ends.items())
+        if _behind(positions, self._consumer.end_offsets(assigned, timeout_ms=CLIENT_CALL_TIMEOUT_MS)):
+            self._open_at_end_since = None
+            return False
+        open_transactions = _behind(positions, self._written_ends(assigned))
+        if not open_transactions:
+            return True
+        now = time.monotonic()
+        if self._open_at_end_since is None:
+            self._open_at_end_since = now
+        if now - self._open_at_end_since < CHANGELOG_SETTLE_S:
+            return False
+        self.log.warning("caught up without a transaction still open on the inputs", waited_s=CHANGELOG_SETTLE_S,
+                         partitions=sorted(map(str, open_transactions)))
+        return True
 
     @property
     def ready(self) -> bool:
@@ -625,9 +643,7 @@ class StageRunner(ConsumerRebalanceListener):
         empty = [tp for tp in self._consumer.assignment() if not self._buffers.get(tp)]
         if not empty:
             return set()
-        written = self._written_ends(empty)
-        positions = self._consumer.positions(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS)
-        return {tp for tp in empty if (positions[tp] or 0) < written.get(tp, 0)}
+        return _behind(self._consumer.positions(empty, timeout_ms=CLIENT_CALL_TIMEOUT_MS), self._written_ends(empty))
 
     def _written_ends(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The partitions' high watermarks: their ends with the records of open transactions, which the stage's
@@ -1004,6 +1020,11 @@ _FENCED_HINT = ("Another process runs this stage with the same --instance: give 
 
 #: Errors that say a broker did not answer in time, which waiting mends.
 BROKER_AWAY_ERRORS = (RetriableError, KafkaConnectionError, KafkaUnavailableError, TransactionIncompleteError)
+
+
+def _behind(positions: dict[TopicPartition, int | None], ends: dict[TopicPartition, int]) -> set[TopicPartition]:
+    """The partitions whose position (None: not yet known, so the start) is short of their end."""
+    return {tp for tp, end in ends.items() if (positions.get(tp) or 0) < end}
 
 
 def _broker_away(exc: BaseException) -> bool:

@@ -107,6 +107,27 @@ def test_the_merge_waits_for_older_records_of_a_transaction_still_open(hub_setti
     assert stage.seen == [older.event_id, newer.event_id]
 
 
+def test_running_until_caught_up_waits_for_an_upstream_transaction_still_committing(hub_settings):
+    """A replay runs its stages one after another; the upstream stage's last commit returns before the brokers have
+    written its markers, so the next stage must not take the last stable offset for the end of its input."""
+    _setup(hub_settings, {"CACBP0100"})
+    topic = INGEST.name(hub_settings.topic_prefix, ori="CACBP0100")
+    event = make_event()
+    upstream = make_producer(hub_settings, transactional_id=unique("upstream"))
+    upstream.init_transactions()
+    upstream.begin_transaction()
+    upstream.send(topic, value=Codec().encode(event), partition=0, headers=[(EVENT_ID_HEADER, event.event_id.encode())])
+    upstream.flush()  # written, not yet committed
+    stage = _IntakeNotingOrder()
+    runner = StageRunner(stage, hub_settings, commit_interval_s=0.2,
+                         on_assigned=lambda: threading.Timer(1.0, upstream.commit_transaction).start())
+    try:
+        processed = runner.run_until_caught_up()
+    finally:
+        upstream.close()
+    assert (processed, stage.seen) == (1, [event.event_id])
+
+
 class _RestoreRacingACommit(StageRunner):
     """A runner whose changelog's previous writer commits just after the restore looked up where the changelog ends:
     the race of a previous owner's last commit, whose markers the brokers write after the commit returned."""
