@@ -33,7 +33,7 @@ from hub.settings import HubSettings
 from hub.topics import ensure_topics, hub_topics
 from hub.vault import hub_codec
 from schemas.codec import Codec
-from schemas.models import FeedItem, RegistryRevision, RoutingDecision
+from schemas.models import FeedItem, RegistryRevision, RoutingDecision, routing_decisions
 from schemas.protection import event_id_of, record_key_ids
 from schemas.topics import ALERT_CONTROL, AUDIT, FEED, INGESTED, REGISTRY
 
@@ -334,8 +334,8 @@ class Replay:
             consumer.close()
 
     def _decisions(self, settings: HubSettings) -> list[RoutingDecision]:
-        values = (self.codec.decode(r.value) for r in read_topic(settings.topic(AUDIT.pattern), settings))
-        return [v for v in values if isinstance(v, RoutingDecision)]
+        return [decision for r in read_topic(settings.topic(AUDIT.pattern), settings)
+                for decision in routing_decisions(self.codec.decode(r.value))]
 
     def _feed(self, settings: HubSettings, unit: str) -> list[FeedItem]:
         """The unit's feed items (a purge's tombstones are not items)."""

@@ -20,7 +20,7 @@ from hub.kafka import make_producer, read_topic
 from hub.settings import HubSettings
 from hub.vault import KafkaKeyVault, UnknownKeyError
 from schemas.codec import Codec
-from schemas.models import MAX_RETENTION, AuditEventType, RoutingDecision, ShareForm
+from schemas.models import MAX_RETENTION, AuditEventType, ShareForm, routing_decisions
 from schemas.protection import event_id_of
 from schemas.topics import AUDIT, FEED, PURGE_NOTICE_HEADER, PURGED_EVENTS_HEADER
 
@@ -79,10 +79,9 @@ def delivered_records(settings: HubSettings, event_ids: set[str]) -> dict[str, s
     """Unit -> ids of the records carrying any of ``event_ids`` that the router put on the unit's feed."""
     codec, delivered = Codec(), {}
     for record in read_topic(settings.topic(AUDIT.pattern), settings):
-        decision = codec.decode(record.value)
-        if isinstance(decision, RoutingDecision) and decision.form != ShareForm.WITHHELD \
-                and event_ids.intersection(decision.event_ids):
-            delivered.setdefault(decision.unit_id, set()).add(decision.record_id)
+        for decision in routing_decisions(codec.decode(record.value)):
+            if decision.form != ShareForm.WITHHELD and event_ids.intersection(decision.event_ids):
+                delivered.setdefault(decision.unit_id, set()).add(decision.record_id)
     return delivered
 
 

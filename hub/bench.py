@@ -173,7 +173,7 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     from consumers.runner import stage_lag
     from consumers.stages import STAGES
     from hub.kafka import make_consumer
-    from schemas.models import RoutingDecision
+    from schemas.models import RoutingDecisions
     from schemas.topics import ALERTS, AUDIT, CANONICAL, INGESTED
 
     sample = generate(count + paced, seed=13)
@@ -313,7 +313,7 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
                            {"canonical": ([canonical], lambda v: [v.decision.event_id]),
                             "ingested": (ingested, lambda v: [v.event_id]),
                             "alerts": ([alerts], alert_keys),
-                            "audit": ([audit], lambda v: v.event_ids if isinstance(v, RoutingDecision) else [])},
+                            "audit": ([audit], lambda v: v.event_ids if isinstance(v, RoutingDecisions) else [])},
                            idle=lambda: not any(sum(stage_lag(STAGES[name](), bench).values()) for name in STAGES))
     every_stage_mb = sum(stage_rss_mb.values())
     results.append(_latency("hub intake: publish to sealed and ingested", sent, seen["ingested"], every_stage_mb))

@@ -785,6 +785,46 @@ class RoutingDecision(AvroModel):
     component: Label
 
 
+class UnitDecision(AvroModel):
+    """One task force's part of :class:`RoutingDecisions`."""
+
+    decision_id: Label
+    unit_id: Label
+    principal: Label
+    form: ShareForm
+    rule: Label
+    reason: Detail
+    subscription_id: Label | None = None
+
+
+class RoutingDecisions(AvroModel):
+    """Every task force's decision about one record revision in one audit record: the router writes, and the seal
+    stage chains, one record per input rather than one per unit."""
+
+    record_id: Label
+    record_kind: SharedRecordKind
+    revision: Label
+    event_ids: list[Code] = Field([], max_length=MAX_REPORTS_CARRIED)
+    owner_oris: list[Code] = Field([], max_length=MAX_REPORTS_CARRIED)
+    registry_version: AvroInt
+    decided_at: Timestamp
+    component: Label
+    decisions: list[UnitDecision] = Field([], max_length=MAX_HUB_LIST_ITEMS)
+
+    def per_unit(self) -> list[RoutingDecision]:
+        """One :class:`RoutingDecision` per unit, as the audit log held them before schema v7."""
+        shared = self.model_dump(exclude={"decisions"})
+        return [RoutingDecision.model_construct(**shared, **unit.model_dump()) for unit in self.decisions]
+
+
+def routing_decisions(audited: AvroModel) -> list[RoutingDecision]:
+    """The per-unit dissemination decisions an audit record holds, whichever schema version wrote it ([] for
+    other audit records)."""
+    if isinstance(audited, RoutingDecisions):
+        return audited.per_unit()
+    return [audited] if isinstance(audited, RoutingDecision) else []
+
+
 class RegistryRevision(AvroModel):
     version: int = Field(ge=1, le=AVRO_INT_MAX)
     document: str = Field(max_length=MAX_DOCUMENT_CHARS)
@@ -862,7 +902,8 @@ ALL_MODELS: tuple[type[AvroModel], ...] = (
     ContactInformation, Agency, Location, IntelligenceMarking, Handling, EntityIdentifier, EntityReference,
     RecordReference, Weight, Drug, PillPress, ItemSeizure, Charge, Arrest, Case, Indictment, LabResult,
     PlannedOperation, CaseEvent, DedupDecision, ReportCredit, CanonicalEvent, AlertParty, DeconflictionAlert,
-    AlertAction, RecordPointer, FeedItem, RoutingDecision, RegistryRevision, AuditSeal, ProtectedRecord, AuditEvent,
+    AlertAction, RecordPointer, FeedItem, RoutingDecision, UnitDecision, RoutingDecisions, RegistryRevision, AuditSeal,
+    ProtectedRecord, AuditEvent,
 )
 ALL_ENUMS: tuple[type[StrEnum], ...] = (
     EventType, AgencyLevel, DisseminationLevel, TrafficLightProtocol, CuiCategory, Sensitivity, Confidence,

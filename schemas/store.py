@@ -23,8 +23,8 @@ PROTECTED_RECORD = f"{NAMESPACE}.ProtectedRecord"
 # Records that travel on their own (topic values); every other named type is part of one of them.
 TOP_LEVEL_TYPES = (CASE_EVENT, f"{NAMESPACE}.CanonicalEvent", f"{NAMESPACE}.DeconflictionAlert",
                    f"{NAMESPACE}.AlertAction", f"{NAMESPACE}.FeedItem", f"{NAMESPACE}.RoutingDecision",
-                   f"{NAMESPACE}.RegistryRevision", f"{NAMESPACE}.AuditSeal", PROTECTED_RECORD,
-                   f"{NAMESPACE}.AuditEvent")
+                   f"{NAMESPACE}.RoutingDecisions", f"{NAMESPACE}.RegistryRevision", f"{NAMESPACE}.AuditSeal",
+                   PROTECTED_RECORD, f"{NAMESPACE}.AuditEvent")
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,7 @@ AUDIT = TopicSpec(
     "written in the same transaction as what it records (28 CFR 23, CJIS audit).",
     partitions=6,
     key="record id, or 'registry'",
-    value="RoutingDecision or RegistryRevision, Avro single-object encoding",
+    value="RoutingDecisions (RoutingDecision before v7) or RegistryRevision, Avro single-object encoding",
     cleanup_policy="delete",
     retention_ms=FOREVER,
 )

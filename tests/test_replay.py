@@ -26,7 +26,7 @@ from hub.topics import ensure_topics, hub_topics
 from hub.vault import hub_codec
 from producers.directory import load_agencies
 from producers.sample import generate
-from schemas.models import EventType, RoutingDecision, SharedRecordKind
+from schemas.models import EventType, RoutingDecision, SharedRecordKind, routing_decisions
 from schemas.topics import CANONICAL, INGESTED
 from tests.conftest import hub_env, publish_events, topic_records, unique
 
@@ -165,8 +165,8 @@ def test_a_registry_change_shows_as_the_expected_named_differences(live_history,
     codec = hub_codec(hub_settings)
     records = {c.canonical_id: c for c in (codec.decode(r.value) for r in
                                              topic_records(hub_settings, CANONICAL.name(hub_settings.topic_prefix)))}
-    live = [d for d in (codec.decode(r.value) for r in topic_records(hub_settings, hub_settings.topic("audit")))
-            if isinstance(d, RoutingDecision)]
+    live = [d for r in topic_records(hub_settings, hub_settings.topic("audit")) for d in
+            routing_decisions(codec.decode(r.value))]
 
     expected = {d.decision_id for d in live if d.unit_id == "best-imperial-valley"
                 and d.subscription_id == "aor-interdiction" and d.form != "WITHHELD"

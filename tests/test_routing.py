@@ -26,7 +26,8 @@ from hub.topics import ensure_topics, hub_topics
 from producers.directory import load_agencies
 from producers.sample import generate
 from schemas.codec import Codec
-from schemas.models import AuditEvent, DisseminationLevel, FeedItem, RegistryRevision, RoutingDecision
+from schemas.models import (AuditEvent, DisseminationLevel, FeedItem, RegistryRevision, RoutingDecision,
+                            routing_decisions)
 from schemas.topics import AUDIT, CANONICAL, FEED
 from tests.conftest import codec_with_keys, publish_events, topic_records
 from tests.test_sharing import canonical, event
@@ -52,10 +53,11 @@ def routed(record, registry: Registry = REGISTRY) -> list:
 
 
 # -- the stage over typed records ------------------------------------------------------------------
-def test_every_unit_gets_one_audit_record_and_only_full_or_pointer_reach_feeds():
+def test_one_audit_record_holds_every_units_decision_and_only_full_or_pointer_reach_feeds():
     record = canonical(event("CACBP0100", port="SAN_YSIDRO", handling={"dissemination": "GRAY"}))
     outputs = routed(record)
-    audits = [o.value for o in outputs if o.topic == AUDIT.name()]
+    [audited] = [o.value for o in outputs if o.topic == AUDIT.name()]
+    audits = routing_decisions(audited)
     feeds = {o.topic: o.value for o in outputs if o.topic.startswith("feed.")}
     assert sorted(a.unit_id for a in audits) == UNITS
     decisions = {d.unit_id: d for d in route(record, REGISTRY)}
@@ -75,7 +77,8 @@ def test_a_black_record_produces_audit_but_no_feed_item_for_non_owners():
     owners = {u.unit_id for u in REGISTRY.task_forces if record.primary.agency_ori in u.agencies}
     outputs = routed(record)
     assert {o.value.unit_id for o in outputs if o.topic.startswith("feed.")} == owners
-    withheld = [o.value for o in outputs if o.topic == AUDIT.name() and o.value.form == "WITHHELD"]
+    withheld = [d for o in outputs if o.topic == AUDIT.name() for d in routing_decisions(o.value)
+                if d.form == "WITHHELD"]
     assert {a.unit_id for a in withheld} == set(UNITS) - owners
 
 
@@ -95,8 +98,8 @@ def _drain(settings, stage) -> int:
 
 def _audit(settings) -> list[RoutingDecision]:
     codec = Codec()
-    values = [codec.decode(r.value) for r in topic_records(settings, settings.topic(AUDIT.pattern))]
-    return [v for v in values if isinstance(v, RoutingDecision)]
+    return [d for r in topic_records(settings, settings.topic(AUDIT.pattern)) for d in
+            routing_decisions(codec.decode(r.value))]
 
 
 @pytest.mark.kafka
@@ -126,7 +129,7 @@ def test_black_records_never_reach_a_non_owner_feed_and_gray_ones_only_as_pointe
     assert delivered_to_owner, "BLACK records do reach their owners' feeds (so the check above can fail)"
 
     decisions = _audit(hub_settings)
-    assert len(decisions) == routed_count * len(UNITS), "one audit record per routed record and unit"
+    assert len(decisions) == routed_count * len(UNITS), "one decision per routed record and unit"
     codec = hub_codec(hub_settings)
     items = {unit: {item.item_id: item for item in map(codec.decode, values)} for unit, values in feed_bytes.items()}
     gray = [d for d in decisions if d.rule == "gray.pointer"]

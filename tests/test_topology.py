@@ -41,7 +41,7 @@ from producers.publisher import Publisher
 from producers.sample import generate
 from schemas.exceptions import RecordPurgedError
 from schemas.models import (AuditEvent, AuditEventType, AuditOutcome, CaseEvent, DeconflictionAlert,
-                            FeedItem, RoutingDecision)
+                            FeedItem, routing_decisions)
 from schemas.topics import ALERTS, AUDIT, CANONICAL, INGEST, INGESTED
 from tests import topology
 from tests.factories import SEIZURE, key_id, make_event
@@ -103,8 +103,8 @@ def _canonical(settings: HubSettings) -> dict[tuple[str, int], dict]:
 
 
 def _decisions(settings: HubSettings) -> dict[str, dict]:
-    return {d.decision_id: d.model_dump(mode="json") for d in _decoded(settings, AUDIT.pattern)
-            if isinstance(d, RoutingDecision)}
+    return {d.decision_id: d.model_dump(mode="json") for a in _decoded(settings, AUDIT.pattern)
+            for d in routing_decisions(a)}
 
 
 def _audit_events(settings: HubSettings) -> list[AuditEvent]:

@@ -2,7 +2,7 @@
 
 The sharing policy itself is :mod:`consumers.sharing` (pure); this stage applies it with the registry every
 router reads from the control topic, writes FULL and POINTER items to ``feed.<unit>`` and one audit record per
-unit and record (sent, sent as pointer, or withheld, and why) in the same transaction. A withheld record
+record listing every unit's decision (sent, sent as pointer, or withheld, and why) in the same transaction. A withheld record
 leaves no trace in the unit's feed: its absence looks exactly like "no record".
 """
 
@@ -19,8 +19,8 @@ from consumers.stage import Message, Output, Stage
 from consumers.state import State
 from hub.access import task_force_principal
 from schemas.models import (
-    CanonicalEvent, DeconflictionAlert, FeedItem, RegistryRevision, RoutingDecision, ShareForm,
-    SharedRecordKind,
+    CanonicalEvent, DeconflictionAlert, FeedItem, RegistryRevision, RoutingDecisions, ShareForm, SharedRecordKind,
+    UnitDecision,
 )
 from schemas.topics import AUDIT, FEED, REGISTRY
 
@@ -61,13 +61,11 @@ class RouteStage(Stage):
         if not isinstance(record, CanonicalEvent | DeconflictionAlert):
             raise StageError(f"unexpected {type(record).__name__} on the route stage's inputs")
         assert self.registry is not None and self.revision is not None  # the runner waits for waiting_for()
-        outputs = []
-        for decision in route(record, self.registry):
-            outputs.append(Output(AUDIT.name(), _record_id(record).encode(), self._audit(record, decision)))
-            if decision.form != ShareForm.WITHHELD:
-                outputs.append(Output(FEED.name(unit=decision.unit_id), _record_id(record).encode(),
-                                      self._feed_item(record, decision)))
-        return outputs
+        decisions = route(record, self.registry)
+        key = _record_id(record).encode()
+        return [Output(AUDIT.name(), key, self._audit(record, decisions)),
+                *(Output(FEED.name(unit=d.unit_id), key, self._feed_item(record, d))
+                  for d in decisions if d.form != ShareForm.WITHHELD)]
 
     def _feed_item(self, record: CanonicalEvent | DeconflictionAlert, decision: Decision) -> FeedItem:
         full = decision.form == ShareForm.FULL
@@ -80,17 +78,18 @@ class RouteStage(Stage):
             alert=record if full and not is_event else None,
             pointer=None if full else pointer_of(record))
 
-    def _audit(self, record: CanonicalEvent | DeconflictionAlert, decision: Decision) -> RoutingDecision:
+    def _audit(self, record: CanonicalEvent | DeconflictionAlert, decisions: list[Decision]) -> RoutingDecisions:
         is_event = isinstance(record, CanonicalEvent)
-        return RoutingDecision(
-            decision_id=_delivery_id(record, decision.unit_id), record_id=_record_id(record),
+        return RoutingDecisions(
+            record_id=_record_id(record),
             record_kind=SharedRecordKind.CANONICAL_EVENT if is_event else SharedRecordKind.ALERT,
             revision=_revision(record),
             event_ids=[r.event_id for r in record.reports] if is_event else [p.event_id for p in record.parties],
             owner_oris=sorted(owners(record)) if is_event else sorted({p.agency.ori for p in record.parties}),
-            unit_id=decision.unit_id, principal=task_force_principal(decision.unit_id), form=ShareForm(decision.form),
-            rule=decision.rule, reason=decision.reason, subscription_id=decision.subscription_id,
-            registry_version=self.revision.version, decided_at=_record_time(record), component=self.name)
+            registry_version=self.revision.version, decided_at=_record_time(record), component=self.name,
+            decisions=[UnitDecision(decision_id=_delivery_id(record, d.unit_id), unit_id=d.unit_id,
+                                    principal=task_force_principal(d.unit_id), form=ShareForm(d.form), rule=d.rule,
+                                    reason=d.reason, subscription_id=d.subscription_id) for d in decisions])
 
 
 def _record_id(record: CanonicalEvent | DeconflictionAlert) -> str:

@@ -18,7 +18,7 @@ from hub.cli import app, console
 from hub.kafka import read_topic
 from hub.settings import get_settings
 from schemas.codec import Codec
-from schemas.models import AuditSeal, RoutingDecision, ShareForm
+from schemas.models import AuditSeal, RoutingDecision, ShareForm, routing_decisions
 from schemas.topics import AUDIT_CHAIN
 
 audit_app = typer.Typer(help="The audit log (audit.chain): verify its hash chains, query disseminations.",
@@ -40,9 +40,8 @@ def _sealed_decisions(query: str) -> Iterator[tuple[AuditSeal, RoutingDecision]]
     codec = Codec()
     for record in read_topic(settings.topic(AUDIT_CHAIN.pattern), settings):
         item = codec.decode(record.value)
-        audited = codec.decode(item.record)
-        if isinstance(audited, RoutingDecision):
-            yield item, audited
+        for decision in routing_decisions(codec.decode(item.record)):
+            yield item, decision
 
 
 def _verify_chains(from_checkpoint: Path | None, public_key: Path | None) -> list[ChainReport]:

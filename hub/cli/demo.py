@@ -23,7 +23,7 @@ from hub.vault import hub_codec
 from producers.directory import load_agencies
 from producers.sample import SampleSet, generate
 from schemas.codec import Codec
-from schemas.models import CanonicalEvent, EventType, FeedItem, RoutingDecision
+from schemas.models import CanonicalEvent, EventType, FeedItem, RoutingDecision, routing_decisions
 from schemas.topics import ALERTS, AUDIT, CANONICAL, INGEST
 
 SHOWN_UNITS = ["best-san-diego", "best-tucson", "best-laredo"]  # side by side; examples may add others
@@ -259,9 +259,9 @@ def _show_feeds(parties: Deployment) -> None:
     """Several units' feeds side by side, then one gray and one black record as each unit concerned sees it. Which
     unit got what under which rule comes from the audit log (the operator's view); what each unit holds comes
     from its own `hub subscribe`."""
-    decisions = [d for d in _latest(parties.operator.settings, AUDIT.pattern,
-                                    lambda d: getattr(d, "decision_id", "registry")).values()
-                 if isinstance(d, RoutingDecision)]
+    audited = _latest(parties.operator.settings, AUDIT.pattern,
+                      lambda a: (getattr(a, "record_id", "registry"), getattr(a, "revision", "")))
+    decisions = [d for a in audited.values() for d in routing_decisions(a)]
     examples = _examples(decisions)
     units = list(dict.fromkeys([*SHOWN_UNITS, *(u for _, _, per_unit in examples for u in per_unit)]))
     feeds = _read_feeds({unit: parties.task_forces[unit] for unit in units})
