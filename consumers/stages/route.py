@@ -61,24 +61,25 @@ class RouteStage(Stage):
         if not isinstance(record, CanonicalEvent | DeconflictionAlert):
             raise StageError(f"unexpected {type(record).__name__} on the route stage's inputs")
         assert self.registry is not None and self.revision is not None  # the runner waits for waiting_for()
-        decisions = route(record, self.registry)
+        decisions = [(d, _delivery_id(record, d.unit_id)) for d in route(record, self.registry)]
         key = _record_id(record).encode()
         return [Output(AUDIT.name(), key, self._audit(record, decisions)),
-                *(Output(FEED.name(unit=d.unit_id), key, self._feed_item(record, d))
-                  for d in decisions if d.form != ShareForm.WITHHELD)]
+                *(Output(FEED.name(unit=d.unit_id), key, self._feed_item(record, d, item_id))
+                  for d, item_id in decisions if d.form != ShareForm.WITHHELD)]
 
-    def _feed_item(self, record: CanonicalEvent | DeconflictionAlert, decision: Decision) -> FeedItem:
+    def _feed_item(self, record: CanonicalEvent | DeconflictionAlert, decision: Decision, item_id: str) -> FeedItem:
         full = decision.form == ShareForm.FULL
         is_event = isinstance(record, CanonicalEvent)
         return FeedItem(
-            item_id=_delivery_id(record, decision.unit_id), unit_id=decision.unit_id, form=ShareForm(decision.form),
+            item_id=item_id, unit_id=decision.unit_id, form=ShareForm(decision.form),
             rule=decision.rule, subscription_id=decision.subscription_id, registry_version=self.revision.version,
             routed_at=_record_time(record),
             event=visible_record(record, self.registry.unit(decision.unit_id)) if full and is_event else None,
             alert=record if full and not is_event else None,
             pointer=None if full else pointer_of(record))
 
-    def _audit(self, record: CanonicalEvent | DeconflictionAlert, decisions: list[Decision]) -> RoutingDecisions:
+    def _audit(self, record: CanonicalEvent | DeconflictionAlert,
+               decisions: list[tuple[Decision, str]]) -> RoutingDecisions:
         is_event = isinstance(record, CanonicalEvent)
         return RoutingDecisions(
             record_id=_record_id(record),
@@ -87,9 +88,9 @@ class RouteStage(Stage):
             event_ids=[r.event_id for r in record.reports] if is_event else [p.event_id for p in record.parties],
             owner_oris=sorted(owners(record)) if is_event else sorted({p.agency.ori for p in record.parties}),
             registry_version=self.revision.version, decided_at=_record_time(record), component=self.name,
-            decisions=[UnitDecision(decision_id=_delivery_id(record, d.unit_id), unit_id=d.unit_id,
-                                    principal=task_force_principal(d.unit_id), form=ShareForm(d.form), rule=d.rule,
-                                    reason=d.reason, subscription_id=d.subscription_id) for d in decisions])
+            decisions=[UnitDecision(decision_id=decision_id, unit_id=d.unit_id, principal=task_force_principal(d.unit_id),
+                                    form=ShareForm(d.form), rule=d.rule, reason=d.reason,
+                                    subscription_id=d.subscription_id) for d, decision_id in decisions])
 
 
 def _record_id(record: CanonicalEvent | DeconflictionAlert) -> str:
