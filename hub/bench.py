@@ -38,6 +38,12 @@ class BenchResult:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory since it started its program. Not ``ru_maxrss``: Linux carries that
+    across exec, so a stage process spawned by a large benchmark process reported the benchmark's size."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
