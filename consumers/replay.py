@@ -38,7 +38,7 @@ from schemas.protection import event_id_of, record_key_ids
 from schemas.topics import ALERT_CONTROL, AUDIT, FEED, INGESTED, REGISTRY
 
 #: The stages a replay re-runs, in pipeline order (sealing the audit chain is not a dissemination decision).
-REPLAYED_STAGES = ("dedup", "correlate", "deconflict", "alerts", "route")
+REPLAYED_STAGES = ("dedup", "correlate", "deconflict", "alerts")  # routing runs in dedup and alerts
 #: What a dissemination decision is compared on (the registry version may differ by design).
 COMPARED_FIELDS = ("form", "rule", "subscription_id", "event_ids", "owner_oris")
 

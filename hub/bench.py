@@ -111,7 +111,7 @@ class PipelineResult:
     p99_ms: float = float("nan")
     p999_ms: float = float("nan")
     #: The benchmark process's so far (throughput: every stage runs in it, as threads), or, for the hub's latency
-    #: run, the seven stage processes' peaks added up.
+    #: run, the stage processes' peaks added up.
     peak_rss_mb: float = float("nan")
 
     @property
@@ -264,7 +264,7 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     replay = Replay(bench, "bench", datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
     replayed = replay.run()
     replay.remove()
-    results.append(PipelineResult("hub replay of that backlog: copy, dedup..route, group joins included (events/s)",
+    results.append(PipelineResult("hub replay of that backlog: copy, dedup..alerts, group joins included (events/s)",
                                   "throughput", replayed.replayed_events, replayed.seconds,
                                   peak_rss_mb=_peak_rss_mb()))
 
@@ -340,7 +340,7 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     every_stage_mb = sum(stage_rss_mb.values())
     results.append(_latency("hub intake: publish to sealed and ingested", sent, seen["ingested"], every_stage_mb))
     results.append(_latency("hub intake+dedup: publish to canonical event", sent, seen["canonical"], every_stage_mb))
-    results.append(_latency("hub intake+dedup+route: publish to routed to every unit's feed", sent, seen["audit"],
+    results.append(_latency("hub intake+dedup (which routes): publish to every unit's feed", sent, seen["audit"],
                             every_stage_mb))
     # An alert is due once its later party is published (the other may be from the backlog).
     due = {alert_id: max(sent[e] for e in parties[alert_id] if e in sent)

@@ -32,14 +32,14 @@ INFRASTRUCTURE = [KafkaError("x"), KafkaTimeoutError("x"), KafkaUnavailableError
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_every_stage_dead_letters_a_records_faults_and_stops_only_on_infrastructure(name):
-    policy = STAGES[name].error_policy
+    policy = STAGES[name]().error_policy
     assert [type(e).__name__ for e in RECORD_FAULTS if policy.action(e) != "dead-letter"] == []
     assert [type(e).__name__ for e in INFRASTRUCTURE if policy.action(e) != "stop"] == []
     assert policy.action(KeyboardInterrupt()) == "stop"
 
 
 def test_every_stage_but_the_audit_sealer_names_the_types_it_reads():
-    assert {name for name, stage in STAGES.items() if not stage.input_types} == {"seal"}, \
+    assert {name for name, stage in STAGES.items() if not stage().input_types} == {"seal"}, \
         "the sealer chains whatever is written to the audit topics; every other stage reads known types only"
 
 
@@ -49,7 +49,7 @@ ACTION = Codec().encode(AlertAction(alert_id="a1", action=AlertActionKind.ACKNOW
                                     actor="x", at=datetime(2026, 2, 1, tzinfo=timezone.utc)))
 HOSTILE = [None, b"\x00 not avro", ACTION[:-3]]
 INPUT_TOPIC = {"intake": "ingest.AZDPS0000", "dedup": "events.ingested.AZDPS0000", "correlate": "events.canonical",
-               "deconflict": "correlate.by-key", "alerts": "alerts.raised", "route": "events.canonical",
+               "deconflict": "correlate.by-key", "alerts": "alerts.raised",
                "seal": "audit.queries"}
 
 

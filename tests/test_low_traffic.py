@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from consumers.registry import load_registry
+from hub.control import apply_registry
 from hub.settings import HubSettings
 from hub.topics import ensure_topics, hub_topics
 from hub.vault import hub_codec
@@ -69,7 +71,9 @@ def low_traffic_soak(tmp_path_factory) -> Iterator[Soak]:
     with running_local_broker("soak-broker", runtime_dir=runtime, heap="384m") as broker:
         settings = HubSettings(bootstrap_servers=broker.bootstrap_servers or "", topic_prefix="soak.",
                                runtime_dir=runtime, log_format="json")
-        ensure_topics(hub_topics(settings.topic_prefix, [AGENCY["ori"]], list(STAGES)), settings)
+        units = sorted(u.unit_id for u in load_registry().task_forces)
+        ensure_topics(hub_topics(settings.topic_prefix, [AGENCY["ori"]], list(STAGES), units), settings)
+        apply_registry(settings=settings, applied_by="soak")  # dedup and alerts route: they wait for one
         soak = Soak(settings)
         logs = {}
         for name in STAGES:

@@ -36,7 +36,10 @@ HUB = [sys.executable, "-m", "hub"]
 
 
 def _setup(settings, agencies):
-    ensure_topics(hub_topics(settings.topic_prefix, sorted(agencies), ["intake", "dedup"]), settings)
+    """Intake's and dedup's topics, the feeds, and a registry in effect: dedup routes what it writes."""
+    units = sorted(u.unit_id for u in load_registry().task_forces)
+    ensure_topics(hub_topics(settings.topic_prefix, sorted(agencies), ["intake", "dedup"], units), settings)
+    apply_registry(settings=settings, applied_by="test")
 
 
 def _start_dedup(settings):

@@ -16,7 +16,6 @@ from consumers.runner import StageRunner
 from consumers.sharing import route
 from consumers.stage import Message
 from consumers.stages import STAGES
-from consumers.stages.dedup import DedupStage
 from consumers.stages.route import RouteStage
 from consumers.state import MemoryPartitionStore, State
 from hub.auditing import principal_of
@@ -29,6 +28,7 @@ from schemas.codec import Codec
 from schemas.models import (AuditEvent, DisseminationLevel, FeedItem, RegistryRevision, RoutingDecision,
                             routing_decisions)
 from schemas.topics import AUDIT, CANONICAL, FEED
+from schemas.topics import REGISTRY as REGISTRY_TOPIC
 from tests.conftest import codec_with_keys, publish_events, topic_records
 from tests.test_sharing import canonical, event
 from hub.vault import hub_codec
@@ -72,6 +72,21 @@ def test_one_audit_record_holds_every_units_decision_and_only_full_or_pointer_re
             assert "SAN_YSIDRO" not in item.model_dump_json()
 
 
+def test_audit_records_of_either_schema_read_as_the_same_per_unit_decisions():
+    """v7 writes one record for every unit; the per-unit records written before it read the same way."""
+    record = canonical(event("CACBP0100", port="SAN_YSIDRO", handling={"dissemination": "GRAY"}))
+    [audited] = [o.value for o in routed(record) if o.topic == AUDIT.name()]
+    codec = Codec()
+    per_unit = routing_decisions(codec.decode(codec.encode(audited)))
+    before_v7 = [codec.decode(codec.encode(RoutingDecision.model_validate(d.model_dump()))) for d in per_unit]
+    assert [type(d) for d in before_v7] == [RoutingDecision] * len(UNITS)
+    assert [d.model_dump() for d in per_unit] == [d.model_dump() for r in before_v7 for d in routing_decisions(r)]
+    assert {d.decision_id for d in per_unit} == {d.item_id for d in (o.value for o in routed(record))
+                                                  if isinstance(d, FeedItem)} | {
+        d.decision_id for d in per_unit if d.form == "WITHHELD"}
+    assert routing_decisions(RegistryRevision.model_validate(revision_of(REGISTRY).model_dump())) == []
+
+
 def test_a_black_record_produces_audit_but_no_feed_item_for_non_owners():
     record = canonical(event("CACBP0100", port="SAN_YSIDRO", handling={"dissemination": "BLACK"}))
     owners = {u.unit_id for u in REGISTRY.task_forces if record.primary.agency_ori in u.agencies}
@@ -82,6 +97,33 @@ def test_a_black_record_produces_audit_but_no_feed_item_for_non_owners():
     assert {a.unit_id for a in withheld} == set(UNITS) - owners
 
 
+def test_dedup_routes_the_canonical_event_it_writes_in_the_same_call():
+    """The hub runs route inside dedup (``Fused``): one input gives the canonical event, its feed items and its one
+    audit record, which the runner then commits in one transaction."""
+    stage = STAGES["dedup"]()
+    assert stage.name == "dedup" and stage.global_inputs == (REGISTRY_TOPIC.pattern,)
+    assert stage.waiting_for() and "hub taskforces apply" in stage.waiting_for()
+    stage.on_global(Message(f"hub.{REGISTRY_TOPIC.pattern}", 0, 0, b"registry", revision_of(REGISTRY), 0))
+    assert stage.waiting_for() is None
+    report = event("CACBP0100", port="SAN_YSIDRO")
+    outputs = stage.process(Message("events.ingested.CACBP0100", 0, 7, b"k", report, 0),
+                            State(MemoryPartitionStore()))
+    [written] = [o.value for o in outputs if o.topic == CANONICAL.pattern]
+    [audited] = [o.value for o in outputs if o.topic == AUDIT.name()]
+    assert audited.record_id == written.canonical_id and audited.event_ids == [report.event_id]
+    assert {o.topic for o in outputs if o.topic.startswith("feed.")} == {
+        FEED.name(unit=d.unit_id) for d in route(written, REGISTRY) if d.form != "WITHHELD"}
+
+
+def test_only_a_stateless_stage_runs_inside_another():
+    from consumers.stage import Fused
+    from consumers.stages.correlate import CorrelateStage
+    from hub.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="keeps state"):
+        Fused(STAGES["intake"](), CorrelateStage())
+
+
 def test_the_router_waits_for_a_registry():
     assert RouteStage().waiting_for() and "hub taskforces apply" in RouteStage().waiting_for()
     assert RouteStage(revision_of(REGISTRY)).waiting_for() is None
@@ -89,7 +131,8 @@ def test_the_router_waits_for_a_registry():
 
 # -- on the broker ---------------------------------------------------------------------------------
 def _setup(settings, agencies) -> None:
-    ensure_topics(hub_topics(settings.topic_prefix, sorted(agencies), sorted(STAGES), UNITS), settings)
+    """Every stage's topics, and those of the route stage run on its own (the hub runs it inside dedup and alerts)."""
+    ensure_topics(hub_topics(settings.topic_prefix, sorted(agencies), sorted({*STAGES, "route"}), UNITS), settings)
 
 
 def _drain(settings, stage) -> int:
@@ -109,8 +152,8 @@ def test_black_records_never_reach_a_non_owner_feed_and_gray_ones_only_as_pointe
     _setup(hub_settings, agencies)
     apply_registry(settings=hub_settings, applied_by="test")
     publish_events(hub_settings, sample.events)
-    _drain(hub_settings, DedupStage())
-    routed_count = _drain(hub_settings, RouteStage())
+    _drain(hub_settings, STAGES["dedup"]())  # routes the canonical events it writes, in the same transactions
+    routed_count = len(topic_records(hub_settings, hub_settings.topic(CANONICAL.pattern)))
     assert routed_count > 0
 
     feed_bytes = {unit: [r.value for r in topic_records(hub_settings, FEED.name(hub_settings.topic_prefix, unit=unit))]

@@ -46,7 +46,7 @@ from schemas.topics import ALERTS, AUDIT, CANONICAL, INGEST, INGESTED
 from tests import topology
 from tests.factories import SEIZURE, key_id, make_event
 
-PIPELINE = ("intake", "dedup", "correlate", "deconflict", "alerts", "route", "seal")
+PIPELINE = ("intake", "dedup", "correlate", "deconflict", "alerts", "seal")
 UNITS = ("best-san-diego", "best-tucson", "best-laredo")
 SPREAD, SINGLE = "topo.", "single."
 UNAVAILABLE = topology.available()

@@ -2,8 +2,11 @@
 
 The sharing policy itself is :mod:`consumers.sharing` (pure); this stage applies it with the registry every
 router reads from the control topic, writes FULL and POINTER items to ``feed.<unit>`` and one audit record per
-record listing every unit's decision (sent, sent as pointer, or withheld, and why) in the same transaction. A withheld record
-leaves no trace in the unit's feed: its absence looks exactly like "no record".
+record listing every unit's decision (sent, sent as pointer, or withheld, and why) in the same transaction. A
+withheld record leaves no trace in the unit's feed: its absence looks exactly like "no record".
+
+It keeps no state, so it runs inside the transactions of the stages that write what it routes (dedup's canonical
+events, the alerts stage's alerts; see :mod:`consumers.stages`), not as a hop of its own.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class RouteStage(Stage):
     outputs = (FEED.pattern, AUDIT.pattern)
     input_types = (CanonicalEvent, DeconflictionAlert)
     global_inputs = (REGISTRY.pattern,)
+    stateless = True  # so it runs inside dedup's and the alerts stage's transactions (see consumers.stages)
 
     def __init__(self, registry: RegistryRevision | None = None) -> None:
         self.revision = registry
@@ -88,9 +92,10 @@ class RouteStage(Stage):
             event_ids=[r.event_id for r in record.reports] if is_event else [p.event_id for p in record.parties],
             owner_oris=sorted(owners(record)) if is_event else sorted({p.agency.ori for p in record.parties}),
             registry_version=self.revision.version, decided_at=_record_time(record), component=self.name,
-            decisions=[UnitDecision(decision_id=decision_id, unit_id=d.unit_id, principal=task_force_principal(d.unit_id),
-                                    form=ShareForm(d.form), rule=d.rule, reason=d.reason,
-                                    subscription_id=d.subscription_id) for d, decision_id in decisions])
+            decisions=[UnitDecision(decision_id=decision_id, unit_id=d.unit_id,
+                                    principal=task_force_principal(d.unit_id), form=ShareForm(d.form), rule=d.rule,
+                                    reason=d.reason, subscription_id=d.subscription_id)
+                       for d, decision_id in decisions])
 
 
 def _record_id(record: CanonicalEvent | DeconflictionAlert) -> str:

@@ -57,7 +57,7 @@ def pipeline(
                       f"{r.peak_rss_mb:,.0f}")
     console.print(table)
     console.print("Peak RSS: throughput rows, the benchmark process's so far (every stage runs in it, as threads); "
-                  "the hub's latency rows and its every-stage-at-once drain, its seven stage processes' peaks "
+                  "the hub's latency rows and its every-stage-at-once drain, its stage processes' peaks "
                   "added up.")
 
 

@@ -39,8 +39,8 @@ def demo(
     """The real topology on the local broker (started with SASL/SCRAM and TLS if needed): the cluster operator
     creates the topics and one login per party, then every party runs as a separate process with only its own
     login and directory. Agencies publish multi-agency sample traffic with `hub publish`, the hub runs each stage
-    with `hub run` (intake, dedup, correlation, deconfliction, alerts, routing under the sharing rules, audit
-    sealing), task forces read their feeds with `hub subscribe` (including a gray pointer and a withheld black
+    with `hub run` (intake, dedup, correlation, deconfliction, alerts, audit sealing; dedup and the alerts stage
+    route what they write under the sharing rules), task forces read their feeds with `hub subscribe` (including a gray pointer and a withheld black
     record), the hub replays and compares, and an auditor verifies the audit chain and asks who received one
     seizure. The broker keeps running afterwards."""
     began = time.monotonic()
@@ -49,14 +49,14 @@ def demo(
     _publish(parties, sample)
     stages: list[subprocess.Popen[bytes]] = []
     try:
-        console.rule("5. the hub: intake, dedup, correlate, deconflict, alert lifecycle (hub run STAGE, as hub)")
+        console.rule("5. the hub: intake, dedup, correlate, deconflict, alert lifecycle, routing to the task forces "
+                     "(hub taskforces apply, hub run STAGE, as hub)")
+        _apply_registry(parties.hub)
         for name in deployment.PIPELINE[:5]:
             _run_stage(parties, name, stages)
         canonical = _show_canonical(parties.operator.settings)
         _show_alerts(parties.operator.settings)
-        console.rule("6. routing to BEST task forces (hub taskforces apply, hub run route; hub subscribe as tf-<unit>)")
-        _apply_registry(parties.hub)
-        _run_stage(parties, "route", stages)
+        console.rule("6. the BEST task forces' feeds (routed by dedup and the alerts stage; hub subscribe as tf-<unit>)")
         _show_feeds(parties)
         console.rule("7. the auditor's view (hub replay --compare as hub; hub run seal; hub audit as auditor-oig)")
         _replay(parties.hub)
@@ -162,7 +162,7 @@ def _run_stage(parties: Deployment, name: str, running: list[subprocess.Popen[by
 
 
 def _apply_registry(hub: Party) -> None:
-    """The hub puts the task-force registry in effect (before the route stage starts, which reads it)."""
+    """The hub puts the task-force registry in effect (before dedup and the alerts stage start: they route)."""
     console.print(f"$ hub taskforces apply  [dim](as {hub.name})[/]", style="bold")
     applied = deployment.run(hub, "taskforces", "apply", "--by", "Registry Officer", env=QUIET)
     console.print(applied.stdout.rstrip(), highlight=False)

@@ -38,11 +38,13 @@ def run(
 
     Start more copies with different --instance numbers to scale out: partitions are shared among them.
     Local state lives under HUB_RUNTIME_DIR/state and is rebuilt from the changelog topic when missing.
+    Routing to the task forces' feeds runs inside dedup and alerts (they wait for `hub taskforces apply`).
     """
     names = list(STAGES) if stage == "all" else [stage]
     unknown = [n for n in names if n not in STAGES]
     if unknown:
-        raise typer.BadParameter(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)} or all")
+        routed = " (routing runs inside dedup and alerts)" if unknown[0] == "route" else ""
+        raise typer.BadParameter(f"unknown stage {unknown[0]!r}{routed}; choose from {', '.join(STAGES)} or all")
     if len(names) == 1:
         console.print(f"running stage {names[0]} (instance {instance}); Ctrl-C stops it after the current batch")
         _run_stage(names[0], instance, commit_interval, max_batch, transaction_timeout)
