@@ -269,7 +269,8 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
                                   peak_rss_mb=_peak_rss_mb()))
 
     def paced_run(workers: list[Callable], outputs: dict[str, tuple[list[str], Callable]],
-                  idle: Callable[[], bool] = lambda: True, backlog: list | None = None) -> tuple[dict[str, float], dict]:
+                  idle: Callable[[], bool] = lambda: True,
+                  backlog: list | None = None) -> tuple[dict[str, float], dict]:
         """Run ``workers`` while publishing ``live`` at ``rate``; returns publish times and, per output (its topics
         and the keys of a value), when each key first arrived. Publishing starts once every worker is ready and
         ``idle()`` says nothing is left to process (at most 60 s each); it waits until the first output has as many

@@ -40,9 +40,9 @@ def demo(
     creates the topics and one login per party, then every party runs as a separate process with only its own
     login and directory. Agencies publish multi-agency sample traffic with `hub publish`, the hub runs each stage
     with `hub run` (intake, dedup, correlation, deconfliction, alerts, audit sealing; dedup and the alerts stage
-    route what they write under the sharing rules), task forces read their feeds with `hub subscribe` (including a gray pointer and a withheld black
-    record), the hub replays and compares, and an auditor verifies the audit chain and asks who received one
-    seizure. The broker keeps running afterwards."""
+    route what they write under the sharing rules), task forces read their feeds with `hub subscribe` (including a
+    gray pointer and a withheld black record), the hub replays and compares, and an auditor verifies the audit
+    chain and asks who received one seizure. The broker keeps running afterwards."""
     began = time.monotonic()
     sample = generate(count, seed=2026)
     parties = _set_up(sample, hub_hosts)
@@ -56,7 +56,8 @@ def demo(
             _run_stage(parties, name, stages)
         canonical = _show_canonical(parties.operator.settings)
         _show_alerts(parties.operator.settings)
-        console.rule("6. the BEST task forces' feeds (routed by dedup and the alerts stage; hub subscribe as tf-<unit>)")
+        console.rule("6. the BEST task forces' feeds (routed by dedup and the alerts stage; "
+                     "hub subscribe as tf-<unit>)")
         _show_feeds(parties)
         console.rule("7. the auditor's view (hub replay --compare as hub; hub run seal; hub audit as auditor-oig)")
         _replay(parties.hub)
