@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import resource
 import time
@@ -13,6 +14,7 @@ from typing import Any, Literal
 
 from kafka import ConsumerRebalanceListener
 from kafka.admin import NewTopic
+from kafka.structs import OffsetAndMetadata
 
 from hub.exceptions import BenchmarkError
 from hub.kafka import make_admin, make_producer
@@ -160,8 +162,8 @@ class _Clock:
         return self.last - self.started if self.started is not None else 0.0
 
 
-def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
-                   settings: HubSettings | None = None) -> list[PipelineResult]:
+def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0, settings: HubSettings | None = None,
+                   compare_quix: bool = False) -> list[PipelineResult]:
     """Every stage (dedup, correlate, deconflict, alerts, route) next to a raw consume-produce passthrough on
     the same broker and input, in one run.
 
@@ -169,7 +171,8 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     order drains everything its upstream produced (inputs/s). Latency: ``paced`` more events published at
     ``rate``/s while the passthrough, or all stages at once (each in a process of its own, as ``hub run all`` runs
     them), run; latency is from publishing to the output being readable (read_committed), so it includes each
-    stage's commit.
+    stage's commit. With ``compare_quix``, a Quix Streams application does dedup's and route's work over the same
+    sealed records as the hub's dedup stage (:mod:`hub.quix_baseline`).
     """
     import threading
 
@@ -182,6 +185,9 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     from schemas.models import RoutingDecisions
     from schemas.topics import ALERTS, AUDIT, CANONICAL, INGESTED
 
+    if compare_quix and importlib.util.find_spec("quixstreams") is None:
+        raise BenchmarkError("--compare-quix needs Quix Streams, which is not installed here",
+                             hint="install the test extra (`make install`), or `pip install quixstreams==3.28.1`")
     sample = generate(count + paced, seed=13)
     backlog, live = sample.events[:count], sample.events[count:]
     bench = _namespace(settings or get_settings(), sorted({e.agency_ori for e in sample.events}))
@@ -195,8 +201,12 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
     def publish(events: list, pace: float | None = None) -> dict[str, float]:
         return _publish(bench, events, pace)
 
-    def passthrough(clock: _Clock, until: Callable[[], bool], ready: threading.Event) -> None:
-        consumer = make_consumer(settings=bench, group_id=f"{bench.topic_prefix}passthrough")
+    def passthrough(clock: _Clock, until: Callable[[], bool], ready: threading.Event,
+                    transactional: bool = False) -> None:
+        """Consume the ingest topics and produce every record again, unchanged: raw (commit after each flush), or
+        as a stage does it (read_committed, each poll's records and offsets in one transaction)."""
+        kind = "passthrough-tx" if transactional else "passthrough"
+        consumer = make_consumer(settings=bench, group_id=f"{bench.topic_prefix}{kind}")
 
         class Assigned(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked: list) -> None:
@@ -206,16 +216,27 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
                 clock.assigned()
 
         consumer.subscribe(pattern=pattern, listener=Assigned())
-        producer = make_producer(bench, linger_ms=5, batch_size=256 * 1024)
+        producer = make_producer(bench, linger_ms=5, batch_size=256 * 1024,
+                                 **({"transactional_id": f"{bench.topic_prefix}{kind}"} if transactional else {}))
+        if transactional:
+            producer.init_transactions()
         while not until():
             polled = consumer.poll(timeout_ms=200)
             if consumer.assignment():
                 ready.set()
+            if transactional and polled:
+                producer.begin_transaction()
             for records in polled.values():
                 for r in records:
                     producer.send(passthrough_topic, key=r.key, value=r.value, headers=r.headers)
-            producer.flush()
-            consumer.commit()
+            if transactional and polled:
+                producer.send_offsets_to_transaction(
+                    {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in polled.items()},
+                    consumer.group_metadata())
+                producer.commit_transaction()
+            elif not transactional:
+                producer.flush()
+                consumer.commit()
             clock.count(sum(len(records) for records in polled.values()))
         producer.close()
         consumer.close()
@@ -251,16 +272,20 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
         consumer.close()
 
     publish(backlog)
-    results = [_drain("baseline: raw kafka-python consume-produce passthrough", passthrough)]
+    results = [_drain("baseline: raw kafka-python consume-produce passthrough", passthrough),
+               _drain("baseline: the same, transactional (read_committed, offsets in each poll's transaction)",
+                      lambda c, u, r: passthrough(c, u, r, transactional=True))]
     for name in STAGES:
         results.append(_drain(f"hub {name} stage", lambda c, u, r, name=name: stage_runner(name, c, u, r)))
         behind = sum(stage_lag(STAGES[name](), bench).values())
         if behind:
             raise BenchmarkError(f"the {name} stage stopped {behind} records short of its backlog",
                                  hint="the broker may be overloaded; rerun with a smaller --count")
-    total = sum(r.seconds for r in results[1:])
+    total = sum(r.seconds for r in results[2:])
     results.append(PipelineResult("hub whole flow, stages one after another (ingest events/s)", "throughput",
                                   count, total, peak_rss_mb=_peak_rss_mb()))
+    if compare_quix:
+        results.extend(quix_drain(bench, sorted({e.agency_ori for e in backlog})))
     replay = Replay(bench, "bench", datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
     replayed = replay.run()
     replay.remove()
@@ -354,7 +379,7 @@ def bench_pipeline(count: int, paced: int = 2000, rate: float = 400.0,
         raise BenchmarkError(f"the stages did not drain a backlog of {count} events in {max(60, count / 10):.0f} s",
                              hint="the broker may be overloaded; rerun with a smaller --count")
     last_routed = max(at for key, at in seen["audit"].items() if key in started)
-    results.insert(len(STAGES) + 2, PipelineResult(
+    results.insert(len(STAGES) + 3, PipelineResult(
         "hub whole flow, every stage at once (its own process): backlog drained, ingest to every feed (events/s)",
         "throughput", count, last_routed - min(started.values()), peak_rss_mb=sum(stage_rss_mb.values())))
     return results
@@ -377,18 +402,20 @@ def _namespace(settings: HubSettings, agencies: list[str]) -> HubSettings:
     return bench
 
 
-def _publish(settings: HubSettings, events: list, pace: float | None = None) -> dict[str, float]:
+def _publish(settings: HubSettings, events: list, pace: float | None = None,
+             sent: dict[str, float] | None = None) -> dict[str, float]:
     """Publish ``events`` through each agency's Publisher (at ``pace`` events/s, if given); returns when each was
-    handed over, by event id."""
-    sent: dict[str, float] = {}
+    handed over, by event id (filling ``sent`` as it goes, if given)."""
+    sent = {} if sent is None else sent
     publishers: dict[str, Publisher] = {}
-    for event in events:
+    started = time.monotonic()
+    for number, event in enumerate(events, start=1):
         publisher = publishers.get(event.agency_ori) or publishers.setdefault(
             event.agency_ori, Publisher(event.agency_ori, settings, batch_size=1 if pace else 2000))
         sent[event.event_id] = time.time()
         publisher.publish(event)
-        if pace:
-            time.sleep(1 / pace)
+        if pace:  # on a schedule, so the time each publish takes does not lower the rate
+            time.sleep(max(0.0, started + number / pace - time.monotonic()))
     for publisher in publishers.values():
         publisher.flush()
         publisher.close()
@@ -481,6 +508,187 @@ def _stage_in_process(name: str, settings: HubSettings, ready: Any, stop: Any, p
     """One stage in a process of its own, as ``hub run all`` runs it, until ``stop`` is set; reports its peak RSS."""
     _run_stage(name, settings, ready, stop.is_set)
     peak_rss_mb.value = _peak_rss_mb()
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    """The memory of ``hub run all``'s stage processes at one moment of a soak run."""
+
+    seconds: float  # since every stage was assigned its partitions
+    published: int
+    stage_rss_mb: dict[str, float]
+    #: Proportional set size, added up: each page shared by n processes (``hub run all`` forks its stages, which
+    #: share the modules it imported) counts 1/n in each, so this is the memory they use together.
+    stages_pss_mb: float
+    supervisor_rss_mb: float  # the ``hub run all`` process itself
+
+    @property
+    def stages_rss_mb(self) -> float:
+        return sum(self.stage_rss_mb.values())
+
+
+def _memory_mb(pid: int, field: str, source: str = "status") -> float:
+    """One kB figure of a process (``VmRSS`` from ``status``, ``Pss`` from ``smaps_rollup``), in MB; 0 once gone."""
+    try:
+        with open(f"/proc/{pid}/{source}") as lines:
+            return next(int(line.split()[1]) / 1024 for line in lines if line.startswith(f"{field}:"))
+    except (FileNotFoundError, ProcessLookupError, StopIteration):
+        return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def bench_soak(minutes: float, rate: float, every_s: float = 60.0, settings: HubSettings | None = None,
+               on_sample: Callable[[MemorySample], None] | None = None) -> tuple[list[MemorySample], int]:
+    """``hub run all`` (a process of its own, as an operator starts it) fed sample events at ``rate``/s for
+    ``minutes``, with its stage processes' memory read every ``every_s`` (and once more after the last event).
+    Returns the samples and how many input records the stages still had when the last sample was taken (0: they
+    kept up)."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from consumers.runner import stage_lag
+    from consumers.stages import STAGES
+
+    events = generate(max(1, int(minutes * 60 * rate)), seed=31).events
+    bench = _namespace(settings or get_settings(), sorted({e.agency_ori for e in events}))
+    bench.runtime_dir.mkdir(parents=True, exist_ok=True)
+    log = bench.runtime_dir / "run-all.log"
+    env = {**os.environ, "HUB_TOPIC_PREFIX": bench.topic_prefix, "HUB_RUNTIME_DIR": str(bench.runtime_dir),
+           "HUB_LOG_FORMAT": "json"}
+    with open(log, "wb") as output:
+        run_all = subprocess.Popen([sys.executable, "-m", "hub", "run", "all"], env=env, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not all(_first_line_with(log, f'"stage": "{name}"', "partition assigned") for name in STAGES):
+            if time.monotonic() > deadline or run_all.poll() is not None:
+                raise BenchmarkError(f"`hub run all` did not get its partitions within 120 s (exit {run_all.poll()})",
+                                     hint=f"see its log: {log}")
+            time.sleep(1)
+        stages = dict(zip(STAGES, sorted(_children(run_all.pid))))  # started in pipeline order
+        sent: dict[str, float] = {}
+        publisher = threading.Thread(target=_publish, args=(bench, events, rate, sent), daemon=True)
+        started = time.monotonic()
+        publisher.start()
+        samples: list[MemorySample] = []
+
+        def sample() -> None:
+            samples.append(MemorySample(
+                time.monotonic() - started, len(sent), {name: _memory_mb(pid, "VmRSS") for name, pid in stages.items()},
+                sum(_memory_mb(pid, "Pss", "smaps_rollup") for pid in stages.values()),
+                _memory_mb(run_all.pid, "VmRSS")))
+            if on_sample is not None:
+                on_sample(samples[-1])
+
+        while publisher.is_alive():
+            publisher.join(timeout=every_s)
+            sample()
+        deadline = time.monotonic() + 60
+        while (behind := sum(sum(stage_lag(STAGES[name](), bench).values()) for name in STAGES)) and \
+                time.monotonic() < deadline:
+            time.sleep(1)
+        sample()
+        return samples, behind
+    finally:
+        for pid in [*_children(run_all.pid), run_all.pid]:  # `hub run all` does not forward SIGTERM yet (issue 15)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        run_all.wait(timeout=60)
+
+
+def _first_line_with(path: Path, *needles: str) -> str:
+    with open(path, errors="replace") as lines:
+        return next((line for line in lines if all(needle in line for needle in needles)), "")
+
+
+def quix_drain(settings: HubSettings, agencies: list[str]) -> list[PipelineResult]:
+    """The Quix Streams application (:mod:`hub.quix_baseline`, in a process of its own) over every record on the
+    ``events.ingested.<ORI>`` topics, copied to one: from its first processed record to the last time its audit topic's
+    committed end moved (its outputs readable, read_committed); and the same work on the same records in a loop."""
+    from kafka import TopicPartition
+
+    from hub.kafka import make_consumer, read_range
+    from hub.quix_baseline import QUIX_INPUT, QUIX_PREFIX, QuixProgress
+    from schemas.topics import AUDIT, INGESTED
+
+    spawn = multiprocessing.get_context("spawn")
+    progress = QuixProgress(spawn.Value("q", 0), spawn.Value("d", 0.0), spawn.Value("d", 0.0))
+    stop = spawn.Event()
+    # Untimed set-up: the records on one topic, partition for partition. Quix Streams names the state store of a
+    # merged stream after all of its topics, which for sixteen agencies exceeds Kafka's 255-character limit.
+    ends = make_consumer(settings=settings, group_id=None)
+    ingested = [TopicPartition(INGESTED.name(settings.topic_prefix, ori=ori), p)
+                for ori in agencies for p in range(INGESTED.partitions)]
+    records = read_range(ends, {}, ends.end_offsets(ingested), timeout_s=300)
+    merged = f"{settings.topic_prefix}{QUIX_PREFIX}{QUIX_INPUT}"
+    admin = make_admin(settings)
+    admin.create_topics([NewTopic(merged, INGESTED.partitions, 1)])
+    admin.close()
+    producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
+    for record in records:
+        producer.send(merged, key=record.key, value=record.value, partition=record.partition)
+    producer.flush()
+    producer.close()
+    inputs = len(records)
+    audit = [TopicPartition(f"{settings.topic_prefix}{QUIX_PREFIX}{AUDIT.name()}", p) for p in range(AUDIT.partitions)]
+    process = spawn.Process(target=_quix_in_process, args=(settings, progress, stop), daemon=True, name="bench-quix")
+    process.start()
+    deadline = time.monotonic() + max(120.0, inputs / 10)
+    written, last_moved = -1, 0.0
+    while time.monotonic() < deadline and process.is_alive():
+        if progress.processed.value >= inputs:
+            now_written = sum(ends.end_offsets(audit).values())
+            if now_written != written:
+                written, last_moved = now_written, time.time()
+            elif time.time() - last_moved > 3:  # Quix commits every second: three without a move is the end
+                break
+        time.sleep(0.1)
+    stop.set()
+    process.join(timeout=60)
+    ends.close()
+    if progress.processed.value < inputs or written <= 0:
+        raise BenchmarkError(f"the Quix Streams application processed {progress.processed.value} of {inputs} records",
+                             hint="see its log above; rerun with a smaller --count")
+    quix = PipelineResult("Quix Streams: dedup and route of the same sealed ingested records, exactly-once (events/s)",
+                          "throughput", inputs, last_moved - progress.first_at.value,
+                          peak_rss_mb=progress.peak_rss_mb.value)
+    return [quix, _work_without_kafka(settings, [record.value for record in records])]
+
+
+def _work_without_kafka(settings: HubSettings, values: list[bytes]) -> PipelineResult:
+    """The Quix application's per-record work in a plain loop, state in a dict, outputs encoded and dropped: the
+    ceiling the hub's code sets for any runtime."""
+    from hub.quix_baseline import DedupAndRoute
+
+    class DictState(dict):
+        def set(self, key: str, value: Any) -> None:
+            self[key] = value
+
+    work, state = DedupAndRoute(settings), DictState()
+    work.codec.decode(values[0])  # reads the key table once, before the clock starts
+    started = time.perf_counter()
+    for value in values:
+        work(value, state)
+    return PipelineResult("the same dedup-and-route work in a loop, no Kafka (records/s, one core)", "throughput",
+                          len(values), time.perf_counter() - started, peak_rss_mb=_peak_rss_mb())
+
+
+def _quix_in_process(settings: HubSettings, progress: Any, stop: Any) -> None:
+    from hub.quix_baseline import run_quix_app
+
+    run_quix_app(settings, progress, stop)
+    progress.peak_rss_mb.value = _peak_rss_mb()
 
 
 def _drain(name: str, worker: Callable) -> PipelineResult:

@@ -19,11 +19,13 @@ import hashlib
 import hmac
 import json
 import os
+import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -152,7 +154,7 @@ class MemoryKeyVault(KeyVault):
     """The table of record keys in dicts: the in-process part of :class:`KafkaKeyVault`, and a vault for tests."""
 
     def __init__(self) -> None:
-        self._keys: dict[str, tuple[bytes, date]] = {}
+        self._keys: MutableMapping[str, tuple[bytes, date]] = {}
         self._tombstones: dict[str, Tombstone] = {}
         self._destroyed_listeners: list[Callable[[str], None]] = []
 
@@ -221,7 +223,7 @@ def load_kek(settings: HubSettings) -> bytes:
         if settings.kek_file is not None:
             raise VaultError(f"the key-encryption key file {path} (HUB_KEK_FILE) does not exist",
                              hint="Copy the KEK file from a hub host; only hub hosts hold it.")
-        write_private(path, base64.b64encode(_new_key()) + b"\n")
+        _create_kek(path)
     try:
         kek = base64.b64decode(path.read_bytes().strip(), validate=True)
     except (OSError, ValueError) as exc:
@@ -230,6 +232,20 @@ def load_kek(settings: HubSettings) -> bytes:
         raise VaultError(f"the key-encryption key in {path} is {len(kek)} bytes, not {KEY_SIZE}",
                          hint="The file holds 32 random bytes in base64: `head -c32 /dev/urandom | base64`.")
     return kek
+
+
+def _create_kek(path: Path) -> None:
+    """A new KEK at ``path``, unless another process got there first: ``hub run all`` starts six stages at once,
+    and each wrote a KEK of its own, so keys wrapped by one stage could not be read by the next. The file appears
+    whole, by a hard link that fails if it exists, and every process then reads the one that won."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.draft")
+    write_private(draft, base64.b64encode(_new_key()) + b"\n")
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
 
 
 def kek_fingerprint(kek: bytes) -> str:
@@ -260,6 +276,53 @@ def destroyed_entry(tombstone: Tombstone) -> bytes:
     return json.dumps({"destroyed_at": tombstone.destroyed_at.isoformat(), "reason": tombstone.reason}).encode()
 
 
+class SpilledKeys(MutableMapping[str, tuple[bytes, date]]):
+    """A process's copy of the key table, in a private temporary SQLite file instead of a dict.
+
+    The table holds a key for every report the hub ever sealed and not yet purged, and every stage process reads
+    all of it: in a dict that was about 300 bytes a report in each process, so a stage's memory grew with the
+    history (a year of a border region's reports: hundreds of MB per stage). SQLite keeps a few MB of pages in
+    memory and the rest on disk. The file is SQLite's own temporary one (unlinked as it is opened, gone with the
+    process); each key is sealed in it under a key only this process holds, and a destroyed key's page is
+    overwritten (``secure_delete``), so the file never holds a usable record key after the process ends or a purge.
+    """
+
+    def __init__(self, cache_kib: int = 4096) -> None:
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
+        self._db.execute("PRAGMA journal_mode=OFF")  # a copy, read again from the topic by the next process
+        self._db.execute("CREATE TABLE keys (key_id TEXT PRIMARY KEY, sealed BLOB NOT NULL, review_by TEXT NOT NULL)")
+        self._sealer = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    def __getitem__(self, key_id: str) -> tuple[bytes, date]:
+        row = self._db.execute("SELECT sealed, review_by FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise KeyError(key_id)
+        sealed, review_by = row
+        return (self._sealer.decrypt(sealed[:_NONCE_SIZE], sealed[_NONCE_SIZE:], key_id.encode()),
+                date.fromisoformat(review_by))
+
+    def __setitem__(self, key_id: str, entry: tuple[bytes, date]) -> None:
+        key, review_by = entry
+        nonce = os.urandom(_NONCE_SIZE)
+        self._db.execute("INSERT OR REPLACE INTO keys VALUES (?, ?, ?)",
+                         (key_id, nonce + self._sealer.encrypt(nonce, key, key_id.encode()), review_by.isoformat()))
+
+    def __delitem__(self, key_id: str) -> None:
+        if self._db.execute("DELETE FROM keys WHERE key_id = ?", (key_id,)).rowcount == 0:
+            raise KeyError(key_id)
+
+    def __contains__(self, key_id: object) -> bool:
+        return self._db.execute("SELECT 1 FROM keys WHERE key_id = ?", (key_id,)).fetchone() is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([key_id for (key_id,) in self._db.execute("SELECT key_id FROM keys ORDER BY key_id")])
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT count(*) FROM keys").fetchone()[0]
+
+
 KeySink = Callable[[bytes, bytes], None]  # (record key, value) -> written to hub.keys
 
 
@@ -274,6 +337,7 @@ class KafkaKeyVault(MemoryKeyVault):
 
     def __init__(self, settings: HubSettings | None = None, kek: bytes | None = None) -> None:
         super().__init__()
+        self._keys = SpilledKeys()
         self.settings = settings or get_settings()
         self.topic = self.settings.key_table
         self._kek = kek if kek is not None else load_kek(self.settings)

@@ -60,21 +60,35 @@ def _models_in(annotation: Any) -> tuple[type[AvroModel], ...]:
     return tuple(model for argument in typing.get_args(annotation) for model in _models_in(argument))
 
 
+def _is_union_of_record(model: type[AvroModel], name: str) -> bool:
+    """A field written as an Avro union holding a record: several records (``record_unions``), or an optional one."""
+    annotation = model.model_fields[name].annotation
+    return name in model.record_unions or (type(None) in typing.get_args(annotation)
+                                           and bool(_models_in(annotation)))
+
+
 @functools.cache
 def _fields_holding_unions(model: type[AvroModel]) -> tuple[tuple[str, tuple[type[AvroModel], ...]], ...]:
-    """The fields of ``model`` that are, or hold, a union of several records, with the models each may hold: the
-    only ones the codec names on write and unnames on read (walking every field cost more than the Avro itself)."""
+    """The fields of ``model`` that are, or hold, a union holding a record, with the models each may hold: the only
+    ones the codec names on write and unnames on read (walking every field cost more than the Avro itself)."""
     return tuple((name, models) for name, field in model.model_fields.items()
                  if (models := _models_in(field.annotation))
-                 and (name in model.record_unions or any(_fields_holding_unions(m) for m in models)))
+                 and (_is_union_of_record(model, name) or any(_fields_holding_unions(m) for m in models)))
+
+
+@functools.cache
+def _named_on_write(model: type[AvroModel]) -> frozenset[str]:
+    return frozenset(name for name, _ in _fields_holding_unions(model) if _is_union_of_record(model, name))
 
 
 def _name_union_branches(model: AvroModel, datum: dict[str, Any]) -> None:
+    """Name the branch of every union holding a record: fastavro otherwise finds it by validating the value against
+    each branch, the whole nested record each time (a feed item's event was validated, then written)."""
     for name, _ in _fields_holding_unions(type(model)):
         value = getattr(model, name)
         if isinstance(value, AvroModel):
             _name_union_branches(value, datum[name])
-            if name in type(model).record_unions:
+            if name in _named_on_write(type(model)):
                 datum[name] = (value.avro_name, datum[name])
         elif isinstance(value, list):
             for item, item_datum in zip(value, datum[name]):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,28 @@ def test_storage_format_takes_the_admin_password_from_a_private_file_not_its_com
     assert not Path(command[-1][1:]).exists(), "the argument file is deleted once the format is done"
     assert (broker.node_dir(1) / "data" / "meta.properties").exists(), "the format ran"
     assert not exposed(broker.dir), listing("broker files others may read", exposed(broker.dir))
+
+
+def _kek_fingerprint_of_a_fresh_stage(runtime_dir: Path, start: Any) -> str:
+    from hub.vault import kek_fingerprint, load_kek
+
+    start.wait()
+    return kek_fingerprint(load_kek(HubSettings(runtime_dir=runtime_dir)))
+
+
+def test_stages_started_at_once_on_a_fresh_host_agree_on_one_kek(tmp_path):
+    """`hub run all` forks six stages that each load the KEK; on a fresh host each wrote one of its own, and a
+    stage then could not read the keys another had wrapped (KekMismatchError)."""
+    import multiprocessing
+
+    for attempt in range(5):
+        runtime_dir = tmp_path / f"host-{attempt}"
+        fork = multiprocessing.get_context("fork")
+        start = fork.Manager().Event()
+        with fork.Pool(8) as pool:
+            pending = [pool.apply_async(_kek_fingerprint_of_a_fresh_stage, (runtime_dir, start)) for _ in range(8)]
+            start.set()
+            fingerprints = {result.get(timeout=30) for result in pending}
+        assert len(fingerprints) == 1, f"attempt {attempt}: {len(fingerprints)} different KEKs"
+        assert stat.S_IMODE((runtime_dir / "secrets" / "kek").stat().st_mode) == 0o600
+        assert [p.name for p in (runtime_dir / "secrets").iterdir()] == ["kek"]  # no drafts left behind

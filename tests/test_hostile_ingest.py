@@ -54,13 +54,17 @@ def with_datum(event, change) -> bytes:
     return PLAIN.encode_datum("gov.taskforce.hub.CaseEvent", datum)
 
 
+def _record(value: Any) -> dict[str, Any]:
+    """A union's record in a datum: the codec names the branch of every union holding a record, ``(name, record)``."""
+    return value[1] if isinstance(value, tuple) else value
+
+
 def _payload(datum: dict[str, Any]) -> dict[str, Any]:
-    payload = datum["payload"]
-    return payload[1] if isinstance(payload, tuple) else payload
+    return _record(datum["payload"])
 
 
 def _first_weight(datum: dict[str, Any]) -> dict[str, Any]:
-    return _payload(datum)["drugs"][0]["net_weight"]
+    return _record(_payload(datum)["drugs"][0]["net_weight"])
 
 
 def _setup(settings) -> None:

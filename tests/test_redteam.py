@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,7 +311,6 @@ def try_producing(login: Login) -> Outcomes:
     login.wait(lambda: len(outcomes) == len(TOPICS), producer.poll)
     producer.purge()
     producer.flush(1)
-    producer.close()
     return {("produce", topic): outcomes.get(("produce", topic)) or login.unresolved() for topic in TOPICS}
 
 
@@ -391,11 +389,7 @@ def try_transactional_id(login: Login, transactional_id: str) -> Outcomes:
             else:
                 result.append(outcome_of(exc.args[0]))
 
-    try:
-        login.wait(lambda: bool(result), serve)
-    finally:
-        with suppress(KafkaException):  # a refused id leaves the producer in a fatal state: closing says so again
-            producer.close()
+    login.wait(lambda: bool(result), serve)
     return {("init transactions", transactional_id): result[0] if result else login.unresolved()}
 
 
@@ -452,7 +446,7 @@ class Matrix:
                 producer.flush(10)
                 time.sleep(0.2)
         finally:
-            producer.close()
+            producer.flush(10)
 
     def warm_coordinators(self) -> None:
         """Create the offsets and transaction-state topics now, so that no cell waits for them."""
@@ -462,7 +456,6 @@ class Matrix:
         committed.result(WAIT_S)
         producer = Producer(Login(self.secured.as_("hub")).config(**{"transactional.id": f"{PREFIX}hub.warm-up"}))
         producer.init_transactions(WAIT_S)
-        producer.close()
 
 
 def has_record(admin: AdminClient, topic: str) -> bool:

@@ -38,18 +38,21 @@ def pipeline(
     count: int = typer.Option(20_000, "--count", help="Backlog of sample events for the throughput run."),
     paced: int = typer.Option(1000, "--paced", help="Events published at --rate for the latency run."),
     rate: float = typer.Option(200.0, "--rate", help="Events per second in the latency run."),
+    compare_quix: bool = typer.Option(False, "--compare-quix", help="Also run a Quix Streams application doing "
+                                      "dedup's and route's work over the same sealed records (hub.quix_baseline)."),
 ) -> None:
-    """Events/s of every stage and p50/p99/p999 latency of the whole flow, with peak RSS,
-    next to a raw kafka-python consume-to-produce passthrough on the same broker and input, in the same run."""
+    """Events/s of every stage and p50/p99/p999 latency of the whole flow, with peak RSS, next to a raw
+    kafka-python consume-to-produce passthrough and a transactional one on the same broker and input, in the same
+    run."""
     from hub.bench import bench_pipeline
 
-    with console.status("running the pipeline benchmark (passthrough, then each stage)"):
-        results = bench_pipeline(count, paced, rate)
-    base = results[0]
-    table = Table("throughput", "inputs", "seconds", "events/s", "vs baseline", "peak RSS MB")
+    with console.status("running the pipeline benchmark (passthroughs, then each stage)"):
+        results = bench_pipeline(count, paced, rate, compare_quix=compare_quix)
+    raw, transactional = results[0], results[1]
+    table = Table("throughput", "inputs", "seconds", "events/s", "vs raw", "vs transactional", "peak RSS MB")
     for r in (r for r in results if r.kind == "throughput"):
-        table.add_row(r.name, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}", f"{r.rate / base.rate:.2f}x",
-                      f"{r.peak_rss_mb:,.0f}")
+        table.add_row(r.name, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}", f"{r.rate / raw.rate:.3f}x",
+                      f"{r.rate / transactional.rate:.3f}x", f"{r.peak_rss_mb:,.0f}")
     console.print(table)
     table = Table(f"latency at {rate:g} events/s", "samples", "p50 ms", "p99 ms", "p999 ms", "peak RSS MB")
     for r in (r for r in results if r.kind == "latency"):
@@ -58,7 +61,7 @@ def pipeline(
     console.print(table)
     console.print("Peak RSS: throughput rows, the benchmark process's so far (every stage runs in it, as threads); "
                   "the hub's latency rows and its every-stage-at-once drain, its stage processes' peaks "
-                  "added up.")
+                  "added up; Quix Streams, its own process's.")
 
 
 @bench_app.command("profile")
@@ -92,3 +95,33 @@ def profile(
         console.print(table)
     console.print("Times are under cProfile, which slows Python code but not the waits: compare stages and functions "
                   "with each other, and take events/s from `hub bench pipeline`.")
+
+
+@bench_app.command("soak")
+def soak(
+    minutes: float = typer.Option(30.0, "--minutes", help="How long to publish."),
+    rate: float = typer.Option(50.0, "--rate", help="Sample events per second."),
+    every: float = typer.Option(60.0, "--every", help="Seconds between memory readings."),
+) -> None:
+    """`hub run all` fed steady traffic for --minutes: each stage process's resident memory (RSS), and what they
+    use together (PSS: pages they share counted once), every --every seconds, to show whether it stays flat."""
+    from consumers.stages import STAGES
+    from hub.bench import MemorySample, bench_soak
+
+    table = Table("minute", "published", *STAGES, "stages RSS", "stages PSS", "`run all` RSS",
+                  title=f"memory (MB) of `hub run all` at {rate:g} events/s")
+
+    def show(sample: MemorySample) -> None:
+        console.print(f"{sample.seconds / 60:6.1f} min  {sample.published:,} published  stages: RSS "
+                      f"{sample.stages_rss_mb:,.0f} MB, PSS {sample.stages_pss_mb:,.0f} MB")
+        table.add_row(f"{sample.seconds / 60:.1f}", f"{sample.published:,}",
+                      *(f"{sample.stage_rss_mb[name]:,.0f}" for name in STAGES), f"{sample.stages_rss_mb:,.0f}",
+                      f"{sample.stages_pss_mb:,.0f}", f"{sample.supervisor_rss_mb:,.0f}")
+
+    samples, behind = bench_soak(minutes, rate, every, on_sample=show)
+    console.print(table)
+    steady = samples[1:] or samples  # the first reading comes before every stage has seen much traffic
+    console.print(f"stages from minute {steady[0].seconds / 60:.1f} on: RSS "
+                  f"{min(s.stages_rss_mb for s in steady):,.0f}-{max(s.stages_rss_mb for s in steady):,.0f} MB, PSS "
+                  f"{min(s.stages_pss_mb for s in steady):,.0f}-{max(s.stages_pss_mb for s in steady):,.0f} MB; "
+                  + ("they kept up (no input left)." if not behind else f"{behind:,} input records still unprocessed."))
