@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
@@ -11,7 +12,9 @@ import avro.schema
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from hub.vault import KeyVault, MemoryKeyVault, UnknownKeyError, VaultError, kek_fingerprint, wrap_entry
+from hub.vault import (
+    KeyVault, MemoryKeyVault, SpilledKeys, UnknownKeyError, VaultError, kek_fingerprint, wrap_entry,
+)
 from schemas.codec import HEADER_SIZE, MAGIC, Codec, to_avro_datum
 from schemas.exceptions import DecodeError, RecordKeyUnknownError, RecordPurgedError, RecordSealedError, SchemaLoadError
 from schemas.models import (
@@ -327,3 +330,34 @@ def test_a_key_table_entry_holds_the_key_only_wrapped_under_the_kek():
     entry = wrap_entry(kek, "e1", key, date(2030, 1, 1))
     assert key not in entry and kek not in entry and b"2030-01-01" in entry
     assert kek_fingerprint(kek).encode() in entry and kek_fingerprint(kek) != kek_fingerprint(bytes(32))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["set", "delete", "pop"]), st.integers(0, 20), st.binary(min_size=32,
+                                                                                                    max_size=32)),
+                max_size=60))
+def test_the_spilled_key_table_behaves_as_the_dict_it_replaces(operations):
+    spilled, expected = SpilledKeys(), {}
+    for operation, number, key in operations:
+        key_id = f"AZDPS0000/{number}"
+        if operation == "set":
+            spilled[key_id] = expected[key_id] = (key, date(2030, 1, 1 + number))
+        elif operation == "delete" and key_id in expected:
+            del spilled[key_id], expected[key_id]
+        else:
+            assert spilled.pop(key_id, None) == expected.pop(key_id, None)
+    assert dict(spilled.items()) == expected and len(spilled) == len(expected)
+    assert all((k in spilled) == (k in expected) for k in (f"AZDPS0000/{n}" for n in range(21)))
+
+
+def test_the_spilled_key_table_holds_no_key_in_the_clear_and_stays_small():
+    spilled, key = SpilledKeys(cache_kib=1024), b"\x5a" * 32
+    spilled["AZDPS0000/kept"] = (key, date(2030, 1, 1))
+    rows = spilled._db.execute("SELECT sealed FROM keys").fetchall()
+    assert rows and all(key not in sealed for (sealed,) in rows)
+    assert spilled["AZDPS0000/kept"] == (key, date(2030, 1, 1))
+    pages_before = spilled._db.execute("PRAGMA page_count").fetchone()[0]
+    for number in range(20_000):
+        spilled[f"AZDPS0000/{number}"] = (os.urandom(32), date(2030, 1, 1))
+    assert spilled._db.execute("PRAGMA page_count").fetchone()[0] > pages_before + 100  # on disk, not in the cache
+    assert spilled._db.execute("PRAGMA cache_size").fetchone()[0] == -1024
