@@ -54,10 +54,11 @@ def pipeline(
         table.add_row(r.name, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}", f"{r.rate / raw.rate:.3f}x",
                       f"{r.rate / transactional.rate:.3f}x", f"{r.peak_rss_mb:,.0f}")
     console.print(table)
-    table = Table(f"latency at {rate:g} events/s", "samples", "p50 ms", "p99 ms", "p999 ms", "peak RSS MB")
+    table = Table(f"latency at {rate:g} events/s", "published/s", "samples", "p50 ms", "p99 ms", "p999 ms",
+                  "peak RSS MB")
     for r in (r for r in results if r.kind == "latency"):
-        table.add_row(r.name, f"{r.events:,}", f"{r.p50_ms:,.0f}", f"{r.p99_ms:,.0f}", f"{r.p999_ms:,.0f}",
-                      f"{r.peak_rss_mb:,.0f}")
+        table.add_row(r.name, f"{r.published_per_s:,.1f}", f"{r.events:,}", f"{r.p50_ms:,.0f}", f"{r.p99_ms:,.0f}",
+                      f"{r.p999_ms:,.0f}", f"{r.peak_rss_mb:,.0f}")
     console.print(table)
     console.print("Peak RSS: throughput rows, the benchmark process's so far (every stage runs in it, as threads); "
                   "the hub's latency rows and its every-stage-at-once drain, its stage processes' peaks "
