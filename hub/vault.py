@@ -26,8 +26,8 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -286,9 +286,8 @@ class SpilledKeys(MutableMapping[str, tuple[bytes, date]]):
     memory and the rest on disk. The file is SQLite's own temporary one (unlinked as it is opened, gone with the
     process); each key is sealed in it under a key only this process holds, and a destroyed key's page is
     overwritten (``secure_delete``), so the file never holds a usable record key after the process ends or a purge.
-    The most recently used keys stay in a bounded dict in front of it: a record's keys are looked up several times
-    while it is processed, and every SQLite call lets kafka-python's network thread take the interpreter (with
-    every lookup in SQLite, latency to the feeds doubled).
+    The most recently used keys also stay in a bounded dict in front of it: a record's keys are looked up several
+    times while it is processed, and those lookups need no SQLite call and no decryption.
     """
 
     def __init__(self, cache_kib: int = 4096, recent: int = 4096) -> None:
