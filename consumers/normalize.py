@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-from schemas.models import E164_PATTERN, CaseEvent, IdentifierScheme, ItemSeizure
+from schemas.formats import e164, iso_date, usps_state
+from schemas.models import CaseEvent, IdentifierScheme, ItemSeizure
 
 # Stand-ins records systems store for "no value"; as keys they would match every record with the same filler.
 PLACEHOLDERS = frozenset({
@@ -39,11 +40,12 @@ ISSUER_SEPARATOR = "/"
 # I, O and Q never appear in a VIN (ISO 3779), so where they do they are misread 1s and 0s.
 VIN_LOOKALIKES = str.maketrans({"I": "1", "O": "0", "Q": "0"})
 
-ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-# NANP: area code and exchange both start with 2-9.
-NANP_NATIONAL_NUMBER = re.compile(r"[2-9][0-9]{2}[2-9][0-9]{6}")
 PHONE_EXTENSION = re.compile(r"ext|x|#", re.IGNORECASE)
-ZIP_PLUS_FOUR = re.compile(r"\b([0-9]{5})-[0-9]{4}\b")
+TRAILING_ZIP = re.compile(r"[ ,]+[0-9]{5}(-[0-9]{4})?$")
+# What people write before a serial number: "S/N 4471", "SN: 4471", "Serial # 4471", "No. 4471".
+SERIAL_PREFIX = re.compile(r"^\s*(S\s*/\s*N|SN|SERIAL(\s*(NO|NUMBER))?|NO)\b[\s.:#-]*", re.IGNORECASE)
+# Agency or component names written before a records system's name ("CBP SEACATS" is SEACATS).
+SYSTEM_OWNERS = frozenset({"CBP", "OFO", "USBP", "HSI", "ICE", "DEA", "FBI", "ATF", "DPS", "CHP", "USCG"})
 REPEATED_UNIT = re.compile(r"\bUNIT( UNIT)+\b")
 
 # USPS Publication 28 abbreviations; every secondary-unit designator becomes UNIT, since "Apt 4", "Unit 4"
@@ -127,35 +129,15 @@ def _split_issuer(value: str, issuer: str | None) -> tuple[str | None, str]:
 
 # -- one normaliser per scheme: (value, issuer) -> canonical value or None ---------------------------
 def _phone(value: str, issuer: str | None) -> str | None:
-    """E.164 ("+16195550142").
-
-    An extension is dropped (it reaches the same line). A leading "+", or the "00"/"011" international
-    prefixes, mean a country code follows; a bare 10-digit number is NANP (+1); bare numbers of 11-15 digits
-    are E.164 written without its "+"; shorter bare numbers are local fragments and not safe to match.
-    Mexican mobiles written with the pre-2019 "+52 1" prefix lose the 1, which Mexico no longer dials.
-    A subscriber part of one repeated digit ("000-0000", "999-9999") is filler, not a line.
-    """
-    number = _ascii_upper(PHONE_EXTENSION.split(value, maxsplit=1)[0])
-    digits = re.sub(r"[^0-9]", "", number)
-    if number.strip().startswith("+"):
-        international = digits
-    elif digits.startswith("00"):
-        international = digits[2:]
-    elif digits.startswith("011"):
-        international = digits[3:]
-    elif len(digits) == 10:
-        international = "1" + digits
-    elif len(digits) >= 11:
-        international = digits
-    else:
+    """E.164 ("+16195550142"), read by ``phonenumbers`` (:func:`schemas.formats.e164`); an extension is dropped (it
+    reaches the same line). A subscriber part of one repeated digit ("000-0000", "999-9999") is filler, not a
+    line, and a number that is not whole (no area code) is not safe to match."""
+    number = PHONE_EXTENSION.split(value, maxsplit=1)[0]
+    try:
+        canonical = e164(number)
+    except ValueError:
         return None
-    if len(international) == 13 and international.startswith("521"):
-        international = "52" + international[3:]
-    if international.startswith("1") and not NANP_NATIONAL_NUMBER.fullmatch(international[1:]):
-        return None
-    candidate = "+" + international
-    subscriber = international[-SUBSCRIBER_DIGITS:]
-    return candidate if E164_PATTERN.fullmatch(candidate) and not _is_placeholder(subscriber) else None
+    return None if _is_placeholder(canonical[-SUBSCRIBER_DIGITS:]) else canonical
 
 
 def _vin(value: str, issuer: str | None) -> str | None:
@@ -165,19 +147,17 @@ def _vin(value: str, issuer: str | None) -> str | None:
 
 
 def _license_plate(value: str, issuer: str | None) -> str | None:
-    """Issuer/plate ("CA/8ABC123"): the same characters in two states are two vehicles, so no issuer, no key."""
-    state, plate_text = _split_issuer(value, issuer)
+    """Issuer/plate ("CA/8ABC123"): the same characters in two states are two vehicles, so no issuer, no key. A US
+    state written by name is its USPS code ("California" -> CA)."""
+    state, plate_text = _split_issuer(value, issuer and (usps_state(issuer) or issuer))
     plate = _alphanumerics(plate_text)
     return f"{state}/{plate}" if state and not _is_placeholder(plate) else None
 
 
 def _date_of_birth(text: str) -> str | None:
-    """An ISO date after the 1900-01-01 filler, or None."""
-    text = text.strip()
-    if not ISO_DATE.fullmatch(text):
-        return None
+    """An ISO (or US, MM/DD/YYYY) date after the 1900-01-01 filler, or None."""
     try:
-        born = date.fromisoformat(text)
+        born = date.fromisoformat(iso_date(text))
     except ValueError:
         return None
     return born.isoformat() if born > UNKNOWN_BIRTH_DATE else None
@@ -207,13 +187,16 @@ def _person_name_dob(value: str, issuer: str | None) -> str | None:
 
 
 def _street_address(value: str, issuer: str | None) -> str | None:
-    """USPS-style: upper case, punctuation gone, suffixes and directionals abbreviated, one UNIT designator.
-
-    ZIP+4 is cut to the 5-digit ZIP, which is what most records carry. Without a house number an address
-    names a whole street, so it needs a digit and a letter.
+    """USPS-style: upper case, punctuation gone, suffixes and directionals abbreviated, one UNIT designator, the
+    state as its USPS code ("TEXAS" -> TX) and no ZIP (many records leave it out; street, number, town and state
+    name the place without it). Without a house number an address names a whole street, so it needs a digit and a
+    letter.
     """
-    text = ZIP_PLUS_FOUR.sub(r"\1", value).replace("#", " UNIT ")
-    words = " ".join(STREET_ABBREVIATIONS.get(word, word) for word in _words(text))
+    text = TRAILING_ZIP.sub("", value.strip()).replace("#", " UNIT ")
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) > 1 and usps_state(parts[-1]):
+        parts[-1] = usps_state(parts[-1]) or parts[-1]
+    words = " ".join(STREET_ABBREVIATIONS.get(word, word) for word in _words(" ".join(parts)))
     address = REPEATED_UNIT.sub("UNIT", words)
     if _is_placeholder(address) or not re.search(r"[0-9]", address) or not re.search(r"[A-Z]", address):
         return None
@@ -248,8 +231,9 @@ def _organization(value: str, issuer: str | None) -> str | None:
 
 
 def _serial(value: str, issuer: str | None) -> str | None:
-    """Alphanumerics only; fewer than 4 characters would collide across unrelated items."""
-    serial = _alphanumerics(value)
+    """Alphanumerics only, without an "S/N" or "Serial #" in front; fewer than 4 characters would collide across
+    unrelated items."""
+    serial = _alphanumerics(SERIAL_PREFIX.sub("", value))
     return serial if len(serial) >= MIN_SERIAL_LENGTH and not _is_placeholder(serial) else None
 
 
@@ -286,6 +270,19 @@ NORMALISERS: dict[IdentifierScheme, Callable[[str, str | None], str | None]] = {
 
 
 # -- public API ------------------------------------------------------------------------------------
+def record_number_key(system: str, number: str, ori: str | None = None) -> str:
+    """A record number as dedup looks it up: "<ORI>|<SYSTEM>|<NUMBER>", or "*|<SYSTEM>|<NUMBER>" without an ORI.
+
+    People cite records their own way: a SEACATS number with dashes or spaces, the system as "Seacats" or
+    "CBP SEACATS". Only letters and digits count, in upper case, and an agency's name before the system's is
+    dropped.
+    """
+    words = _words(system)
+    while len(words) > 1 and words[0] in SYSTEM_OWNERS:
+        words.pop(0)
+    return f"{ori or '*'}|{''.join(words)}|{_alphanumerics(number)}"
+
+
 def normalize_identifier(scheme: IdentifierScheme | str, value: str, issuer: str | None = None) -> EntityKey | None:
     """The canonical key of one identifier, or None when the value is not safe to match on.
 

@@ -165,10 +165,24 @@ def compare_feed_items(live: Iterable[FeedItem], replayed: Iterable[FeedItem], i
             item = live_items[item_id]
             record = (item.event.canonical_id if item.event else item.alert.alert_id if item.alert
                       else item.pointer.record_id if item.pointer else item_id)
-            changed = sorted(k for k, v in before.items() if after.get(k) != v)
             differences.append(Difference("feed-item", item.unit_id, record, item_id, f"item {item_id}",
-                                          f"differs in {', '.join(changed)}", decision_id=item_id))
+                                          f"differs in {', '.join(_changed_paths(before, after))}",
+                                          decision_id=item_id))
     return differences
+
+
+def _changed_paths(before: Any, after: Any, path: str = "", limit: int = 5) -> list[str]:
+    """The dotted paths (``event.decision.explanation``) where two JSON values differ, the first ``limit``."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        found: list[str] = []
+        for key in sorted(before.keys() | after.keys()):
+            if before.get(key) != after.get(key):
+                found += _changed_paths(before.get(key), after.get(key), f"{path}.{key}".lstrip("."), limit)
+        return found[:limit]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [p for n, (b, a) in enumerate(zip(before, after)) if b != a
+                for p in _changed_paths(b, a, f"{path}.{n}", limit)][:limit]
+    return [path]
 
 
 # -- running a replay ----------------------------------------------------------------------------

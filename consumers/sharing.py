@@ -172,11 +172,13 @@ def _hidden_credits(record: CanonicalEvent, unit: TaskForce) -> dict[str, str]:
 
 def visible_record(record: CanonicalEvent, unit: TaskForce) -> CanonicalEvent:
     """The event as ``unit`` may receive it in full: other agencies' BLACK reports are not credited, so their
-    existence stays indistinguishable from no report at all."""
+    existence stays indistinguishable from no report at all; and no credit carries the entities its report names
+    (deconfliction's, not the unit's: only the primary report is shared, under its own handling)."""
     hidden = _hidden_credits(record, unit)
-    if not hidden:
+    if not hidden and not any(r.entity_keys for r in record.reports):
         return record
-    return record.model_copy(update={"reports": [r for r in record.reports if r.event_id not in hidden]})
+    return record.model_copy(update={"reports": [r.model_copy(update={"entity_keys": []}) for r in record.reports
+                                                 if r.event_id not in hidden]})
 
 
 def _withheld_by(handling: Handling, unit: TaskForce) -> tuple[Form, Rule, str] | None:

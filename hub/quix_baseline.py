@@ -4,7 +4,7 @@
 ``events.ingested.<ORI>`` records the hub's dedup stage reads (copied to one topic, partition for partition). Per
 record it does what dedup (which routes) does: open the sealed record with the hub's key table, decode and validate
 it, keep dedup state in Quix's RocksDB store (exact repeats, re-submissions, and the cross-agency content match with
-the hub's own scoring over hour buckets), route the canonical event with the hub's sharing policy and registry, and
+the hub's own record linkage over hour buckets), route the canonical event with the hub's sharing policy and registry, and
 seal and encode every output (the canonical event, one feed item per unit it goes to, one audit record listing every
 unit's decision), all exactly-once. The outputs go to topics of its own (``quix.*`` under the run's prefix).
 
@@ -22,9 +22,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from consumers.linkage import Profile, compare
 from consumers.stage import Message, Output
 from consumers.stages.dedup import (
-    CANONICAL_NAMESPACE, Candidate, DedupConfig, _buckets, _credited, _new_event, credit_of, match_score,
+    CANONICAL_NAMESPACE, DedupConfig, _buckets, _credited, _new_event, credit_of, probability,
 )
 from consumers.stages.route import RouteStage
 from hub.control import applied_revision
@@ -92,23 +93,25 @@ class DedupAndRoute:
         state.set(f"canonical|{canonical.canonical_id}", canonical.model_dump(mode="json"))
         if event.event_type == EventType.SEIZURE:
             bucket = f"candidates|{_buckets(event.event_time.timestamp(), 0)[0]}"
-            summary = Candidate.of(canonical.canonical_id, [event.agency_ori], event)
-            plain = {**summary.__dict__, "quantities": {drug.value: q for drug, q in summary.quantities.items()}}
-            state.set(bucket, [*(state.get(bucket) or []), plain])
+            state.set(bucket, [*(state.get(bucket) or []), Profile.of(canonical.canonical_id, event).as_dict()])
         return canonical
 
     def _matched(self, event: CaseEvent, state: Any) -> CanonicalEvent | None:
         if event.event_type != EventType.SEIZURE:
             return None
         best: tuple[float, str, str] | None = None
+        profile = Profile.of("", event)
         for bucket in _buckets(event.event_time.timestamp(), self.config.max_hours_apart):
             for summary in state.get(f"candidates|{bucket}") or []:
-                scored = match_score(Candidate(**summary), event, self.config)
-                if scored and scored[0] >= self.config.threshold and (best is None or scored[0] > best[0]):
-                    best = (*scored, summary["canonical_id"])
+                if summary["agency"] == event.agency_ori:
+                    continue
+                comparison = compare(profile, Profile(**summary))
+                if comparison.matches(self.config.threshold) and (best is None or comparison.score > best[0]):
+                    best = (comparison.score, comparison.explain(), summary["canonical_id"])
         if best is None:
             return None
         score, explanation, canonical_id = best
+        score = probability(score)
         previous = CanonicalEvent.model_validate(state.get(f"canonical|{canonical_id}"))
         decision = DedupDecision(rule=DedupRule.CROSS_AGENCY_MATCH, score=score, explanation=explanation,
                                  event_id=event.event_id)

@@ -60,6 +60,10 @@ MAX_DOCUMENT_CHARS = 262_144
 MAX_ENTITIES = 100
 MAX_IDENTIFIERS = 20  # per entity
 MAX_RECORD_REFERENCES = 50
+#: Entity keys a report credit carries for deconfliction (``ReportCredit.entity_keys``): plain ASCII, as
+#: ``consumers.normalize`` writes them, so 64 credits of 32 keys add at most 256 KiB to a canonical event.
+MAX_KEYS_PER_CREDIT = 32
+MAX_ENTITY_KEY_CHARS = 128
 MAX_CASE_NUMBERS = MAX_RECORD_REFERENCES + 1  # an alert party's: the record's own case number and those it cites
 MAX_DRUGS = 50
 MAX_PILL_PRESSES = 100

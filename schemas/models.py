@@ -17,11 +17,13 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.limits import (AVRO_INT_MAX, AVRO_LONG_MAX, EARLIEST_DATE, LATEST_DATE, MAX_ALERT_PARTIES,
                             MAX_CASE_NUMBERS, MAX_CHARGES, MAX_CODE_CHARS, MAX_CODES, MAX_COUNT, MAX_DEFENDANTS,
-                            MAX_DETAIL_CHARS, MAX_DOCUMENT_CHARS, MAX_DRUGS, MAX_ENTITIES, MAX_HUB_LIST_ITEMS,
-                            MAX_IDENTIFIERS, MAX_LABEL_CHARS, MAX_MESSAGE_BYTES, MAX_NAME_CHARS,
+                            MAX_DETAIL_CHARS, MAX_DOCUMENT_CHARS, MAX_DRUGS, MAX_ENTITIES, MAX_ENTITY_KEY_CHARS,
+                            MAX_HUB_LIST_ITEMS, MAX_IDENTIFIERS, MAX_KEYS_PER_CREDIT, MAX_LABEL_CHARS,
+                            MAX_MESSAGE_BYTES, MAX_NAME_CHARS,
                             MAX_OPERATION_DURATION, MAX_PILL_PRESSES, MAX_RECORD_REFERENCES, MAX_RECORD_VERSION,
                             MAX_RELEASABLE_TO, MAX_REPORTS_CARRIED, MAX_REPORTS_PER_CANONICAL, MAX_TEXT_CHARS,
                             MAX_WEIGHT_MG)
+from schemas.formats import e164, iso_date, usps_state
 from schemas.reference import PORTS_OF_ENTRY, US_STATES
 
 NAMESPACE = "gov.taskforce.hub"
@@ -61,6 +63,8 @@ def _clean(pattern: re.Pattern[str]) -> AfterValidator:
 Code = Annotated[str, Field(max_length=MAX_CODE_CHARS), _clean(_NOT_ONE_LINE)]
 #: Names (one line).
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS), _clean(_NOT_ONE_LINE)]
+#: An entity key as ``consumers.normalize`` writes it ("PHONE_E164:+16195550142"): printable ASCII.
+EntityKeyText = Annotated[str, Field(max_length=MAX_ENTITY_KEY_CHARS, pattern=r"^[A-Z0-9_]+:[ -~]+$")]
 #: Free text an agency writes.
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), _clean(_NOT_TEXT)]
 # What the hub itself writes may quote anything (a dead letter's reason, a state key), so it is only bounded.
@@ -315,10 +319,11 @@ def _require_uuid(value: str) -> str:
     return value
 
 
-def _require_e164(value: str) -> str:
-    if not E164_PATTERN.match(value):
-        raise ValueError(f"{value!r} is not an E.164 telephone number (+ country code and digits, e.g. +16195550142)")
-    return value
+def _as_e164(value: str) -> str:
+    """A phone number in E.164, however the agency punctuated it (the stored form passes through unparsed)."""
+    if E164_PATTERN.match(value) and not value.startswith("+521"):
+        return value
+    return e164(value)
 
 
 # -- records -------------------------------------------------------------------------------------
@@ -330,7 +335,7 @@ class ContactInformation(AvroModel):
     @field_validator("telephone")
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
-        return value if value is None else _require_e164(value)
+        return value if value is None else _as_e164(value)
 
 
 class Agency(AvroModel):
@@ -365,9 +370,12 @@ class Location(AvroModel):
     @field_validator("state")
     @classmethod
     def _known_state(cls, value: str | None) -> str | None:
-        if value is not None and value not in US_STATES:
-            raise ValueError(f"{value!r} is not a USPS state code")
-        return value
+        if value is None or value in US_STATES:
+            return value
+        code = usps_state(value)
+        if code is None:
+            raise ValueError(f"{value!r} is neither a USPS state code nor the name of a state or territory")
+        return code
 
     @model_validator(mode="after")
     def _says_where(self) -> Location:
@@ -407,15 +415,40 @@ class Handling(AvroModel):
 
 
 class EntityIdentifier(AvroModel):
+    """One identifier. Phones are stored in E.164, birth dates in ISO 8601 and US plate issuers as USPS codes,
+    however the agency wrote them; what it wrote is kept beside (``original_value``, ``original_issuer``)."""
+
     scheme: IdentifierScheme
     value: Name = Field(min_length=1)
     issuer: Code | None = None
+    original_value: Name | None = None  # v8
+    original_issuer: Code | None = None  # v8
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_form(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("value"), str):
+            return data
+        value, issuer = data["value"], data.get("issuer")
+        scheme = data.get("scheme")
+        if scheme == IdentifierScheme.PHONE_E164:
+            value = _as_e164(value)
+        elif scheme == IdentifierScheme.PERSON_NAME_DOB:
+            name, separator, born = value.rpartition("|")
+            if separator and "/" in born:
+                value = f"{name}|{iso_date(born)}"
+        elif scheme == IdentifierScheme.LICENSE_PLATE and isinstance(issuer, str):
+            issuer = usps_state(issuer) or issuer
+        changes = {}
+        if value != data["value"]:
+            changes |= {"value": value, "original_value": data.get("original_value") or data["value"]}
+        if issuer != data.get("issuer"):
+            changes |= {"issuer": issuer, "original_issuer": data.get("original_issuer") or data["issuer"]}
+        return {**data, **changes} if changes else data
 
     @model_validator(mode="after")
     def _valid_for_scheme(self) -> EntityIdentifier:
-        if self.scheme == IdentifierScheme.PHONE_E164:
-            _require_e164(self.value)
-        elif self.scheme == IdentifierScheme.VIN and not vin_check_digit_ok(self.value.upper()):
+        if self.scheme == IdentifierScheme.VIN and not vin_check_digit_ok(self.value.upper()):
             raise ValueError(f"VIN {self.value!r} fails the check digit (17 characters, no I/O/Q, position 9)")
         elif self.scheme == IdentifierScheme.LICENSE_PLATE and not self.issuer:
             raise ValueError("a license plate needs its issuing state in 'issuer'")
@@ -658,6 +691,7 @@ class ReportCredit(AvroModel):
     score: Fraction
     dissemination: DisseminationLevel = DisseminationLevel.WHITE
     content_match: bool = False  # v6: matches another report of the event by content (a co-reporter)
+    entity_keys: list[EntityKeyText] = Field([], max_length=MAX_KEYS_PER_CREDIT)  # v8: what the report names
 
 
 class CanonicalEvent(AvroModel):
@@ -671,6 +705,7 @@ class CanonicalEvent(AvroModel):
     reports: list[ReportCredit] = Field(min_length=1, max_length=MAX_REPORTS_PER_CANONICAL)
     decision: DedupDecision
     superseded_by: Code | None = None  # v6: the event goes on under this id (its primary changed); this one ends
+    related: list[Code] = Field([], max_length=MAX_RECORD_REFERENCES)  # v8: linked by a citation, but not the same
 
     @property
     def agencies(self) -> list[str]:

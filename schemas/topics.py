@@ -1,8 +1,9 @@
 """Topics are part of the contract: names, partitions, keys, retention and cleanup, declared here only.
 
-``hub topics init`` creates or verifies them. Every ingest topic has the same partition count and the
-same key rule, so records the dedup stage must compare (one real-world seizure reported by several
-agencies) land in the same partition number of every agency's topic and reach the same stage instance.
+``hub topics init`` creates or verifies them. Every ingested topic has the same partition count and intake keys
+each record by one rule (:func:`dedup_block`), so records the dedup stage must compare (one real-world seizure
+reported by several agencies) land in the same partition number of every agency's topic and reach the same stage
+instance.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from schemas.limits import MAX_REPORT_BYTES
-from schemas.models import CaseEvent, Location
-from schemas.reference import PORTS_OF_ENTRY
+from schemas.models import CaseEvent, EventType
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
 FOREVER = -1
@@ -26,8 +26,6 @@ INGEST_BATCH_LIMIT = 256 * 1024 + MAX_REPORT_BYTES + 4096
 #: replaced value (a destroyed key, a tombstoned feed item) is gone from the broker's disks within hours.
 PROMPT_COMPACTION = {"segment.ms": str(HOUR_MS), "max.compaction.lag.ms": str(HOUR_MS),
                      "min.cleanable.dirty.ratio": "0.01"}
-# A location within this distance of a port of entry belongs to that port's county for keying.
-NEAREST_PORT_KM = 50.0
 
 
 class TopicSpec(BaseModel):
@@ -57,8 +55,8 @@ INGEST = TopicSpec(
     purpose="Events one agency publishes, in the clear (agencies hold no hub key); only that agency's principal "
     "may write it. The intake stage seals each record into events.ingested.<ORI>, so this is kept only a week.",
     partitions=6,
-    key="location area: 'county:<FIPS>' (ports and points near a port map to the port's county), "
-    "else 'state:<XX>', else 'agency:<ORI>'",
+    key="dedup block (schemas.topics.dedup_block): 'seizures' for every seizure, else "
+    "'record:<ORI>|<system>|<record id>'",
     value="CaseEvent, Avro single-object encoding (schemas/avsc)",
     cleanup_policy="delete",
     # Long enough to ride out an intake outage; hourly segments make the bound on a plain copy 7 days + 1 hour.
@@ -76,9 +74,10 @@ INGESTED = TopicSpec(
     pattern="events.ingested.{ori}",
     purpose="Every report one agency published and intake accepted, sealed under its record key: the history "
     "dedup and replays read. One topic per agency, as on ingest, so dedup's watermark waits for the agency "
-    "whose backlog it has not read yet; partition N holds what arrived on partition N of ingest.<ORI>.",
+    "whose backlog it has not read yet. Intake keys each record by its dedup block itself, whatever key the "
+    "publisher gave it, so the partition a report reaches dedup on is the hub's choice, not the agency's.",
     partitions=INGEST.partitions,
-    key="as on the ingest topic (location area)",
+    key="dedup block (schemas.topics.dedup_block), set by intake",
     value="ProtectedRecord sealing a CaseEvent",
     cleanup_policy="delete",
     retention_ms=FOREVER,  # purges are crypto-shredding: destroying a report's key makes its record unreadable
@@ -107,25 +106,25 @@ def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * 6371.0 * math.asin(math.sqrt(a))
 
 
-def location_area(location: Location) -> str | None:
-    """The coarse area a location falls in, shared by every report of the same real-world event."""
-    if location.port_of_entry:
-        return f"county:{PORTS_OF_ENTRY[location.port_of_entry].county_fips}"
-    if location.county_fips:
-        return f"county:{location.county_fips}"
-    if location.latitude is not None and location.longitude is not None:
-        lat, lon = location.latitude, location.longitude
-        distance, port = min((distance_km(lat, lon, p.latitude, p.longitude), p) for p in PORTS_OF_ENTRY.values())
-        if distance <= NEAREST_PORT_KM:
-            return f"county:{port.county_fips}"
-    if location.state:
-        return f"state:{location.state}"
-    return None
+def dedup_block(event: CaseEvent) -> str:
+    """Which reports dedup compares, as a record key: every seizure with every other seizure, and every other record
+    with its own versions.
+
+    Only seizures are matched across agencies, and a report may place one by port, geocode, county, state or the
+    reporting office: any key built from the place would put two reports of one seizure in two partitions, where
+    no dedup instance compares them. So all seizures share one key (one partition: its cost is that seizure dedup
+    runs on one instance at a time; the border's seizures are a few a minute, and one instance drains hundreds a
+    second). Every other record is keyed by itself, so its versions meet and those records spread over every
+    partition.
+    """
+    if event.event_type == EventType.SEIZURE:
+        return "seizures"
+    return f"record:{event.agency_ori}|{event.source_system}|{event.source_record_id}"
 
 
 def ingest_key(event: CaseEvent) -> bytes:
-    """The record key of an event on its ingest topic (see :data:`INGEST`)."""
-    return (location_area(event.location) or f"agency:{event.agency_ori}").encode()
+    """The record key of an event on its ingest topic (see :data:`INGEST`): its dedup block."""
+    return dedup_block(event).encode()
 
 
 CANONICAL = TopicSpec(

@@ -15,7 +15,7 @@ from consumers.stages.dedup import DedupConfig, DedupStage
 from consumers.state import MemoryPartitionStore, State
 from producers.sample import generate
 from schemas.models import CanonicalEvent, DedupRule
-from schemas.topics import ingest_key
+from schemas.topics import dedup_block
 from tests.factories import make_event
 
 REGISTRY = load_registry()
@@ -38,7 +38,7 @@ class PartitionedRun:
         return self.latest[canonical_id]
 
     def feed(self, event) -> list[CanonicalEvent]:
-        key = ingest_key(event)
+        key = dedup_block(event).encode()
         state = State(self.stores[key])
         outputs = self.stage.process(Message("ingest", 0, 0, key, event, 0), state)
         self.stores[key].apply(state.take_writes(), None)
@@ -95,9 +95,10 @@ def test_cross_agency_match_within_tolerance_and_not_beyond():
                       payload__drugs__0__net_weight={"value": 5.55, "unit": "KG"}, payload__seizure_number=None)
     [merged] = run.feed(near)
     assert merged.canonical_id == cbp.canonical_id and merged.decision.rule == DedupRule.CROSS_AGENCY_MATCH
-    assert "same port" in merged.decision.explanation and 0 < merged.decision.score <= 1
+    assert "place within 1 km" in merged.decision.explanation and 0 < merged.decision.score <= 1
     too_heavy = make_event(source_agency={**HSI, "ori": "CA0370000"}, source_system="RMS", source_record_id="X",
-                           payload__drugs__0__net_weight={"value": 20, "unit": "LB"}, payload__seizure_number=None)
+                           payload__drugs__0__net_weight={"value": 30, "unit": "LB"}, payload__seizure_number=None,
+                           entities=[])
     [separate] = run.feed(too_heavy)
     assert separate.canonical_id != cbp.canonical_id and separate.decision.rule == DedupRule.NEW_EVENT
 

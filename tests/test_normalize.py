@@ -16,7 +16,12 @@ from tests.factories import PLANNED_RAID, event_dict, make_event
 
 VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 SEPARATORS = st.sampled_from(["", "", " ", "-", "."])
-NANP_NUMBERS = st.from_regex(r"[2-9][0-9]{2}[2-9][0-9]{6}", fullmatch=True)
+# Area codes in service (libphonenumber checks them), with any exchange and line.
+AREA_CODES = ("202", "210", "212", "305", "312", "415", "505", "520", "575", "602", "619", "713", "760", "858", "915",
+              "928", "956")
+NANP_NUMBERS = st.builds(lambda area, rest: area + rest, st.sampled_from(AREA_CODES),
+                         st.from_regex(r"[2-9][0-9]{2}[0-9]{4}", fullmatch=True)).filter(
+    lambda number: len(set(number[3:])) > 1)  # one repeated digit is filler, not a line
 VINS = st.text(VIN_ALPHABET, min_size=17, max_size=17)
 PLATES = st.text("ABCDEFGHJKLMNPRSTUVWXYZ0123456789", min_size=2, max_size=8)
 PLATE_ISSUERS = st.sampled_from(["CA", "AZ", "NM", "TX", "BC", "SON"])
@@ -155,7 +160,6 @@ def test_apostrophes_join_and_accents_fold():
 @pytest.mark.parametrize("written", [
     "GARCIA LOPEZ, JUAN",                 # a name alone is not safe to match on
     "GARCIA LOPEZ, JUAN|",
-    "GARCIA LOPEZ, JUAN|04/12/1988",      # not ISO
     "GARCIA LOPEZ, JUAN|1988-02-30",      # no such day
     "GARCIA LOPEZ, JUAN|1900-01-01",      # records-system filler for "unknown"
     "JUAN GARCIA LOPEZ|1988-04-12",       # no comma: which part is the surname?
@@ -195,9 +199,29 @@ def test_address_variants_give_one_key(written):
     assert key("STREET_ADDRESS", written) == "STREET_ADDRESS:123 N MAIN ST UNIT 4"
 
 
-def test_zip_plus_four_is_cut_to_the_zip():
-    assert (key("STREET_ADDRESS", "4500 W Camino de la Plaza, San Ysidro, CA 92173-3011")
-            == "STREET_ADDRESS:4500 W CAMINO DE LA PLAZA SAN YSIDRO CA 92173")
+@pytest.mark.parametrize("written", [
+    "4500 W Camino de la Plaza, San Ysidro, CA 92173-3011", "4500 W Camino de la Plaza, San Ysidro, CA 92173",
+    "4500 West Camino de la Plaza, San Ysidro, California", "4500 W. CAMINO DE LA PLAZA, SAN YSIDRO, CALIFORNIA 92173",
+    "4500 W Camino de la Plaza, San Ysidro, CA",
+])
+def test_the_zip_and_the_way_the_state_is_written_do_not_change_an_address_key(written):
+    assert key("STREET_ADDRESS", written) == "STREET_ADDRESS:4500 W CAMINO DE LA PLAZA SAN YSIDRO CA"
+
+
+def test_us_birth_dates_give_the_iso_key():
+    assert key("PERSON_NAME_DOB", "Garcia Lopez, Juan|04/12/1988") == key("PERSON_NAME_DOB", "GARCIA LOPEZ, JUAN|1988-04-12")
+
+
+@pytest.mark.parametrize(("written", "issuer"), [("8ABC123", "California"), ("8ABC123", "CALIFORNIA"),
+                                                 ("8ABC123", "ca")])
+def test_a_plate_issuer_written_as_a_state_name_is_its_code(written, issuer):
+    assert key("LICENSE_PLATE", written, issuer) == "LICENSE_PLATE:CA/8ABC123"
+
+
+@pytest.mark.parametrize("written", ["S/N 4471-A", "s/n: 4471A", "SN-4471A", "Serial # 4471-A", "Serial No. 4471A",
+                                     "4471A"])
+def test_serial_prefixes_are_not_part_of_the_serial(written):
+    assert key("PILL_PRESS_SERIAL", written) == "PILL_PRESS_SERIAL:4471A"
 
 
 @pytest.mark.parametrize("written", ["UNKNOWN", "N/A", "Main Street", "Rancho El Sauz"])

@@ -111,9 +111,10 @@ def test_an_event_id_of_another_agency_cannot_pre_empt_its_report():
 def test_citing_a_white_record_outside_the_citers_area_grants_no_co_reporter_copy():
     run = PartitionedRun(DedupStage())
     run.feed(cbp_seizure())
-    # Its own seizure (another quantity): only the citation links it. A report that also matched CBP's in place,
-    # time, drugs and quantities would make DPS a co-reporter, citation or not.
-    own_seizure = {"payload__drugs__0__net_weight": {"value": 20, "unit": "LB"}}
+    # Its own seizure (another quantity, no vehicle or phone of CBP's): only the citation links it. A report that also
+    # matched CBP's in what only someone there knows (its quantity, its people and vehicle) would make DPS a
+    # co-reporter, citation or not; place, time and drug alone are not enough.
+    own_seizure = {"payload__drugs__0__net_weight": {"value": 20, "unit": "LB"}, "entities": []}
     [merged] = run.feed(dps_report(**citing(CBP_SEIZURE_NUMBER), **own_seizure))
     assert "AZDPS0000" in merged.agencies, "the citation still joins the reports: it counts once"
     for unit in (u for u in REGISTRY.task_forces if "AZDPS0000" in u.agencies and "CACBP0100" not in u.agencies):

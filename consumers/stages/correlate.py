@@ -1,7 +1,7 @@
 """Deconfliction in two small stages.
 
-``correlate`` re-keys each canonical event by every entity it touches (normalised identifiers) and, for a
-planned operation, by its map cell and the eight around it, so the records to compare meet in one
+``correlate`` re-keys each canonical event by every entity any of its reports names (normalised identifiers)
+and, for a planned operation, by its map cell and the eight around it, so the records to compare meet in one
 partition. ``deconflict`` keeps, per key, who touched it, and raises an alert naming the match and both
 parties' points of contact when two agencies meet there: target deconfliction for shared entities, and
 urgent event deconfliction for operations close in place with overlapping time windows.
@@ -20,7 +20,8 @@ from datetime import timedelta
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from consumers.normalize import entity_keys
+from consumers.linkage import cited_numbers, own_numbers
+from consumers.normalize import entity_keys, record_number_key
 from consumers.stage import Message, Output, Stage, StageConfig
 from consumers.state import State
 from schemas.models import (
@@ -53,8 +54,8 @@ def _cell_key(cell: tuple[int, int]) -> str:
 
 
 class CorrelateStage(Stage):
-    """Stateless fan-out: one output per entity key (and per nearby cell for operations), for every revision
-    (the deconflict stage ignores what it has seen)."""
+    """Stateless fan-out: one output per entity key any report of the event names (and per nearby cell for
+    operations), for every revision (the deconflict stage ignores what it has seen)."""
 
     name = "correlate"
     input_pattern = r"events\.canonical"
@@ -68,7 +69,8 @@ class CorrelateStage(Stage):
         canonical: CanonicalEvent = message.value
         if canonical.superseded_by is not None:
             return []  # the event goes on under its new id, whose revision carries the same reports
-        keys = [str(k) for k in entity_keys(canonical.primary)]
+        keys = sorted({str(k) for k in entity_keys(canonical.primary)} | {k for r in canonical.reports
+                                                                           for k in r.entity_keys})
         location = canonical.primary.location
         if canonical.event_type == EventType.PLANNED_OPERATION and location.has_coordinates:
             home = cell_of(location.latitude, location.longitude)  # type: ignore[arg-type]
@@ -100,30 +102,35 @@ class DeconflictStage(Stage):
 
     # -- target deconfliction --------------------------------------------------------------------
     def _targets(self, key: str, canonical: CanonicalEvent, state: State) -> list[Output]:
+        """Each agency whose report of ``canonical`` names the entity meets every other agency that named it in
+        another event, except agencies that reported this event too (they already share the record)."""
         primary = canonical.primary
         expires = primary.event_time + self.retention
         reports = record_key_ids(canonical)
         entity = state.hashed(key)  # the identifier itself never reaches the changelog
         outputs = []
-        for _, seen in state.scan("touch", f"{entity}|"):
-            if seen["canonical_id"] == canonical.canonical_id or seen["agency"] in canonical.agencies:
-                continue
-            pair = "|".join(sorted([seen["agency"], primary.agency_ori]))
-            if state.get("alerted", f"{entity}|{pair}") is not None:
-                continue  # these two agencies already know about this target
-            stored = state.get("canonical", seen["canonical_id"])
-            if stored is None:
-                continue  # purged (its touch went with it unless the entity left the record in a later revision)
-            earlier = CanonicalEvent.model_validate(stored)
-            if primary.agency_ori in earlier.agencies:
-                continue  # one seizure, kept apart from a BLACK report's event that credits this one (see dedup)
-            alert = self._alert(AlertKind.TARGET, key, earlier, canonical, urgent=False,
-                                explanation=f"{earlier.primary.agency_ori} and {primary.agency_ori} "
-                                            f"records both touch {key}")
-            state.put("alerted", f"{entity}|{pair}", True, expires, reports=record_key_ids(alert.value))
-            outputs.append(alert)
-        state.put("touch", f"{entity}|{canonical.canonical_id}",
-                  {"canonical_id": canonical.canonical_id, "agency": primary.agency_ori}, expires, reports=reports)
+        for reporter in _reporters(key, canonical):
+            for _, seen in state.scan("touch", f"{entity}|"):
+                if seen["canonical_id"] == canonical.canonical_id or seen["agency"] in canonical.agencies:
+                    continue
+                pair = "|".join(sorted([seen["agency"], reporter]))
+                if state.get("alerted", f"{entity}|{pair}") is not None:
+                    continue  # these two agencies already know about this target
+                stored = state.get("canonical", seen["canonical_id"])
+                if stored is None:
+                    continue  # purged (its touch went with it unless the entity left the record in a later revision)
+                earlier = CanonicalEvent.model_validate(stored)
+                if reporter in earlier.agencies:
+                    continue  # one seizure, kept apart from a BLACK report's event that credits this one (see dedup)
+                if cites(canonical, earlier) or cites(earlier, canonical):
+                    continue  # one cites the other's record (an HSI arrest citing the SEACATS seizure): they share it
+                alert = self._alert(AlertKind.TARGET, key, (earlier, seen["agency"]), (canonical, reporter),
+                                    urgent=False, explanation=f"{seen['agency']} and {reporter} records both touch "
+                                                              f"{key}")
+                state.put("alerted", f"{entity}|{pair}", True, expires, reports=record_key_ids(alert.value))
+                outputs.append(alert)
+            state.put("touch", f"{entity}|{canonical.canonical_id}|{reporter}",
+                      {"canonical_id": canonical.canonical_id, "agency": reporter}, expires, reports=reports)
         state.put("canonical", canonical.canonical_id, canonical.model_dump(mode="json"), expires, reports=reports)
         return outputs
 
@@ -142,8 +149,8 @@ class DeconflictStage(Stage):
             conflict = operations_conflict(primary, other.primary, self.config.operation_distance_m)
             if conflict and state.get("alerted", pair) is None:
                 alert = self._alert(AlertKind.EVENT, f"{primary.location.latitude:.5f},"
-                                    f"{primary.location.longitude:.5f}", other, canonical, urgent=True,
-                                    explanation=conflict)
+                                    f"{primary.location.longitude:.5f}", (other, other.primary.agency_ori),
+                                    (canonical, primary.agency_ori), urgent=True, explanation=conflict)
                 state.put("alerted", pair, True, expires, reports=record_key_ids(alert.value))
                 outputs.append(alert)
         home = _cell_key(cell_of(primary.location.latitude, primary.location.longitude))  # type: ignore[arg-type]
@@ -153,18 +160,51 @@ class DeconflictStage(Stage):
         return outputs
 
     @staticmethod
-    def _alert(kind: AlertKind, matched: str, earlier: CanonicalEvent, later: CanonicalEvent, *, urgent: bool,
-               explanation: str) -> Output:
-        alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{kind}|{matched}|{earlier.canonical_id}|{later.canonical_id}"))
-        now = later.primary.report_time
+    def _alert(kind: AlertKind, matched: str, earlier: tuple[CanonicalEvent, str], later: tuple[CanonicalEvent, str],
+               *, urgent: bool, explanation: str) -> Output:
+        """An alert between two (event, agency that reported it) parties."""
+        (first, first_ori), (second, second_ori) = earlier, later
+        name = f"{kind}|{matched}|{first.canonical_id}|{second.canonical_id}"
+        if first_ori != first.primary.agency_ori or second_ori != second.primary.agency_ori:
+            name += f"|{first_ori}|{second_ori}"  # several agencies' reports of one event may meet the same target
+        alert_id = str(uuid.uuid5(ALERT_NAMESPACE, name))
+        now = second.primary.report_time
         alert = DeconflictionAlert(
             alert_id=alert_id, alert_kind=kind, status=AlertStatus.OPEN, urgent=urgent, matched=matched,
-            parties=[_party(earlier), _party(later)], raised_at=now, updated_at=now, explanation=explanation)
+            parties=[_party(first, first_ori), _party(second, second_ori)], raised_at=now, updated_at=now,
+            explanation=explanation)
         return Output(ALERTS_RAISED.pattern, alert_id.encode(), alert)
 
 
-def _party(canonical: CanonicalEvent) -> AlertParty:
+def cites(citing: CanonicalEvent, cited: CanonicalEvent) -> bool:
+    """Whether ``citing``'s primary report cites a record of ``cited`` (an HSI arrest citing the SEACATS seizure),
+    however the number is written, with or without the owning ORI; an arrest's related seizure number, which names
+    no system, is compared by number alone. Decided by the records themselves, so by no order of arrival."""
+    owned = {*own_numbers(cited.primary),
+             *(record_number_key(r.source_system, r.source_record_id, r.agency.ori) for r in cited.reports)}
+    by_system = {number.split("|", 1)[1] for number in owned}  # "SYSTEM|NUMBER", whoever owns it
+    if any(number.split("|", 1)[1] in by_system for number in cited_numbers(citing.primary)):
+        return True
+    related = getattr(citing.primary.payload, "related_seizure_number", None)
+    return bool(related) and record_number_key("", related).rsplit("|", 1)[1] in {n.rsplit("|", 1)[1] for n in owned}
+
+
+def _reporters(key: str, canonical: CanonicalEvent) -> list[str]:
+    """ORIs of the agencies whose report of ``canonical`` names ``key`` (the primary's first)."""
     primary = canonical.primary
+    named = [primary.agency_ori] if key in {str(k) for k in entity_keys(primary)} else []
+    named += [r.agency.ori for r in canonical.reports if key in r.entity_keys and r.agency.ori not in named]
+    return named
+
+
+def _party(canonical: CanonicalEvent, ori: str) -> AlertParty:
+    """The party ``ori`` is in an alert about ``canonical``: the primary report's agency, contact and case numbers,
+    or another reporting agency's credit and its directory contact."""
+    primary = canonical.primary
+    if ori != primary.agency_ori:
+        credit = next(r for r in canonical.reports if r.agency.ori == ori)
+        return AlertParty(agency=credit.agency, event_id=credit.event_id, canonical_id=canonical.canonical_id,
+                          contact=credit.agency.contact, dissemination=credit.dissemination)
     contact = getattr(primary.payload, "on_scene_contact", None) or primary.source_agency.contact
     cases = sorted({getattr(primary.payload, "case_number", None) or "", *(r.number for r in primary.record_references)}
                    - {""})

@@ -5,13 +5,15 @@ Rules, in order (each decision is explained in the canonical event it produces):
 2. re-submission: the same agency, system and record id is a duplicate at the same or a lower
    version (no output) and an update at a higher one (a new revision);
 3. cross-reference: a seizure citing another record's number (e.g. the SEACATS seizure number in an
-   HSI report), or cited by one, joins that record's canonical event;
-4. cross-agency match: a seizure by another agency with the same drug, close in place and time to any
-   report of a canonical event and with quantities within tolerance joins the best-scoring one above the
-   threshold;
+   HSI report), or cited by one, joins that record's canonical event, unless the rest of the two reports
+   contradicts it (a different driver or vehicle, no drug in common, a day apart): then it is a related event
+   (``CanonicalEvent.related``), such as a controlled delivery that follows a port seizure;
+4. cross-agency match: a seizure by another agency that :func:`consumers.linkage.compare` scores at the
+   threshold or more against a report of a canonical event, with no veto, joins the best-scoring one;
 5. otherwise it is a new canonical event.
-Candidates are looked up in the partition's state only: the ingest key (location area) puts every
-report of one seizure in the same partition, and intake keeps that partition number in ``events.ingested.<ORI>``.
+Candidates are looked up in the partition's state only. Every seizure is in one partition, whatever place it names
+(:func:`schemas.topics.dedup_block`), so no precision of place (port, county, state, office) can keep two reports of
+one seizure apart; every other record is keyed by itself, so its versions meet.
 State holding a report's data names the report (sealed under its key on the changelog, dropped when it is
 purged), and record numbers in state keys are hashed (``State.hashed``); "event seen" flags stay plain.
 """
@@ -20,121 +22,46 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from consumers.linkage import Comparison, Profile, cited_numbers, citation_signal, compare, own_numbers
+from consumers.normalize import entity_keys
 from consumers.stage import Message, Output, Stage, StageConfig
 from consumers.state import State
 from schemas.models import (
-    CanonicalEvent, CaseEvent, DedupDecision, DedupRule, DisseminationLevel, EventType, ItemSeizure, ReportCredit,
+    CanonicalEvent, CaseEvent, DedupDecision, DedupRule, DisseminationLevel, EventType, ReportCredit,
 )
-from schemas.limits import MAX_REPORTS_PER_CANONICAL
+from schemas.limits import (MAX_ENTITY_KEY_CHARS, MAX_KEYS_PER_CREDIT, MAX_RECORD_REFERENCES,
+                            MAX_REPORTS_PER_CANONICAL, MAX_TEXT_CHARS)
 from schemas.protection import record_key_ids
-from schemas.reference import PORTS_OF_ENTRY
-from schemas.topics import CANONICAL, distance_km
+from schemas.topics import CANONICAL
 
 CANONICAL_NAMESPACE = uuid.UUID("0b0d3c52-5e41-4d7e-9d0e-51b1f0f6a7c4")
 HOUR = 3600.0
 
 
 class DedupConfig(StageConfig):
-    """Thresholds of the cross-agency rule (HUB_DEDUP_*)."""
+    """How sure dedup must be (HUB_DEDUP_*); the weights of each signal are :data:`consumers.linkage.WEIGHTS`."""
 
     model_config = SettingsConfigDict(env_prefix="HUB_DEDUP_")
 
-    max_hours_apart: float = Field(3.0, gt=0, description="Reports further apart in event time never match.")
-    max_km_apart: float = Field(2.0, gt=0, description="Reports further apart in place never match.")
-    quantity_tolerance: float = Field(0.10, gt=0, lt=1, description="Relative difference allowed in weight or pills.")
-    threshold: float = Field(0.55, gt=0, le=1, description="Minimum score for a cross-agency match.")
+    max_hours_apart: float = Field(8.0, gt=0, description="Reports further apart in event time are compared only "
+                                   "when one cites the other (custody times run hours after the seizure).")
+    threshold: float = Field(6.0, gt=0, description="Minimum score (sum of log2 weights) for a cross-agency match.")
+    citation_floor: float = Field(-2.0, description="A citation merges unless the rest of the two reports scores "
+                                  "below this, or a veto applies: then the events are only related.")
     retention_days: int = Field(30, gt=0, description="Event-time days a report stays matchable.")
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """What dedup remembers of one report of a canonical seizure to compare later reports against."""
-
-    canonical_id: str
-    agencies: tuple[str, ...]
-    time: float
-    latitude: float | None
-    longitude: float | None
-    port: str | None
-    quantities: dict[str, tuple[float | None, int | None]]  # drug type -> (mg, pills)
-    event_id: str | None = None  # None in state written before content matches were marked
-
-    @staticmethod
-    def of(canonical_id: str, agencies: list[str], event: CaseEvent) -> Candidate:
-        lat, lon = _coordinates(event)
-        return Candidate(canonical_id, tuple(agencies), event.event_time.timestamp(), lat, lon,
-                         event.location.port_of_entry, _quantities(event.payload), event.event_id)
-
-
-def _coordinates(event: CaseEvent) -> tuple[float | None, float | None]:
-    loc = event.location
-    if loc.has_coordinates:
-        return loc.latitude, loc.longitude
-    if loc.port_of_entry:
-        port = PORTS_OF_ENTRY[loc.port_of_entry]
-        return port.latitude, port.longitude
-    return None, None
-
-
-def _quantities(seizure: ItemSeizure) -> dict[str, tuple[float | None, int | None]]:
-    totals: dict[str, tuple[float | None, int | None]] = {}
-    for drug in seizure.drugs:
-        mg, pills = totals.get(drug.drug_type, (None, None))
-        if drug.net_weight is not None:
-            mg = (mg or 0.0) + drug.net_weight.milligrams
-        if drug.pill_count is not None:
-            pills = (pills or 0) + drug.pill_count
-        totals[drug.drug_type] = (mg, pills)
-    return totals
-
-
-def _relative_difference(a: float, b: float) -> float:
-    return abs(a - b) / max(a, b) if max(a, b) > 0 else 0.0
-
-
-def match_score(candidate: Candidate, event: CaseEvent, config: DedupConfig) -> tuple[float, str] | None:
-    """Score in [0, 1] that ``event`` reports the same seizure as ``candidate``, with the reasons; None if not."""
-    if event.agency_ori in candidate.agencies:
-        return None
-    hours = abs(event.event_time.timestamp() - candidate.time) / HOUR
-    if hours > config.max_hours_apart:
-        return None
-    lat, lon = _coordinates(event)
-    if candidate.port and candidate.port == event.location.port_of_entry:
-        km, place = 0.0, f"same port ({candidate.port})"
-    elif lat is not None and candidate.latitude is not None:
-        km = distance_km(lat, lon, candidate.latitude, candidate.longitude)  # type: ignore[arg-type]
-        place = f"{km:.2f} km apart"
-    else:
-        return None
-    if km > config.max_km_apart:
-        return None
-    quantities = _quantities(event.payload)
-    if set(quantities) != set(candidate.quantities):
-        return None
-    differences = []
-    for drug, (mg, pills) in quantities.items():
-        their_mg, their_pills = candidate.quantities[drug]
-        if mg is not None and their_mg is not None:
-            differences.append(_relative_difference(mg, their_mg))
-        elif pills is not None and their_pills is not None:
-            differences.append(_relative_difference(pills, their_pills))
-    if not differences or max(differences) > config.quantity_tolerance:
-        return None
-    worst = max(differences)
-    score = (0.4 * (1 - worst / config.quantity_tolerance) + 0.3 * (1 - hours / config.max_hours_apart)
-             + 0.3 * (1 - km / config.max_km_apart))
-    reasons = (f"{place}, {hours * 60:.0f} min apart, same drugs ({', '.join(sorted(quantities))}), "
-               f"quantities within {worst:.1%}")
-    return round(score, 4), reasons
+def probability(score: float) -> float:
+    """The score (a log2 likelihood ratio) as the probability a canonical event's decision records."""
+    return round(1 / (1 + 2 ** -max(min(score, 60.0), -60.0)), 4)
 
 
 #: (rule, score, explanation, the canonical event joined, the ORI of the report matched)
@@ -167,9 +94,9 @@ class DedupStage(Stage):
             return self._resubmission(event, seen, record_key, state, expires)
         outputs: list[Output] = []
         own_id = str(uuid.uuid5(CANONICAL_NAMESPACE, report[0]))
-        match, content_matches = self._find_match(event, state)
+        match, content_matches, related, closest = self._find_match(event, state)
         if match is None:
-            canonical = _new_event(own_id, event)
+            canonical = _new_event(own_id, event, closest)
         else:
             rule, score, explanation, previous, matched_ori = match
             decision = DedupDecision(rule=rule, score=score, explanation=explanation, event_id=event.event_id)
@@ -195,6 +122,9 @@ class DedupStage(Stage):
                 else:  # an event of its own, as if nothing had matched
                     canonical = _new_event(own_id, event)
                     self._add_black_twin(own_id, joined.canonical_id, state, expires, report)
+        if related - {canonical.canonical_id} - set(canonical.related):
+            canonical = canonical.model_copy(update={
+                "related": sorted(set(canonical.related) | related - {canonical.canonical_id})[:MAX_RECORD_REFERENCES]})
         state.put("record", record_key, {"version": event.record_version, "canonical_id": canonical.canonical_id},
                   expires, reports=report)
         self._remember(canonical, event, state, expires)
@@ -224,37 +154,68 @@ class DedupStage(Stage):
         self._remember(canonical, event, state, expires)
         return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
-    def _find_match(self, event: CaseEvent, state: State) -> tuple[Match | None, set[tuple[str, str | None]]]:
+    def _find_match(self, event: CaseEvent, state: State
+                    ) -> tuple[Match | None, set[tuple[str, str | None]], set[str], str]:
         """The rule, score, explanation and canonical event ``event`` joins, and the ORI of the report it matched;
-        and every report (canonical id, event id) of any event that ``event`` matches by content.
+        every report (canonical id, event id) of any event that ``event`` matches by content; the events it cites
+        but is not (related); and, when it joins nothing, why the closest candidate was not it.
 
         Matches through no BLACK report come first (citations, then the best content match), so that which events
         form does not depend on whether a BLACK report of the seizure arrived before the others or after them."""
         if event.event_type != EventType.SEIZURE:
-            return None, set()
-        matches = []
-        for number in _numbers_cited(event) + _own_numbers(event):
-            canonical_id = state.get("ref", state.hashed(number))
-            previous = self._canonical(canonical_id, state) if canonical_id else None
-            if _joinable(previous, event):
-                ori, system, record = number.split("|", 2)
-                matches.append((DedupRule.CROSS_REFERENCE, 1.0, f"{ori}'s {system} record {record} links the reports",
-                                previous, ori))
-        scored_matches = []
-        content_matches = set()
+            return None, set(), set(), ""
+        profile = Profile.of("", event)
+        scanned: dict[str, list[Profile]] = defaultdict(list)
+        seen: set[str] = set()
         for bucket in _buckets(event.event_time.timestamp(), self.config.max_hours_apart):
-            for _, summary in state.scan("candidate", f"{bucket}|"):
-                scored = match_score(Candidate(**summary), event, self.config)
-                if not scored or scored[0] < self.config.threshold:
+            for family in _families(profile):  # reports with no drug in common never match by content
+                for _, stored in state.scan("profile", f"{bucket}|{family}|"):
+                    if stored["agency"] != event.agency_ori and stored["event_id"] not in seen:
+                        seen.add(stored["event_id"])
+                        scanned[stored["canonical_id"]].append(Profile(**stored))
+        cited: dict[str, str] = {}
+        for number in cited_numbers(event) + _unscoped(own_numbers(event)):
+            canonical_id = state.get("ref", state.hashed(number))
+            if canonical_id:
+                cited.setdefault(canonical_id, number)
+        matches, scored_matches, related = [], [], set()
+        content_matches: set[tuple[str, str | None]] = set()
+        closest: tuple[float, str] | None = None
+        for canonical_id in [*cited, *(c for c in scanned if c not in cited)]:
+            previous = self._canonical(canonical_id, state)
+            if not _joinable(previous, event):
+                continue
+            assert previous is not None
+            profiles = scanned.get(canonical_id) or [Profile.of(previous.canonical_id, previous.primary)]
+            comparisons = [(p, compare(profile, p)) for p in profiles]
+            best_profile, best = max(comparisons, key=lambda c: c[1].score)
+            vetoes = sorted({v for _, c in comparisons for v in c.vetoes})
+            matched_ori = best_profile.agency
+            content_matches |= {(previous.canonical_id, p.event_id) for p, c in comparisons
+                                if c.matches(self.config.threshold)}
+            if canonical_id in cited:
+                number = cited[canonical_id]
+                if vetoes or best.score < self.config.citation_floor:
+                    related.add(previous.canonical_id)
                     continue
-                previous = self._canonical(summary["canonical_id"], state)
-                if _joinable(previous, event):
-                    scored_matches.append((DedupRule.CROSS_AGENCY_MATCH, *scored, previous, summary["agencies"][0]))
-                    content_matches.add((previous.canonical_id, summary.get("event_id")))
+                ori, system, record = number.split("|", 2)
+                signals = Comparison((citation_signal(number), *best.signals))
+                whose = f"{ori}'s" if ori != "*" else "the (ORI-less) cited"
+                matches.append((DedupRule.CROSS_REFERENCE, probability(signals.score),
+                                f"{whose} {system} record {record} links the reports; {signals.explain()}", previous,
+                                ori if ori != "*" else matched_ori))
+                continue
+            if vetoes or not best.matches(self.config.threshold):
+                if closest is None or best.score > closest[0]:
+                    closest = (best.score, f"closest candidate {previous.canonical_id}: "
+                                           f"{Comparison(best.signals, tuple(vetoes)).explain()}")
+                continue
+            scored_matches.append((DedupRule.CROSS_AGENCY_MATCH, probability(best.score), best.explain(), previous,
+                                   matched_ori, best.score))
         # The best score wins; among equal scores, the first found (scan order is the state's key order).
-        matches += sorted(scored_matches, key=lambda m: -m[1])
-        best = next((m for m in matches if not _black_match(m[3], m[4])), matches[0] if matches else None)
-        return best, content_matches
+        matches += [m[:5] for m in sorted(scored_matches, key=lambda m: -m[5])]
+        best_match = next((m for m in matches if not _black_match(m[3], m[4])), matches[0] if matches else None)
+        return best_match, content_matches, related, closest[1] if closest else ""
 
     def _credit_black_twins(self, canonical: CanonicalEvent, event: CaseEvent, decision: DedupDecision, state: State,
                             expires: Any) -> list[Output]:
@@ -316,19 +277,23 @@ class DedupStage(Stage):
                   reports=record_key_ids(canonical))
 
     def _remember(self, canonical: CanonicalEvent, event: CaseEvent, state: State, expires: Any) -> None:
-        """Keep the canonical event, and the report's numbers and summary to match later reports against."""
+        """Keep the canonical event, and the report's numbers and profile to match later reports against."""
         self._store_canonical(canonical, state, expires)
         if event.event_type != EventType.SEIZURE:
             return
-        for number in _numbers_cited(event) + _own_numbers(event):
-            state.put("ref", state.hashed(number), canonical.canonical_id, expires, reports=record_key_ids(event))
+        report = record_key_ids(event)
+        for number in _unscoped(own_numbers(event)):
+            state.put("ref", state.hashed(number), canonical.canonical_id, expires, reports=report)
+        for number in cited_numbers(event):  # a number it cites leads here, unless it already leads elsewhere
+            if state.get("ref", state.hashed(number)) in (None, canonical.canonical_id):
+                state.put("ref", state.hashed(number), canonical.canonical_id, expires, reports=report)
         # Every report is a candidate, not just the first: a third report may be close to the second
         # but not to the first, and the outcome must not depend on which arrived first.
         bucket = _buckets(event.event_time.timestamp(), 0)[0]
-        summary = Candidate.of(canonical.canonical_id, [event.agency_ori], event)
-        report = record_key_ids(event)
-        state.put("candidate", f"{bucket}|{canonical.canonical_id}|{report[0]}", summary.__dict__, expires,
-                  reports=report)
+        profile = Profile.of(canonical.canonical_id, event)
+        for family in _families(profile):  # indexed by hour and drug family: what a later report's scan reads
+            state.put("profile", f"{bucket}|{family}|{canonical.canonical_id}|{report[0]}", profile.as_dict(), expires,
+                      reports=report)
 
 
 def _joinable(canonical: CanonicalEvent | None, event: CaseEvent) -> bool:
@@ -338,11 +303,12 @@ def _joinable(canonical: CanonicalEvent | None, event: CaseEvent) -> bool:
         and len(canonical.reports) < MAX_REPORTS_PER_CANONICAL
 
 
-def _new_event(canonical_id: str, event: CaseEvent) -> CanonicalEvent:
+def _new_event(canonical_id: str, event: CaseEvent, closest: str = "") -> CanonicalEvent:
+    explanation = f"first report of this event; {closest}" if closest else "first report of this event"
     return CanonicalEvent(canonical_id=canonical_id, revision=1, event_type=event.event_type, primary=event,
                           reports=[credit_of(event, DedupRule.NEW_EVENT, 1.0)],
                           decision=DedupDecision(rule=DedupRule.NEW_EVENT, score=1.0, event_id=event.event_id,
-                                                 explanation="first report of this event"))
+                                                 explanation=explanation[:MAX_TEXT_CHARS]))
 
 
 def _credited(canonical: CanonicalEvent, credit: ReportCredit, decision: DedupDecision,
@@ -365,7 +331,7 @@ def primacy(report: CaseEvent) -> tuple[bool, float, str, str, str]:
     then by ORI, system and record id. A function of each report alone, never of which arrived first, so the
     same reports give the same primary whatever the order. An update of the primary record keeps it primary
     (dedup keeps only the primary's whole report)."""
-    return (bool(_numbers_cited(report)), report.event_time.timestamp(), report.agency_ori, report.source_system,
+    return (bool(report.record_references), report.event_time.timestamp(), report.agency_ori, report.source_system,
             report.source_record_id)
 
 
@@ -377,26 +343,23 @@ def _black_match(previous: CanonicalEvent, matched_ori: str) -> bool:
 
 
 def credit_of(event: CaseEvent, rule: DedupRule, score: float) -> ReportCredit:
-    """How a canonical event credits one report (and remembers its LEXS level for the router)."""
+    """How a canonical event credits one report (and remembers its LEXS level for the router, and the entities it
+    names for deconfliction: the canonical event carries only the primary report whole)."""
+    keys = [str(key) for key in entity_keys(event) if len(str(key)) <= MAX_ENTITY_KEY_CHARS]
     return ReportCredit(event_id=event.event_id, agency=event.source_agency, source_system=event.source_system,
                         source_record_id=event.source_record_id, record_version=event.record_version,
                         report_time=event.report_time, rule=rule, score=score,
-                        dissemination=event.handling.dissemination)
+                        dissemination=event.handling.dissemination, entity_keys=keys[:MAX_KEYS_PER_CREDIT])
 
 
-def _own_numbers(event: CaseEvent) -> list[str]:
-    """The record's own numbers, scoped by agency: systems such as RMS are shared by many agencies."""
-    prefix = f"{event.agency_ori}|{event.source_system}"
-    numbers = [f"{prefix}|{event.source_record_id}"]
-    seizure_number = getattr(event.payload, "seizure_number", None)
-    if seizure_number:
-        numbers.append(f"{prefix}|{seizure_number}")
-    return numbers
+def _families(profile: Profile) -> list[str]:
+    """The drug families a report's profile is indexed under ("-" for a seizure of presses alone)."""
+    return sorted(profile.drugs) or ["-"]
 
 
-def _numbers_cited(event: CaseEvent) -> list[str]:
-    """Records the event cites; a citation without the owning agency's ORI is too ambiguous to merge on."""
-    return [f"{r.ori}|{r.system}|{r.number}" for r in event.record_references if r.ori]
+def _unscoped(numbers: list[str]) -> list[str]:
+    """Each of a record's own numbers, and the same without its ORI (what a citation without one looks up)."""
+    return sorted({*numbers, *("*|" + number.split("|", 1)[1] for number in numbers)})
 
 
 def _buckets(timestamp: float, reach_hours: float) -> list[int]:

@@ -17,7 +17,7 @@ from consumers.state import State
 from producers.publisher import EVENT_ID_HEADER
 from schemas.limits import check_times
 from schemas.models import CaseEvent
-from schemas.topics import INGESTED
+from schemas.topics import INGESTED, dedup_block
 
 
 class IntakeStage(Stage):
@@ -42,6 +42,7 @@ class IntakeStage(Stage):
         # The broker stamped the record (ingest topics use LogAppendTime): dates are checked against that, so a
         # replay decides the same and a report dated far ahead cannot push the hub's event time forward.
         check_times(event, datetime.fromtimestamp(message.timestamp_ms / 1000, tz=timezone.utc))
-        # Same partition number: every agency's report of one seizure stays where one dedup instance sees it.
-        return [Output(INGESTED.name(ori=publisher), message.key or b"", event,
-                       headers=[(EVENT_ID_HEADER, event.event_id.encode())], partition=message.partition)]
+        # Keyed by its dedup block, whatever key the publisher chose: every agency's report of one seizure reaches
+        # the same partition number, where one dedup instance compares them.
+        return [Output(INGESTED.name(ori=publisher), dedup_block(event).encode(), event,
+                       headers=[(EVENT_ID_HEADER, event.event_id.encode())])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ from consumers.state.base import PartitionStore, StateWrite
 class MemoryPartitionStore(PartitionStore):
     def __init__(self) -> None:
         self._entries: dict[str, tuple[Any, float | None, tuple[str, ...]]] = {}
+        self._sorted: list[str] = []  # the keys in order, so a prefix scan reads a range, as SQLite's index does
         self._changelog_offset = 0
 
     def get(self, store_key: str) -> Any | None:
@@ -18,14 +20,22 @@ class MemoryPartitionStore(PartitionStore):
         return None if entry is None else entry[0]
 
     def scan(self, prefix: str) -> Iterator[tuple[str, Any]]:
-        for key in sorted(k for k in self._entries if k.startswith(prefix)):
+        start = bisect.bisect_left(self._sorted, prefix)
+        keys = self._sorted[start:bisect.bisect_left(self._sorted, prefix + "\U0010ffff", start)]
+        for key in keys:
             yield key, self._entries[key][0]
+
+    def _delete(self, key: str) -> None:
+        if self._entries.pop(key, None) is not None:
+            del self._sorted[bisect.bisect_left(self._sorted, key)]
 
     def apply(self, writes: list[StateWrite], changelog_offset: int | None) -> None:
         for w in writes:
             if w.value is None:
-                self._entries.pop(w.store_key, None)
+                self._delete(w.store_key)
             else:
+                if w.store_key not in self._entries:
+                    bisect.insort(self._sorted, w.store_key)
                 self._entries[w.store_key] = (w.value, w.expires_at, w.reports)
         if changelog_offset is not None:
             self._changelog_offset = changelog_offset
@@ -40,7 +50,7 @@ class MemoryPartitionStore(PartitionStore):
         purged = set(report_ids)
         keys = [k for k, (_, _, reports) in self._entries.items() if purged.intersection(reports)]
         for key in keys:
-            del self._entries[key]
+            self._delete(key)
         return len(keys)
 
     @property
@@ -52,3 +62,4 @@ class MemoryPartitionStore(PartitionStore):
 
     def close(self) -> None:
         self._entries.clear()
+        self._sorted.clear()
