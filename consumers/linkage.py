@@ -108,18 +108,18 @@ class Profile:
     state: str | None = None
     drugs: dict[str, list[Any]] = field(default_factory=dict)  # family -> [mg estimate, counted in pills]
     persons: list[str] = field(default_factory=list)
-    drivers: list[str] = field(default_factory=list)  # the people it names as driver, or its one subject
+    drivers: list[str] = field(default_factory=list)  # the people it names as driver
+    subject: list[str] = field(default_factory=list)  # its one subject, when it names exactly one and no driver
     vins: list[str] = field(default_factory=list)
     plates: list[str] = field(default_factory=list)
     phones: list[str] = field(default_factory=list)
     serials: list[str] = field(default_factory=list)
-    numbers: list[str] = field(default_factory=list)  # its own record numbers, normalised
 
     @staticmethod
     def of(canonical_id: str, event: CaseEvent) -> Profile:
         lat, lon, county, state = _place(event)
-        keys: dict[str, set[str]] = {"persons": set(), "drivers": set(), "vins": set(), "plates": set(),
-                                     "phones": set(), "serials": set()}
+        keys: dict[str, set[str]] = {"persons": set(), "drivers": set(), "subject": set(), "vins": set(),
+                                     "plates": set(), "phones": set(), "serials": set()}
         people: dict[EntityRole, set[str]] = defaultdict(set)
         for entity in event.entities:
             for identifier in entity.identifiers:
@@ -130,10 +130,11 @@ class Profile:
                 keys[bucket].add(key.value)
                 if bucket == "persons":
                     people[entity.role].add(key.value)
-        # Who the seizure is about: its driver, else its one subject. Two reports naming different ones are not one
-        # seizure; passengers and associates may differ between reports of one.
-        lone_subject = people[EntityRole.SUBJECT] if len(people[EntityRole.SUBJECT]) == 1 else set()
-        keys["drivers"] = people[EntityRole.DRIVER] or lone_subject
+        # Who the seizure is about: its driver, else its one subject. Two reports naming different drivers (or, where
+        # neither names a driver, different lone subjects) are not one seizure; passengers and associates may differ.
+        keys["drivers"] = people[EntityRole.DRIVER]
+        if not keys["drivers"] and len(people[EntityRole.SUBJECT]) == 1:
+            keys["subject"] = people[EntityRole.SUBJECT]
         payload = event.payload
         if isinstance(payload, ItemSeizure):
             for press in payload.pill_presses:
@@ -143,7 +144,6 @@ class Profile:
         return Profile(canonical_id=canonical_id, agency=event.agency_ori, event_id=event.event_id,
                        time=event.event_time.timestamp(), latitude=lat, longitude=lon, county=county, state=state,
                        drugs=_drug_quantities(payload) if isinstance(payload, ItemSeizure) else {},
-                       numbers=own_numbers(event),
                        **{name: sorted(values) for name, values in keys.items()})
 
     def as_dict(self) -> dict[str, Any]:
@@ -207,7 +207,8 @@ def compare(a: Profile, b: Profile) -> Comparison:
     """Every signal of whether ``a`` and ``b`` report one seizure (symmetric: compare(a, b) == compare(b, a))."""
     signals = [_time(a, b), *_places(a, b), *_drugs(a, b), *_entities(a, b)]
     vetoes = []
-    if set(a.drivers) and set(b.drivers) and not set(a.drivers) & set(b.drivers):
+    if (a.drivers and b.drivers and not set(a.drivers) & set(b.drivers)) or (
+            a.subject and b.subject and not set(a.subject) & set(b.subject)):
         vetoes.append("different driver")
     vehicles_a, vehicles_b = set(a.vins) | set(a.plates), set(b.vins) | set(b.plates)
     if not vehicles_a & vehicles_b and ((a.vins and b.vins) or _same_plate_issuer(a.plates, b.plates)):

@@ -108,6 +108,16 @@ def test_different_drivers_and_vehicles_veto_a_match_however_close_the_rest():
     assert "vetoed: different driver, different vehicle" in run.outputs[-1].decision.explanation
 
 
+@pytest.mark.parametrize(("first_role", "second_role", "vetoed"), [
+    ("DRIVER", "DRIVER", True), ("SUBJECT", "SUBJECT", True),
+    ("DRIVER", "SUBJECT", False),  # the sheriff booked the passenger: one seizure, two people
+])
+def test_only_people_in_the_same_part_can_disagree(first_role, second_role, vetoed):
+    a = Profile.of("a", cbp(entities=[{**DRIVER, "role": first_role}]))
+    b = Profile.of("b", partner(entities=[{**OTHER_DRIVER, "role": second_role}]))
+    assert ("different driver" in compare(a, b).vetoes) is vetoed
+
+
 def test_a_vin_and_a_plate_cannot_disagree():
     """One report names the VIN, the other only a plate: nothing to compare, so no veto."""
     run = PartitionedRun(DedupStage())
