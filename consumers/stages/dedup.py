@@ -174,8 +174,8 @@ class DedupStage(Stage):
                         seen.add(stored["event_id"])
                         scanned[stored["canonical_id"]].append(Profile(**stored))
         cited: dict[str, str] = {}
-        for number in cited_numbers(event) + _unscoped(own_numbers(event)):
-            canonical_id = state.get("ref", state.hashed(number))
+        for namespace, number in _number_lookups(event):
+            canonical_id = state.get(namespace, state.hashed(number))
             if canonical_id:
                 cited.setdefault(canonical_id, number)
         matches, scored_matches, related = [], [], set()
@@ -282,11 +282,13 @@ class DedupStage(Stage):
         if event.event_type != EventType.SEIZURE:
             return
         report = record_key_ids(event)
-        for number in _unscoped(own_numbers(event)):
+        for number in own_numbers(event):
             state.put("ref", state.hashed(number), canonical.canonical_id, expires, reports=report)
+            state.put("ref-owned", state.hashed(_unscoped(number)), canonical.canonical_id, expires, reports=report)
         for number in cited_numbers(event):  # a number it cites leads here, unless it already leads elsewhere
-            if state.get("ref", state.hashed(number)) in (None, canonical.canonical_id):
-                state.put("ref", state.hashed(number), canonical.canonical_id, expires, reports=report)
+            namespace = "ref-cited" if number.startswith("*|") else "ref"
+            if state.get(namespace, state.hashed(number)) in (None, canonical.canonical_id):
+                state.put(namespace, state.hashed(number), canonical.canonical_id, expires, reports=report)
         # Every report is a candidate, not just the first: a third report may be close to the second
         # but not to the first, and the outcome must not depend on which arrived first.
         bucket = _buckets(event.event_time.timestamp(), 0)[0]
@@ -357,9 +359,22 @@ def _families(profile: Profile) -> list[str]:
     return sorted(profile.drugs) or ["-"]
 
 
-def _unscoped(numbers: list[str]) -> list[str]:
-    """Each of a record's own numbers, and the same without its ORI (what a citation without one looks up)."""
-    return sorted({*numbers, *("*|" + number.split("|", 1)[1] for number in numbers)})
+def _unscoped(number: str) -> str:
+    """A record number without its ORI ("*|SEACATS|2026..."): what a citation without one looks up."""
+    return "*|" + number.split("|", 1)[1]
+
+
+def _number_lookups(event: CaseEvent) -> list[tuple[str, str]]:
+    """Where to look up the events ``event``'s numbers lead to. ``ref`` holds numbers with their ORI (a record's own,
+    or a citation naming its owner); ``ref-owned`` a record's own number without it, which only a citation without an
+    ORI may find (two agencies' RMS records can share a number); ``ref-cited`` such a citation, which the cited
+    record's own number finds when it arrives later."""
+    lookups = []
+    for number in cited_numbers(event):
+        lookups += [("ref-owned", number), ("ref-cited", number)] if number.startswith("*|") else [("ref", number)]
+    for number in own_numbers(event):
+        lookups += [("ref", number), ("ref-cited", _unscoped(number))]
+    return lookups
 
 
 def _buckets(timestamp: float, reach_hours: float) -> list[int]:
