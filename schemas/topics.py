@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from schemas.limits import MAX_REPORT_BYTES
-from schemas.models import CaseEvent, EventType
+from schemas.models import CaseEvent
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
 FOREVER = -1
@@ -55,8 +55,7 @@ INGEST = TopicSpec(
     purpose="Events one agency publishes, in the clear (agencies hold no hub key); only that agency's principal "
     "may write it. The intake stage seals each record into events.ingested.<ORI>, so this is kept only a week.",
     partitions=6,
-    key="dedup block (schemas.topics.dedup_block): 'seizures' for every seizure, else "
-    "'record:<ORI>|<system>|<record id>'",
+    key="dedup block (schemas.topics.dedup_block): 'all', one partition",
     value="CaseEvent, Avro single-object encoding (schemas/avsc)",
     cleanup_policy="delete",
     # Long enough to ride out an intake outage; hourly segments make the bound on a plain copy 7 days + 1 hour.
@@ -106,20 +105,23 @@ def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * 6371.0 * math.asin(math.sqrt(a))
 
 
-def dedup_block(event: CaseEvent) -> str:
-    """Which reports dedup compares, as a record key: every seizure with every other seizure, and every other record
-    with its own versions.
+#: The one dedup block (see :func:`dedup_block`).
+DEDUP_BLOCK = "all"
 
-    Only seizures are matched across agencies, and a report may place one by port, geocode, county, state or the
-    reporting office: any key built from the place would put two reports of one seizure in two partitions, where
-    no dedup instance compares them. So all seizures share one key (one partition: its cost is that seizure dedup
-    runs on one instance at a time; the border's seizures are a few a minute, and one instance drains hundreds a
-    second). Every other record is keyed by itself, so its versions meet and those records spread over every
-    partition.
+
+def dedup_block(event: CaseEvent) -> str:
+    """Which reports dedup compares, as a record key: all of them, in one partition.
+
+    Seizures are matched across agencies, and a report may place one by port, geocode, county, state or the
+    reporting office: any key built from the place put two reports of one seizure in two partitions, where no dedup
+    instance compared them (and a version adding a geocode in another partition than the first). Keying only seizures
+    together is not enough either: the runner merges the agencies' topics in timestamp order within a partition
+    number, and that order is what makes an arrest and the seizure it follows, or two agencies' raids, reach
+    deconfliction in the same order on one host or many; records in different partitions lose it. So every record
+    shares one key. The cost: intake and dedup run on one partition, so on one instance at a time (a second instance
+    stands by), and every later stage still spreads by its own keys.
     """
-    if event.event_type == EventType.SEIZURE:
-        return "seizures"
-    return f"record:{event.agency_ori}|{event.source_system}|{event.source_record_id}"
+    return DEDUP_BLOCK
 
 
 def ingest_key(event: CaseEvent) -> bytes:

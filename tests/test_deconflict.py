@@ -88,16 +88,8 @@ def test_overlapping_operations_nearby_raise_one_urgent_alert():
     assert hub.feed(later) == [] and hub.feed(far) == []
 
 
-def test_planted_conflicts_and_shared_targets_are_found_without_false_alerts():
-    sample = generate(20_000, seed=31)
-    hub = Deconfliction()
-    for event in sorted(sample.events, key=lambda e: e.report_time):
-        hub.feed(event)
-    event_alerts = {frozenset(p.event_id for p in a.parties) for a in hub.alerts if a.alert_kind == AlertKind.EVENT}
-    planted = {frozenset(c["event_ids"]) for c in sample.labels.event_conflicts}
-    print(f"event deconfliction: {len(planted)} planted, {len(event_alerts)} alerts, {len(planted & event_alerts)} match")
-    assert event_alerts == planted
-
+def shared_targets(sample, hub: Deconfliction) -> tuple[set[str], set[str]]:
+    """The target keys an alert is required on, and those it may be on, given the events ``hub``'s dedup formed."""
     # Correlate sees every report each revision credits (the primary whole, the others' entity keys).
     by_id = {e.event_id: e for e in sample.events}
     primaries: dict[str, CanonicalEvent] = {}  # report event id -> the current event crediting it
@@ -120,6 +112,20 @@ def test_planted_conflicts_and_shared_targets_are_found_without_false_alerts():
             expected.add(str(key))
         if key is not None and any(a[0] not in b[1].agencies for a, b in pairs):
             possible.add(str(key))
+    return expected, possible
+
+
+def test_planted_conflicts_and_shared_targets_are_found_without_false_alerts():
+    sample = generate(20_000, seed=31)
+    hub = Deconfliction()
+    for event in sorted(sample.events, key=lambda e: e.report_time):
+        hub.feed(event)
+    event_alerts = {frozenset(p.event_id for p in a.parties) for a in hub.alerts if a.alert_kind == AlertKind.EVENT}
+    planted = {frozenset(c["event_ids"]) for c in sample.labels.event_conflicts}
+    print(f"event deconfliction: {len(planted)} planted, {len(event_alerts)} alerts, {len(planted & event_alerts)} match")
+    assert event_alerts == planted
+
+    expected, possible = shared_targets(sample, hub)
     alerted = {a.matched for a in hub.alerts if a.alert_kind == AlertKind.TARGET}
     recall = len(expected & alerted) / len(expected)
     precision = len(possible & alerted) / len(alerted)

@@ -283,4 +283,4 @@ def test_ingest_topics_are_stamped_by_the_broker_and_bounded():
     configs = INGEST.configs
     assert configs["message.timestamp.type"] == "LogAppendTime"
     assert int(configs["max.message.bytes"]) < 1_000_000
-    assert ingest_key(SEED_EVENT) == b"seizures"
+    assert ingest_key(SEED_EVENT) == b"all"

@@ -247,7 +247,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_processing_continues(hu
 
 @pytest.mark.slow
 def test_whole_flow_killed_mid_stream_raises_each_alert_once_and_tracks_acknowledgement(hub_settings):
-    from tests.test_deconflict import Deconfliction
+    from tests.test_deconflict import Deconfliction, shared_targets
 
     sample = generate(3_000, seed=37)
     agencies = {e.agency_ori for e in sample.events}
@@ -301,8 +301,11 @@ def test_whole_flow_killed_mid_stream_raises_each_alert_once_and_tracks_acknowle
         found = {a.matched for a in alerts if a.alert_kind == "TARGET"}
         print(f"target keys alerted: {len(found)} on the broker, {len(target_keys)} in the pure run "
               f"(which pair of reports meets first depends on arrival order)")
-        assert found <= target_keys, "no alert on a target the pure pipeline does not share between agencies"
-        assert len(found) >= 0.95 * len(target_keys)
+        # Which reports of an event have been credited when a target's other record arrives depends on arrival order
+        # too: an alert the pure run did not raise is false only if no order could raise it.
+        required, possible = shared_targets(sample, expected)
+        assert found <= possible, "no alert on a target no two agencies' separate records share"
+        assert len(found) >= 0.95 * len(target_keys) and len(found & required) >= 0.95 * len(required)
         # Event time moves on through weeks of sample traffic, so unacknowledged alerts escalate.
         assert any(a.status == "ESCALATED" for a in alerts)
         target = next(a for a in alerts if a.urgent) if any(a.urgent for a in alerts) else alerts[0]

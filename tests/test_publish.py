@@ -327,7 +327,7 @@ def test_csv_with_dotted_columns_publishes(hub_settings, tmp_path):
     [record] = topic_records(hub_settings, topic)
     event = hub_codec(hub_settings).decode(record.value)
     assert event.payload.drugs[0].pill_count == 5000 and event.source_agency.name.startswith("CBP")
-    assert record.key == b"seizures"  # its dedup block (schemas.topics.dedup_block)
+    assert record.key == b"all"  # its dedup block (schemas.topics.dedup_block)
 
 
 def test_all_or_nothing_publishes_nothing_when_one_record_is_bad(hub_settings, tmp_path):
