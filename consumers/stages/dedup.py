@@ -11,9 +11,9 @@ Rules, in order (each decision is explained in the canonical event it produces):
 4. cross-agency match: a seizure by another agency that :func:`consumers.linkage.compare` scores at the
    threshold or more against a report of a canonical event, with no veto, joins the best-scoring one;
 5. otherwise it is a new canonical event.
-Candidates are looked up in the partition's state only. Every seizure is in one partition, whatever place it names
+Candidates are looked up in the partition's state only. Every record is in one partition, whatever place it names
 (:func:`schemas.topics.dedup_block`), so no precision of place (port, county, state, office) can keep two reports of
-one seizure apart; every other record is keyed by itself, so its versions meet.
+one seizure apart, and every version of a record meets the first.
 State holding a report's data names the report (sealed under its key on the changelog, dropped when it is
 purged), and record numbers in state keys are hashed (``State.hashed``); "event seen" flags stay plain.
 """
