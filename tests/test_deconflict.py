@@ -102,7 +102,7 @@ def shared_targets(sample, hub: Deconfliction) -> tuple[set[str], set[str]]:
     expected, possible = set(), set()
     for label in sample.labels.target_correlations:
         key = normalize_identifier(label["scheme"], label["value"], label.get("issuer"))
-        # (the agency of the report touching the target, the event it is primary of)
+        # (the agency of the report touching the target, the event crediting it)
         touches = [(by_id[e].agency_ori, primaries[e]) for e in label["event_ids"] if e in primaries]
         pairs = [(a, b) for a in touches for b in touches if a[1].canonical_id != b[1].canonical_id]
         # Nor when one record cites the other's: they share it. A record cited may join its event after the alert

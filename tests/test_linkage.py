@@ -3,6 +3,7 @@ quality on the labelled exports. Pure functions and in-memory stages; no Kafka."
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -210,16 +211,23 @@ def test_the_scorer_counts_a_wrong_merge_and_a_missed_one():
     merged = _as_labelled(exports, events, right, merge=True)
     worse, _, _ = score(exports.labels, events, merged)
     assert worse[0].false_positives > 0 and worse[0].precision < 1.0 and worse[0].recall == 1.0
+    # Keep one incident's reports apart: recall falls, precision does not.
+    split, _, _ = score(exports.labels, events, _as_labelled(exports, events, right, split=True))
+    assert split[0].false_negatives > 0 and split[0].recall < 1.0 and split[0].precision == 1.0
 
 
-def _as_labelled(exports, events, outcome: Outcome, merge: bool = False) -> Outcome:
-    """An outcome whose canonical events are exactly the labelled incidents (the first two made one, if ``merge``)."""
+def _as_labelled(exports, events, outcome: Outcome, merge: bool = False, split: bool = False) -> Outcome:
+    """An outcome whose canonical events are exactly the labelled incidents (the first two made one, if ``merge``;
+    the first incident of several reports made two, if ``split``)."""
     incidents: dict[str, list] = {}
     for event in events:
         incidents.setdefault(exports.labels.incident_of[event.event_id], []).append(event)
     groups = list(incidents.values())
     if merge:
         groups = [groups[0] + groups[1], *groups[2:]]
+    if split:
+        several = next(g for g in groups if len(g) > 1)
+        groups = [several[:1], several[1:], *(g for g in groups if g is not several)]
     template = outcome.canonicals[0]
     canonicals = []
     for number, group in enumerate(groups):
@@ -248,6 +256,7 @@ def test_the_labelled_exports_are_deterministic_and_hold_every_kind_of_case():
     labels = first.labels
     assert labels.related and labels.lookalikes and labels.conflicts and labels.shared_entities and labels.citing
     written = " ".join(str(r) for r in first.records)
-    for variant in ("Seacats", "S/N", "/19", "Texas", "(", "FENTANYL_ANALOGUE", "pill_count", "reporting office"):
+    for variant in ("Seacats", "S/N", "/19", "Texas", "FENTANYL_ANALOGUE", "pill_count", "reporting office"):
         assert variant in written, variant
+    assert re.search(r"\(\d{3}\) \d{3}-\d{4}", written), "a phone written (956) 555-0156"
 

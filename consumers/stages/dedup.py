@@ -24,6 +24,7 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -94,7 +95,9 @@ class DedupStage(Stage):
             return self._resubmission(event, seen, record_key, state, expires)
         outputs: list[Output] = []
         own_id = str(uuid.uuid5(CANONICAL_NAMESPACE, report[0]))
-        match, content_matches, related, closest = self._find_match(event, state)
+        # What dedup compares the report on, read once: normalising its identifiers is the costly part.
+        profile = Profile.of("", event) if event.event_type == EventType.SEIZURE else None
+        match, content_matches, related, closest = self._find_match(event, profile, state)
         if match is None:
             canonical = _new_event(own_id, event, closest)
         else:
@@ -127,7 +130,7 @@ class DedupStage(Stage):
                 "related": sorted(set(canonical.related) | related - {canonical.canonical_id})[:MAX_RECORD_REFERENCES]})
         state.put("record", record_key, {"version": event.record_version, "canonical_id": canonical.canonical_id},
                   expires, reports=report)
-        self._remember(canonical, event, state, expires)
+        self._remember(canonical, event, state, expires, profile)
         return [*outputs, Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
     # -- rules -----------------------------------------------------------------------------------
@@ -154,7 +157,7 @@ class DedupStage(Stage):
         self._remember(canonical, event, state, expires)
         return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
-    def _find_match(self, event: CaseEvent, state: State
+    def _find_match(self, event: CaseEvent, profile: Profile | None, state: State
                     ) -> tuple[Match | None, set[tuple[str, str | None]], set[str], str]:
         """The rule, score, explanation and canonical event ``event`` joins, and the ORI of the report it matched;
         every report (canonical id, event id) of any event that ``event`` matches by content; the events it cites
@@ -162,9 +165,8 @@ class DedupStage(Stage):
 
         Matches through no BLACK report come first (citations, then the best content match), so that which events
         form does not depend on whether a BLACK report of the seizure arrived before the others or after them."""
-        if event.event_type != EventType.SEIZURE:
+        if profile is None:
             return None, set(), set(), ""
-        profile = Profile.of("", event)
         scanned: dict[str, list[Profile]] = defaultdict(list)
         seen: set[str] = set()
         for bucket in _buckets(event.event_time.timestamp(), self.config.max_hours_apart):
@@ -276,8 +278,10 @@ class DedupStage(Stage):
         state.put("canonical", canonical.canonical_id, canonical.model_dump(mode="json"), expires,
                   reports=record_key_ids(canonical))
 
-    def _remember(self, canonical: CanonicalEvent, event: CaseEvent, state: State, expires: Any) -> None:
-        """Keep the canonical event, and the report's numbers and profile to match later reports against."""
+    def _remember(self, canonical: CanonicalEvent, event: CaseEvent, state: State, expires: Any,
+                  profile: Profile | None = None) -> None:
+        """Keep the canonical event, and the report's numbers and profile (``profile``, if already read) to match
+        later reports against."""
         self._store_canonical(canonical, state, expires)
         if event.event_type != EventType.SEIZURE:
             return
@@ -292,7 +296,7 @@ class DedupStage(Stage):
         # Every report is a candidate, not just the first: a third report may be close to the second
         # but not to the first, and the outcome must not depend on which arrived first.
         bucket = _buckets(event.event_time.timestamp(), 0)[0]
-        profile = Profile.of(canonical.canonical_id, event)
+        profile = replace(profile or Profile.of("", event), canonical_id=canonical.canonical_id)
         for family in _families(profile):  # indexed by hour and drug family: what a later report's scan reads
             state.put("profile", f"{bucket}|{family}|{canonical.canonical_id}|{report[0]}", profile.as_dict(), expires,
                       reports=report)
