@@ -1,7 +1,7 @@
 """Replay: re-run the pipeline over a period of ingest history in an isolated namespace, and compare.
 
 A replay copies the sealed ingest history (``events.ingested.<ORI>``, written by the intake stage) up to the end of the
-period (with keys, headers, partitions and timestamps) and the alert actions taken into topics under its own
+period (with keys, headers, partitions and timestamps), the hub clock's ticks and the alert actions taken into topics under its own
 prefix: what came before the period only rebuilds the state the period's decisions depended on, and only the period is compared. It puts the registry in effect (or a proposed one) on its own
 control topic, and runs the same stages with the same runner, each until its inputs are read to the end. Its
 consumer groups, transactional ids, state stores and feeds all carry the prefix, so nothing live is read as
@@ -35,7 +35,7 @@ from hub.vault import hub_codec
 from schemas.codec import Codec
 from schemas.models import FeedItem, RegistryRevision, RoutingDecision, routing_decisions
 from schemas.protection import event_id_of, record_key_ids
-from schemas.topics import ALERT_CONTROL, AUDIT, FEED, INGESTED, REGISTRY
+from schemas.topics import ALERT_CONTROL, AUDIT, CLOCK, FEED, INGESTED, REGISTRY
 
 #: The stages a replay re-runs, in pipeline order (sealing the audit chain is not a dissemination decision).
 REPLAYED_STAGES = ("dedup", "correlate", "deconflict", "alerts")  # routing runs in dedup and alerts
@@ -220,7 +220,8 @@ class Replay:
                       self.isolated)
         self._write_registry(revision)
         started = time.monotonic()
-        self._copy_history([self.live.topic(spec.name(ori=ori)) for ori in ingest for spec in (INGESTED, ALERT_CONTROL)])
+        self._copy_history([*(self.live.topic(spec.name(ori=ori)) for ori in ingest for spec in (INGESTED, ALERT_CONTROL)),
+                            self.live.topic(CLOCK.pattern)])
         stage_seconds = {"copy": time.monotonic() - started}
         for name in REPLAYED_STAGES:
             began = time.monotonic()
@@ -318,6 +319,7 @@ class Replay:
             done, stalled_since = 0, time.monotonic()
             since_ms = int(self.since.timestamp() * 1000)
             actions = self.live.topic(ALERT_CONTROL.name(ori=""))
+            clock = self.live.topic(CLOCK.pattern)
             while pending:
                 batches = consumer.poll(timeout_ms=500)
                 for tp, records in batches.items():
@@ -326,7 +328,7 @@ class Replay:
                         done += 1
                         producer.send(target, key=record.key, value=record.value, headers=record.headers,
                                       partition=tp.partition, timestamp_ms=record.timestamp)
-                        if not tp.topic.startswith(actions):  # a sealed report, not an alert action
+                        if not tp.topic.startswith(actions) and tp.topic != clock:  # a report, not an action or tick
                             key_id = _report_key_id(record, self.codec)
                             event_id = event_id_of(key_id)
                             self.replayed_events.add(event_id)

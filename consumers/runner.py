@@ -35,7 +35,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import (AuthorizationError, CommitFailedError, FencedInstanceIdError, KafkaConnectionError,
                           KafkaError, ProducerFencedError, RetriableError)
 from kafka.structs import OffsetAndMetadata
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from hub.auditing import audit_event, principal_of
 from hub.exceptions import KafkaUnavailableError, TopicMissingError, TransactionIncompleteError
@@ -58,7 +58,7 @@ from consumers.state import SqlitePartitionStore, State, StateWrite, keyed_hash,
 from schemas.exceptions import RecordKeyUnknownError, RecordPurgedError
 from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.models import AuditEventType, AuditOutcome
-from schemas.topics import AUDIT, changelog_topic, deadletter_topic
+from schemas.topics import AUDIT, FEED, changelog_topic, deadletter_topic
 
 STATE_ENTRIES = Gauge("hub_state_entries", "Entries in a stage's local state store", ["stage", "partition"])
 PROCESSED = Counter("hub_messages_processed_total", "Input messages processed", ["stage"])
@@ -68,10 +68,24 @@ PURGED_STATE = Counter("hub_purged_state_entries_total", "Local state entries dr
                        "a report they carried", ["stage"])
 UNKNOWN_KEYS = Counter("hub_unknown_key_inputs_total", "Inputs sealed under a record key the hub never had "
                        "(dead-lettered)", ["stage"])
-TRANSACTIONS_RETRIED = Counter("hub_transactions_retried_total", "Transactions the broker aborted or refused, "
+TRANSACTIONS_ABORTED = Counter("hub_transactions_aborted_total", "Transactions the broker aborted or refused, "
                                "processed again from the last commit", ["stage"])
 LATE_INPUTS = Counter("hub_late_inputs_total", "Inputs processed after a newer input (by log timestamp): committed "
                       "upstream after it was processed; a replay may decide differently on them", ["stage"])
+CONSUMER_LAG = Gauge("hub_consumer_lag", "Records in an assigned input partition not processed yet (to its high "
+                     "watermark)", ["stage", "topic", "partition"])
+COMMIT_SECONDS = Histogram("hub_transaction_commit_seconds", "Committing a batch: changelog, offsets, commit",
+                           ["stage"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+REBALANCES = Counter("hub_rebalances_total", "Partitions assigned, revoked or lost by a group rebalance",
+                     ["stage", "kind"])
+WATERMARK = Gauge("hub_event_time_watermark_seconds", "Event time up to which every input was read (the oldest of "
+                  "the assigned partitions'): state expires behind it", ["stage"])
+END_TO_END = Histogram("hub_end_to_end_latency_seconds", "From the hub taking a report in (intake's timestamp) to "
+                       "its feed item committed for a task force", ["stage"],
+                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
+OUTPUTS = Counter("hub_outputs_total", "Committed outputs a stage counts for operators (Output.counted_as)",
+                  ["stage", "counted_as"])
+READY = Gauge("hub_stage_ready", "1 when the stage has partitions assigned and their state restored", ["stage"])
 LAST_PROGRESS = Gauge("hub_stage_last_progress_timestamp_seconds", "When the stage last committed or was caught up "
                       "(compare with time() to see a stall)", ["stage"])
 
@@ -92,6 +106,8 @@ STOP_TIMEOUT_S = 30.0
 #: A fenced producer is retried (counted): a broker that came back after a crash bumps the epoch of the transaction
 #: it aborted; a second process with the same ``--instance`` keeps fencing, and stops the stage after the limit.
 FATAL_KAFKA_ERRORS = (FencedInstanceIdError, AuthorizationError)
+#: How often the lag gauges are refreshed from the consumer's fetch positions (no broker call).
+LAG_REFRESH_S = 1.0
 #: Bound on a client call that waits for a broker (committed offsets, end offsets, positions, a transaction's
 #: coordinator): kafka-python waits for some of them for ever while the brokers are away.
 CLIENT_CALL_TIMEOUT_MS = 15_000
@@ -146,6 +162,8 @@ class StageRunner(ConsumerRebalanceListener):
         self.max_wait_s = max_wait_s
         self.state_dir = state_dir or self.settings.runtime_dir / "state" / f"{self.settings.topic_prefix}{stage.name}"
         self.codec = hub_codec(self.settings)
+        #: The stage's policy, with the deployment's choice for exceptions no check raised.
+        self.error_policy = replace(stage.error_policy, unexpected=self.settings.unexpected_errors)
         self.log = get_logger(stage=stage.name, instance=instance)
         # Identifiers in state keys are hashed under a key every hub host derives from the KEK.
         self._state_key_hash = keyed_hash(self.codec.vault.state_key_hash_key())
@@ -172,6 +190,9 @@ class StageRunner(ConsumerRebalanceListener):
         self._batch_started = 0.0
         self._batch_size = 0
         self._failed_transactions = 0  # in a row
+        self._feed_stamps: list[int] = []  # input timestamps (the hub's intake time) of the batch's feed items
+        self._counted: dict[str, int] = {}  # the batch's outputs by Output.counted_as
+        self._lag_refreshed = 0.0
         self._doomed: BaseException | None = None  # why the open transaction can no longer commit (a rebalance)
         #: A commit whose outcome is unknown until the brokers answer again: its state writes, offsets, stream time.
         self._in_doubt: _CommitInDoubt | None = None
@@ -285,6 +306,21 @@ class StageRunner(ConsumerRebalanceListener):
     def ready(self) -> bool:
         """Partitions are assigned and their state restored."""
         return bool(self._stores)
+
+    def alive(self) -> tuple[bool, str]:
+        """``/healthz``: the main loop comes round (while waiting for brokers too); a stuck call is not alive."""
+        blocked_s = time.monotonic() - self._loop_turned
+        if blocked_s >= BLOCKED_REPORT_S:
+            return False, f"the {self.stage.name} stage's main loop has not come round for {blocked_s:.0f} s"
+        return True, f"{self.stage.name}: alive"
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz``: partitions assigned and restored, and not stopping."""
+        if self._stopping:
+            return False, f"{self.stage.name}: stopping"
+        if not self.ready:
+            return False, f"{self.stage.name}: no partitions assigned and restored yet (rebalancing, or a spare)"
+        return True, f"{self.stage.name}: ready, partitions {sorted(self._stores)}"
 
     def _watch_main_loop(self, loop_thread: threading.Thread, run_over: threading.Event) -> None:
         """Say, with the stack, where the main loop is when it has not come round for ``BLOCKED_REPORT_S`` (a client
@@ -408,7 +444,7 @@ class StageRunner(ConsumerRebalanceListener):
                     self.stage.on_global(Message(record.topic, record.partition, record.offset, record.key,
                                                  self.codec.decode(record.value), record.timestamp))
                 except Exception as exc:
-                    if self.stage.error_policy.action(exc) == "stop":
+                    if self.error_policy.action(exc) == "stop":
                         raise
                     self.log.error("global input record ignored", topic=record.topic, offset=record.offset,
                                    reason=_reason(exc).splitlines()[0])
@@ -425,7 +461,21 @@ class StageRunner(ConsumerRebalanceListener):
 
         committed = self._transaction_committed(poll_and_process)
         self._report_stall()
+        self._refresh_lag()
         return processed if committed else 0
+
+    def _refresh_lag(self) -> None:
+        """Set ``hub_consumer_lag`` per assigned partition: its high watermark less the next offset to process."""
+        now = time.monotonic()
+        if self._consumer is None or now - self._lag_refreshed < LAG_REFRESH_S:
+            return
+        self._lag_refreshed = now
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            buffered = self._buffers.get(tp)
+            position = buffered[0].offset if buffered else self._consumer.position(tp)
+            if end is not None and position is not None:
+                CONSUMER_LAG.labels(self.stage.name, tp.topic, str(tp.partition)).set(max(0, end - position))
 
     def _transaction_committed(self, work: Callable[[], None]) -> bool:
         """Run ``work`` (processing, committing); False if it failed on the brokers (an aborted or refused
@@ -496,7 +546,7 @@ class StageRunner(ConsumerRebalanceListener):
         if not transient:
             self._failed_transactions += 1
         if self._in_transaction or not transient:
-            TRANSACTIONS_RETRIED.labels(self.stage.name).inc()
+            TRANSACTIONS_ABORTED.labels(self.stage.name).inc()
         if self._failed_transactions > MAX_TRANSACTION_RETRIES:
             raise TransactionRetryError(f"the {self.stage.name} stage's transaction failed "
                                         f"{self._failed_transactions} times in a row; last: {_reason(exc)}",
@@ -521,6 +571,7 @@ class StageRunner(ConsumerRebalanceListener):
         for state in self._states.values():
             state.discard_all()
         self._offsets, self._in_transaction, self._batch_size = {}, False, 0
+        self._feed_stamps, self._counted = [], {}
         self._stream_time = dict(self._committed_stream_time)  # expiry must not run ahead of the inputs replayed
         self._merged_to_ms = self._committed_merged_to_ms
         self._buffers.clear()  # the partitions are sought back to their commits below
@@ -704,8 +755,12 @@ class StageRunner(ConsumerRebalanceListener):
             encoded = [(o, self._encoded(o)) for o in outputs]
         except Exception as exc:
             state.discard_last()
-            if self.stage.error_policy.action(exc) == "stop":
+            if self.error_policy.action(exc) == "stop":
                 raise
+            if self.error_policy.is_unexpected(exc):
+                self.log.error("unexpected exception processing a record (a bug?); dead-lettered, stage goes on",
+                               topic=record.topic, partition=record.partition, offset=record.offset,
+                               exc_info=exc, policy="HUB_UNEXPECTED_ERRORS=dead-letter")
             if isinstance(exc, RecordKeyUnknownError):
                 UNKNOWN_KEYS.labels(self.stage.name).inc()  # not purged: forged or sealed elsewhere
             self._dead_letter(record, exc)
@@ -716,6 +771,10 @@ class StageRunner(ConsumerRebalanceListener):
         stamp = record.timestamp if self.stage.output_timestamps == "carried" else self._received_stamp()
         for output, data in encoded:
             self._send(output, data, stamp)
+            if output.topic.startswith(FEED_PREFIX):
+                self._feed_stamps.append(stamp)
+            if output.counted_as:
+                self._counted[output.counted_as] = self._counted.get(output.counted_as, 0) + 1
         PROCESSED.labels(self.stage.name).inc()
 
     def _message_of(self, record: Any) -> Message | None:
@@ -787,10 +846,13 @@ class StageRunner(ConsumerRebalanceListener):
     def _commit(self) -> None:
         """Changelog the batch's state writes, add the offsets, commit; then apply the writes locally."""
         assert self._producer is not None and self._consumer is not None
+        started = time.monotonic()
         pending: dict[int, tuple[list[StateWrite], Any]] = {}
         self._destroyed_since = set()
+        watermarks = []
         for partition, state in self._states.items():
-            state.expire(self._watermark(partition) - self.stage.grace.total_seconds())
+            watermarks.append(self._watermark(partition))
+            state.expire(watermarks[-1] - self.stage.grace.total_seconds())
             writes = []
             last = None
             for write in state.take_writes():
@@ -809,6 +871,21 @@ class StageRunner(ConsumerRebalanceListener):
         self._committed_as(self._in_doubt)
         self._offsets = {}
         self._in_transaction = False
+        self._observe_commit(time.monotonic() - started, min((w for w in watermarks if w), default=0.0))
+
+    def _observe_commit(self, seconds: float, watermark: float) -> None:
+        """The committed batch's figures: commit latency, watermark, feed latency, counted outputs."""
+        stage = self.stage.name
+        COMMIT_SECONDS.labels(stage).observe(seconds)
+        if watermark:
+            WATERMARK.labels(stage).set(watermark)
+        now_ms = time.time() * 1000
+        latency = END_TO_END.labels(stage)
+        for stamp in self._feed_stamps:
+            latency.observe(max(0.0, now_ms - stamp) / 1000)
+        for counted_as, count in self._counted.items():
+            OUTPUTS.labels(stage, counted_as).inc(count)
+        self._feed_stamps, self._counted = [], {}
 
     def _committed_as(self, commit: _CommitInDoubt) -> None:
         """The transaction committed: its new record keys are final and its state writes go to the local stores
@@ -871,6 +948,7 @@ class StageRunner(ConsumerRebalanceListener):
     # kafka-python calls these on its network thread, where a call that waits on the network raises: they commit
     # only what needs no fetch, and leave anything that fails to the poll loop (the transaction is then retried).
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        REBALANCES.labels(self.stage.name, "revoked").inc()
         if self._in_transaction and self._doomed is None:
             try:
                 self._commit()
@@ -880,6 +958,7 @@ class StageRunner(ConsumerRebalanceListener):
 
     def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
         """The group expelled this member (a broker or the network was away): its batch cannot commit."""
+        REBALANCES.labels(self.stage.name, "lost").inc()
         if self._in_transaction and self._doomed is None:
             self._doomed = StageError(f"the {self.stage.name} stage lost its partitions (expelled from the group)")
         self._release(lost)
@@ -891,13 +970,20 @@ class StageRunner(ConsumerRebalanceListener):
                 # Fetched, never processed: if this member gets the partition back, kafka-python keeps its fetch
                 # position, so rewind it to the first of them (another owner starts at the committed offset).
                 self._consumer.seek(tp, buffered[0].offset)
+        for tp in partitions:
+            try:
+                CONSUMER_LAG.remove(self.stage.name, tp.topic, str(tp.partition))
+            except KeyError:
+                pass  # never measured
         for partition in {tp.partition for tp in partitions}:
             store = self._stores.pop(partition, None)
             self._states.pop(partition, None)
             if store is not None:
                 store.close()
+        READY.labels(self.stage.name).set(1 if self.ready else 0)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        REBALANCES.labels(self.stage.name, "assigned").inc()
         new = sorted({tp.partition for tp in assigned} - set(self._stores))
         if new:
             # One changelog reader for the whole assignment: a client per partition cost a bootstrap each.
@@ -912,6 +998,7 @@ class StageRunner(ConsumerRebalanceListener):
                                          reader)
             finally:
                 reader.close()
+        READY.labels(self.stage.name).set(1 if self.ready else 0)
         if self.on_assigned is not None:
             self.on_assigned()
 
@@ -996,6 +1083,7 @@ class StageRunner(ConsumerRebalanceListener):
         for store in self._stores.values():
             store.close()
         self._stores, self._states = {}, {}
+        READY.labels(self.stage.name).set(0)
         self.codec.vault.bind(None)
         self.codec.vault.close()
 
@@ -1013,6 +1101,9 @@ class StageRunner(ConsumerRebalanceListener):
             self._producer.close(timeout=10)
             self._producer = None
 
+
+#: Logical feed topics (``feed.{unit}``) start with this: their items' latency is the end-to-end figure.
+FEED_PREFIX = FEED.pattern.split("{", 1)[0]
 
 _FENCED_HINT = ("Another process runs this stage with the same --instance: give each host its own "
                 "(`hub run STAGE --instance N`).")

@@ -48,6 +48,9 @@ class Output:
     #: An explicit partition (else the key decides): a stage that must be the only writer of a partition,
     #: such as the audit chain's sealer, writes to the partition number of its input.
     partition: int | None = None
+    #: What an operator counts this output as (``escalated-urgent``): the runner counts committed outputs by it in
+    #: ``hub_outputs_total``, so a stage reports what it did without touching metrics (a retried batch counts once).
+    counted_as: str = ""
 
 
 class StageConfig(BaseSettings):

@@ -8,7 +8,7 @@ The model (least privilege; the broker refuses everything no rule allows):
   ids) and ``{prefix}replay.`` (a replay's stages run under ``{prefix}replay.<namespace>.``), and IDEMPOTENT_WRITE on the cluster (kept explicit, though WRITE on its topics would do). No CREATE or
   DESCRIBE on the cluster: ALL on its prefix already lets it create its topics, cluster CREATE would let it
   create any topic, and cluster DESCRIBE would show it every ACL and consumer group.
-- ``agency-{ORI}``, one per publishing agency: WRITE, DESCRIBE and READ on its own ``{prefix}ingest.{ORI}``
+- ``agency-{ori}`` (the ORI in lower case), one per publishing agency: WRITE, DESCRIBE and READ on its own ``{prefix}ingest.{ORI}``
   (``hub publish --drain`` reads it back by assigning partitions, without a consumer group, so no GROUP rule),
   and WRITE and DESCRIBE on its own ``{prefix}alerts.control.{ORI}`` (``hub alerts ack|resolve``: the alerts
   stage takes the acting agency from that topic's name). Idempotent producing needs no cluster ACL: since
@@ -104,7 +104,9 @@ class AclRule:
 
 
 def agency_principal(ori: str) -> str:
-    return f"{AGENCY}{ori}"
+    """``agency-cacbp0100``: lower case, because a Kubernetes name is (Strimzi names a SCRAM user after its
+    KafkaUser resource), and Kafka principals are case-sensitive."""
+    return f"{AGENCY}{ori.lower()}"
 
 
 def task_force_principal(unit_id: str) -> str:
@@ -190,7 +192,7 @@ def credentials_for(principal: str, settings: HubSettings | None = None) -> dict
     """HubSettings fields that connect as ``principal`` (password from the runtime dir's principals file).
 
     ``settings`` is the connection being adapted (address, TLS CA): its security protocol keeps TLS on if it
-    has it. Use as ``settings.model_copy(update=credentials_for("agency-CACBP0100", settings))``.
+    has it. Use as ``settings.model_copy(update=credentials_for("agency-cacbp0100", settings))``.
     """
     s = settings or get_settings()
     password = load_passwords(passwords_file(s)).get(principal)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import multiprocessing
 import resource
 import time
@@ -569,14 +570,6 @@ def _memory_mb(pid: int, field: str, source: str = "status") -> float:
         return 0.0
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            return [int(child) for child in children.read().split()]
-    except FileNotFoundError:
-        return []
-
-
 def bench_soak(minutes: float, rate: float, every_s: float = 60.0, settings: HubSettings | None = None,
                on_sample: Callable[[MemorySample], None] | None = None) -> tuple[list[MemorySample], int]:
     """``hub run all`` (a process of its own, as an operator starts it) fed sample events at ``rate``/s for
@@ -598,7 +591,7 @@ def bench_soak(minutes: float, rate: float, every_s: float = 60.0, settings: Hub
     bench.runtime_dir.mkdir(parents=True, exist_ok=True)
     log = bench.runtime_dir / "run-all.log"
     env = {**os.environ, "HUB_TOPIC_PREFIX": bench.topic_prefix, "HUB_RUNTIME_DIR": str(bench.runtime_dir),
-           "HUB_LOG_FORMAT": "json"}
+           "HUB_LOG_FORMAT": "json", "HUB_METRICS_PORT": "0"}  # the user's own `hub run all` may hold the port
     with open(log, "wb") as output:
         run_all = subprocess.Popen([sys.executable, "-m", "hub", "run", "all"], env=env, stdout=output,
                                    stderr=subprocess.STDOUT)
@@ -609,7 +602,7 @@ def bench_soak(minutes: float, rate: float, every_s: float = 60.0, settings: Hub
                 raise BenchmarkError(f"`hub run all` did not get its partitions within 120 s (exit {run_all.poll()})",
                                      hint=f"see its log: {log}")
             time.sleep(1)
-        stages = dict(zip(STAGES, sorted(_children(run_all.pid))))  # started in pipeline order
+        stages = {name: _stage_pid(log, name) for name in STAGES}
         sent: dict[str, float] = {}
         publisher = threading.Thread(target=_publish, args=(bench, events, rate, sent), daemon=True)
         started = time.monotonic()
@@ -634,10 +627,17 @@ def bench_soak(minutes: float, rate: float, every_s: float = 60.0, settings: Hub
         sample()
         return samples, behind
     finally:
-        for pid in [*_children(run_all.pid), run_all.pid]:  # `hub run all` does not forward SIGTERM yet (issue 15)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(run_all.pid, signal.SIGTERM)  # the supervisor stops its stages after their last commits
         run_all.wait(timeout=60)
+
+
+def _stage_pid(log: Path, stage: str) -> int:
+    """The pid of ``stage``'s process, from the supervisor's log line announcing it."""
+    line = _first_line_with(log, "stage process started", f'"stage": "{stage}"')
+    if not line:
+        raise BenchmarkError(f"`hub run all` did not say it started {stage}", hint=f"see its log: {log}")
+    return int(json.loads(line)["pid"])
 
 
 def _first_line_with(path: Path, *needles: str) -> str:

@@ -81,6 +81,8 @@ class Party:
             "HUB_SASL_PASSWORD": s.sasl_password or "", "HUB_SSL_CAFILE": str(s.ssl_cafile or ""),
             "HUB_RUNTIME_DIR": str(s.runtime_dir), "HUB_TOPIC_PREFIX": s.topic_prefix,
             "HUB_LOG_FORMAT": s.log_format, "HUB_LOG_LEVEL": s.log_level,
+            # Parties stand in for hosts on one machine, where every `hub run` would want the same metrics port.
+            "HUB_METRICS_PORT": "0",
         }
         if s.kek_file is not None:
             env["HUB_KEK_FILE"] = str(s.kek_file)

@@ -94,3 +94,15 @@ class TransactionIncompleteError(HubError, KafkaError):
     handler of a failed transaction treats it as one."""
 
     hint = "Nothing to do: the runner processes the batch again once the brokers answer."
+
+
+class ManifestError(HubError):
+    """The manifests asked for cannot be rendered, or the Strimzi CRDs cannot be generated."""
+
+    hint = "Check the options of `hub deploy render` (`hub deploy render --help`)."
+
+
+class SupervisorError(HubError):
+    """A stage of `hub run all` kept crashing: the supervisor gave up."""
+
+    hint = "Read the stage's last error above (and its dead letters); fix the cause, then start `hub run all` again."

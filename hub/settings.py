@@ -20,6 +20,8 @@ SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 LogFormat = Literal["auto", "json", "console"]
 BrokerAuth = Literal["none", "scram"]
+#: What a stage does with an exception no check of the hub raised (a bug, not a record's known fault).
+UnexpectedErrorAction = Literal["dead-letter", "stop"]
 
 
 class HubSettings(BaseSettings):
@@ -55,6 +57,25 @@ class HubSettings(BaseSettings):
     client_id: str = Field("task-force-hub", description="Kafka client id sent to the broker.")
     log_format: LogFormat = Field("auto", description="auto: console on a terminal, JSON lines otherwise.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum log level.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address `hub run` serves /metrics, /healthz and /readyz on (0.0.0.0 in a pod)."
+    )
+    metrics_port: int = Field(
+        9400, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz for `hub run STAGE`; `hub run all` "
+        "serves its supervisor's here and stage N's (in pipeline order, from 1) on this port + N. 0: no server."
+    )
+    unexpected_errors: UnexpectedErrorAction = Field(
+        "dead-letter", description="A stage's exception that no check raised (a bug): dead-letter the record and "
+        "go on, or stop the stage (its supervisor restarts it, and gives up after repeated crashes)."
+    )
+    clock_tick_s: float = Field(
+        1.0, gt=0, le=60, description="`hub run clock`: seconds between the wall-clock ticks that escalate "
+        "unacknowledged alerts when no other traffic comes."
+    )
+    max_restarts: int = Field(
+        5, ge=0, description="`hub run all`: crashes of one stage within restart_window_s before it gives up."
+    )
+    restart_window_s: float = Field(300.0, gt=0, description="`hub run all`: the window max_restarts counts in.")
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -12,7 +12,7 @@ from hub.kafka import make_admin
 from hub.settings import HubSettings, get_settings
 from schemas.topics import (
     ALERT_CONTROL, ALERTS, ALERTS_RAISED, AUDIT, AUDIT_CHAIN, CANONICAL, CHANGELOG, CORRELATION_KEYS, DEADLETTER,
-    AUDIT_QUERIES, FEED, INGEST, INGESTED, KEYS, REGISTRY, TopicSpec,
+    AUDIT_QUERIES, CLOCK, FEED, INGEST, INGESTED, KEYS, REGISTRY, TopicSpec,
 )
 
 Action = Literal["created", "ok", "drift"]
@@ -65,7 +65,7 @@ def hub_topics(prefix: str, agencies: list[str], stages: list[str],
     feed per task force, and per stage its changelog and dead-letter topics."""
     wanted = [(spec.name(prefix, ori=ori), spec) for ori in agencies for spec in (INGEST, INGESTED, ALERT_CONTROL)]
     wanted += [(spec.name(prefix), spec) for spec in (KEYS, CANONICAL, CORRELATION_KEYS, ALERTS_RAISED,
-                                                      ALERTS, AUDIT, AUDIT_QUERIES, AUDIT_CHAIN, REGISTRY)]
+                                                      ALERTS, AUDIT, AUDIT_QUERIES, AUDIT_CHAIN, REGISTRY, CLOCK)]
     wanted += [(FEED.name(prefix, unit=unit), FEED) for unit in units]
     for stage in stages:
         wanted += [(CHANGELOG.name(prefix, stage=stage), CHANGELOG), (DEADLETTER.name(prefix, stage=stage), DEADLETTER)]

@@ -759,6 +759,13 @@ class AlertAction(AvroModel):
     note: Text | None = None
 
 
+class ClockTick(AvroModel):
+    """The hub's wall clock as an input (v9): time that is logged, so a replay sees it too."""
+
+    at: Timestamp
+    source: Name = Field(min_length=1)
+
+
 # -- routing to task forces (v4) --------------------------------------------------------------------
 class ShareForm(StrEnum):
     FULL = "FULL"
@@ -938,7 +945,7 @@ ALL_MODELS: tuple[type[AvroModel], ...] = (
     RecordReference, Weight, Drug, PillPress, ItemSeizure, Charge, Arrest, Case, Indictment, LabResult,
     PlannedOperation, CaseEvent, DedupDecision, ReportCredit, CanonicalEvent, AlertParty, DeconflictionAlert,
     AlertAction, RecordPointer, FeedItem, RoutingDecision, UnitDecision, RoutingDecisions, RegistryRevision, AuditSeal,
-    ProtectedRecord, AuditEvent,
+    ProtectedRecord, AuditEvent, ClockTick,
 )
 ALL_ENUMS: tuple[type[StrEnum], ...] = (
     EventType, AgencyLevel, DisseminationLevel, TrafficLightProtocol, CuiCategory, Sensitivity, Confidence,

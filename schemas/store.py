@@ -24,7 +24,7 @@ PROTECTED_RECORD = f"{NAMESPACE}.ProtectedRecord"
 TOP_LEVEL_TYPES = (CASE_EVENT, f"{NAMESPACE}.CanonicalEvent", f"{NAMESPACE}.DeconflictionAlert",
                    f"{NAMESPACE}.AlertAction", f"{NAMESPACE}.FeedItem", f"{NAMESPACE}.RoutingDecision",
                    f"{NAMESPACE}.RoutingDecisions", f"{NAMESPACE}.RegistryRevision", f"{NAMESPACE}.AuditSeal",
-                   PROTECTED_RECORD, f"{NAMESPACE}.AuditEvent")
+                   PROTECTED_RECORD, f"{NAMESPACE}.AuditEvent", f"{NAMESPACE}.ClockTick")
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,21 @@ ALERT_CONTROL = TopicSpec(
     retention_ms=FOREVER,
 )
 
+CLOCK = TopicSpec(
+    pattern="hub.clock",
+    purpose="The hub's wall clock as a logged input: `hub run clock` writes a tick to every partition each second "
+    "(HUB_CLOCK_TICK_S), so the alerts stage escalates an unacknowledged alert on time with no other traffic, and a "
+    "replay, which copies the ticks, escalates it at the same moment. Only hub principals write it.",
+    partitions=6,  # co-partitioned with alerts.raised: each alerts instance gets its partitions' ticks
+    key="none (each tick is written to a partition by number)",
+    value="ClockTick, Avro single-object encoding",
+    cleanup_policy="delete",
+    # Long enough for the replays auditors run over an alert's life (its state is kept 400 days): about 520,000
+    # ticks a day of ~30 bytes, some 15 MB a day before compression.
+    retention_ms=400 * DAY_MS,
+    extra_configs={"segment.ms": str(DAY_MS)},
+)
+
 ALERTS = TopicSpec(
     pattern="alerts",
     purpose="Every state change of every alert (open, acknowledged, resolved, escalated): what parties follow.",

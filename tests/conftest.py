@@ -128,7 +128,30 @@ def hub_env(settings: HubSettings) -> dict[str, str]:
     """Environment for running the `hub` CLI as a subprocess against the test cluster."""
     return {**os.environ, "HUB_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
             "HUB_TOPIC_PREFIX": settings.topic_prefix, "HUB_RUNTIME_DIR": str(settings.runtime_dir),
-            "HUB_LOG_FORMAT": "json"}
+            "HUB_LOG_FORMAT": "json", "HUB_METRICS_PORT": "0"}  # tests run many stages on one host
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET (an error status is an answer too; 0 when nothing answered)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has exited, only its parent has not reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def codec_with_keys(settings: HubSettings, records: list) -> Any:

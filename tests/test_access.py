@@ -60,7 +60,7 @@ def _rules_of(rules: set[AclRule], principal: str) -> set[tuple[str, str, str, s
 
 def test_agency_may_use_only_its_own_ingest_and_alert_control_topics():
     rules = desired_acls("p.", ["CACBP0100", "AZHSI0100"], [])
-    assert _rules_of(rules, "agency-CACBP0100") == {
+    assert _rules_of(rules, "agency-cacbp0100") == {
         ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "WRITE"), ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "DESCRIBE"),
         ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "READ"),  # read back by `hub publish --drain`, without a group
         ("TOPIC", "LITERAL", "p.alerts.control.CACBP0100", "WRITE"),
@@ -88,17 +88,17 @@ def test_auditors_come_from_their_file_and_are_slugs(tmp_path):
 
 
 def test_every_access_change_is_audited_under_the_principal_that_made_it():
-    created = AclRule("agency-CACBP0100", "TOPIC", "LITERAL", "p.alerts.control.CACBP0100", "WRITE")
+    created = AclRule("agency-cacbp0100", "TOPIC", "LITERAL", "p.alerts.control.CACBP0100", "WRITE")
     deleted = AclRule("tf-best-tucson", "GROUP", "PREFIXED", "p.feed.best-tucson.", "READ")
     report = AccessReport([PrincipalReport("hub", "kept", 4), PrincipalReport("auditor-oig", "created", 6)],
                           [created], [deleted])
     events = report.audit_events("admin")
     assert [(e.event_type, e.principal, e.outcome, e.subject_ids) for e in events] == [
         (AuditEventType.ACCESS_CHANGED, "admin", AuditOutcome.SUCCESS, [p])
-        for p in ("auditor-oig", "agency-CACBP0100", "tf-best-tucson")]
+        for p in ("auditor-oig", "agency-cacbp0100", "tf-best-tucson")]
     assert [e.detail for e in events] == [
         "user auditor-oig: SCRAM credential created",
-        "ACL created: ALLOW agency-CACBP0100 WRITE on TOPIC LITERAL p.alerts.control.CACBP0100",
+        "ACL created: ALLOW agency-cacbp0100 WRITE on TOPIC LITERAL p.alerts.control.CACBP0100",
         "ACL deleted: ALLOW tf-best-tucson READ on GROUP PREFIXED p.feed.best-tucson."]
     assert AccessReport([PrincipalReport("hub", "kept", 4)]).audit_events("admin") == []
 
@@ -224,7 +224,7 @@ def test_no_password_is_on_the_brokers_command_line(secured):
 
 
 def test_agency_produces_to_its_own_ingest_topic_with_an_idempotent_producer(secured):
-    producer = make_producer(secured.as_("agency-CACBP0100"), enable_idempotence=True, acks="all")
+    producer = make_producer(secured.as_("agency-cacbp0100"), enable_idempotence=True, acks="all")
     try:
         assert producer.send(f"{PREFIX}ingest.CACBP0100", value=b"seizure").get(30).offset >= 0
     finally:
@@ -232,12 +232,12 @@ def test_agency_produces_to_its_own_ingest_topic_with_an_idempotent_producer(sec
 
 
 def test_agency_reads_back_its_own_ingest_topic_without_a_group(secured):
-    assert [r.value for r in _read_assigned(secured.as_("agency-CACBP0100"), f"{PREFIX}ingest.CACBP0100")][:1] == [
+    assert [r.value for r in _read_assigned(secured.as_("agency-cacbp0100"), f"{PREFIX}ingest.CACBP0100")][:1] == [
         b"report"]
 
 
 def test_agency_acts_on_alerts_on_its_own_control_topic(secured):
-    producer = make_producer(secured.as_("agency-AZHSI0100"))
+    producer = make_producer(secured.as_("agency-azhsi0100"))
     try:
         assert producer.send(f"{PREFIX}alerts.control.AZHSI0100", key=b"alert", value=b"ack").get(30).offset >= 0
     finally:
@@ -246,10 +246,10 @@ def test_agency_acts_on_alerts_on_its_own_control_topic(secured):
 
 def test_hub_alerts_ack_acts_only_as_the_connected_agency(secured):
     command = [*HUB, "alerts", "ack", "alert-1", "--agency", "AZHSI0100", "--by", "Lt. Vega"]
-    acked = subprocess.run(command, capture_output=True, text=True, env=_cli_env(secured.as_("agency-AZHSI0100")),
+    acked = subprocess.run(command, capture_output=True, text=True, env=_cli_env(secured.as_("agency-azhsi0100")),
                            timeout=120)
-    assert acked.returncode == 0 and "as agency-AZHSI0100" in acked.stdout, acked.stdout + acked.stderr
-    posing = subprocess.run(command, capture_output=True, text=True, env=_cli_env(secured.as_("agency-CACBP0100")),
+    assert acked.returncode == 0 and "as agency-azhsi0100" in acked.stdout, acked.stdout + acked.stderr
+    posing = subprocess.run(command, capture_output=True, text=True, env=_cli_env(secured.as_("agency-cacbp0100")),
                             timeout=120)
     assert posing.returncode == 1 and "may act only for its own agency" in posing.stderr, posing.stderr
 
@@ -267,7 +267,7 @@ def test_auditor_reads_the_audit_log_and_records_its_queries_without_a_transacti
             producer.init_transactions()
     finally:
         producer.close()
-    for other in ("agency-CACBP0100", "tf-best-tucson"):  # no record, no query
+    for other in ("agency-cacbp0100", "tf-best-tucson"):  # no record, no query
         with pytest.raises(AccessError, match="may not record queries"):
             record_query("test", "who-saw E-1", secured.as_(other))
 
@@ -282,15 +282,15 @@ def test_hub_audit_verify_runs_as_the_auditor_and_is_recorded_under_its_principa
     assert any((q.event_type, q.principal, q.detail) == (AuditEventType.AUDIT_QUERIED, "auditor-oig", "verify")
                for q in queries)
     refused = subprocess.run([*HUB, "audit", "verify"], capture_output=True, text=True,
-                             env=_cli_env(secured.as_("agency-CACBP0100")), timeout=120)
+                             env=_cli_env(secured.as_("agency-cacbp0100")), timeout=120)
     assert refused.returncode == 1 and "may not record queries" in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize("principal, topic", [
-    ("agency-CACBP0100", "ingest.AZHSI0100"),  # another agency's ingest
-    ("agency-CACBP0100", "feed.best-san-diego"),  # a feed
-    ("agency-CACBP0100", "events.canonical"),  # the hub's own streams
-    ("agency-CACBP0100", "alerts.control.AZHSI0100"),  # acting on alerts as another agency
+    ("agency-cacbp0100", "ingest.AZHSI0100"),  # another agency's ingest
+    ("agency-cacbp0100", "feed.best-san-diego"),  # a feed
+    ("agency-cacbp0100", "events.canonical"),  # the hub's own streams
+    ("agency-cacbp0100", "alerts.control.AZHSI0100"),  # acting on alerts as another agency
     ("tf-best-san-diego", "feed.best-san-diego"),  # a task force only reads its feed
     ("tf-best-san-diego", "ingest.CACBP0100"),
     ("tf-best-san-diego", "alerts.control.CACBP0100"),
@@ -328,10 +328,10 @@ def test_idempotent_producing_needs_write_on_some_topic(secured):
 @pytest.mark.parametrize("principal, topic, may_describe", [
     ("tf-best-san-diego", "feed.best-tucson", False),  # another task force's feed
     ("tf-best-san-diego", "ingest.CACBP0100", False),
-    ("agency-CACBP0100", "ingest.AZHSI0100", False),  # another agency's reports
-    ("agency-CACBP0100", "alerts.control.CACBP0100", True),  # it writes its actions, it does not read them
-    ("agency-CACBP0100", "feed.best-san-diego", False),
-    ("agency-CACBP0100", "audit", False),
+    ("agency-cacbp0100", "ingest.AZHSI0100", False),  # another agency's reports
+    ("agency-cacbp0100", "alerts.control.CACBP0100", True),  # it writes its actions, it does not read them
+    ("agency-cacbp0100", "feed.best-san-diego", False),
+    ("agency-cacbp0100", "audit", False),
     ("auditor-oig", "ingest.CACBP0100", False),  # an auditor reads the audit log, not the data it is about
     ("auditor-oig", "feed.best-san-diego", False),
     ("auditor-oig", "events.canonical", False),
@@ -369,7 +369,7 @@ def test_task_force_cannot_use_other_groups(secured, group):
 def test_hub_runs_a_transactional_stage(secured):
     """Consume ingest, produce to the canonical stream and commit the offsets in one transaction, as the runner does."""
     hub = secured.as_("hub")
-    seed = make_producer(secured.as_("agency-AZHSI0100"))
+    seed = make_producer(secured.as_("agency-azhsi0100"))
     seed.send(f"{PREFIX}ingest.AZHSI0100", value=b"report").get(30)
     seed.close()
     group = f"{PREFIX}hub.dedup"
@@ -425,7 +425,7 @@ def test_only_admin_manages_acls_and_topics(secured):
             broker_acls(hub)
     finally:
         hub.close()
-    agency = make_admin(secured.as_("agency-CACBP0100"))
+    agency = make_admin(secured.as_("agency-cacbp0100"))
     try:
         with pytest.raises(TopicAuthorizationFailedError):
             agency.create_topics([NewTopic(f"{PREFIX}ingest.NEW000000", 1, 1)])
@@ -436,7 +436,7 @@ def test_only_admin_manages_acls_and_topics(secured):
 def test_wrong_password_fails_authentication(secured):
     """Named as a refused login on the first try, never as an unreachable broker (see the next test for why it
     once was)."""
-    settings = secured.as_("agency-CACBP0100", sasl_password="not-the-password", connect_timeout_s=6.0)
+    settings = secured.as_("agency-cacbp0100", sasl_password="not-the-password", connect_timeout_s=6.0)
     with pytest.raises(AuthenticationFailedError) as refused:
         make_producer(settings)
     assert isinstance(refused.value.__cause__, SaslAuthenticationFailedError)
@@ -473,13 +473,13 @@ def test_unauthenticated_client_gets_nothing(secured):
 
 def test_unknown_principal_has_no_credentials(secured):
     with pytest.raises(CredentialsMissingError):
-        credentials_for("agency-ZZZZZ0000", secured.admin)
+        credentials_for("agency-zzzzz0000", secured.admin)
 
 
 def test_apply_is_idempotent_and_removes_only_stale_rules_it_owns(secured):
     admin = secured.admin
     foreign = AclRule("auditor", "TOPIC", "LITERAL", f"{PREFIX}feed.best-tucson", "READ")
-    other_prefix = AclRule("agency-CACBP0100", "TOPIC", "LITERAL", "u.ingest.CACBP0100", "WRITE")
+    other_prefix = AclRule("agency-cacbp0100", "TOPIC", "LITERAL", "u.ingest.CACBP0100", "WRITE")
     client = make_admin(admin)
     client.create_acls([foreign.to_kafka(), other_prefix.to_kafka()])
     client.close()
@@ -565,7 +565,7 @@ def test_tls_listener_presents_the_generated_ca(secured):
     with socket.create_connection((host, int(port)), timeout=5) as raw, \
             context.wrap_socket(raw, server_hostname=host) as tls:
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
-    untrusted = secured.as_("agency-CACBP0100", ssl_cafile=None, connect_timeout_s=2.0)
+    untrusted = secured.as_("agency-cacbp0100", ssl_cafile=None, connect_timeout_s=2.0)
     with pytest.raises(KafkaUnavailableError):  # the system CAs do not know the local CA
         make_producer(untrusted)
 

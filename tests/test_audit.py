@@ -95,7 +95,7 @@ def test_verifying_from_a_checkpoint_starts_after_it_and_checks_the_seal_it_sign
 
 def test_audit_and_its_queries_feed_one_chain_per_partition_and_nothing_else_is_sealed_from_the_queries():
     stage, store, codec = SealStage(), MemoryPartitionStore(), Codec()
-    change = audit_event("alerts", AuditEventType.ALERT_STATUS_CHANGED, "agency-CAHSI0100", "acknowledged")
+    change = audit_event("alerts", AuditEventType.ALERT_STATUS_CHANGED, "agency-cahsi0100", "acknowledged")
     query = audit_event("hub audit", AuditEventType.AUDIT_QUERIED, "auditor-oig", "verify")
 
     def sealed(topic: str, value) -> list:

@@ -16,7 +16,8 @@ from consumers.stages.dedup import DedupStage
 from consumers.state import MemoryPartitionStore, State
 from producers.sample import generate
 from schemas.models import (
-    AlertAction, AlertKind, AlertStatus, AuditEvent, AuditEventType, AuditOutcome, CanonicalEvent, DeconflictionAlert,
+    AlertAction, AlertKind, AlertStatus, AuditEvent, AuditEventType, AuditOutcome, CanonicalEvent, ClockTick,
+    DeconflictionAlert,
 )
 from tests.factories import PLANNED_RAID, event_dict, make_event
 from tests.test_dedup import PartitionedRun
@@ -154,7 +155,10 @@ class Lifecycle:
         if topic is None:
             topic = f"t.alerts.control.{value.agency_ori}" if isinstance(value, AlertAction) else "t.alerts.raised"
         state = State(self.store)
-        outputs = self.stage.process(Message(topic, 0, 0, None, value, 0), state)
+        # The hub takes each record in at the time it names (an action's timestamp is its agency's: it counts for
+        # nothing, so the tests give it the time the action names too).
+        at = value.at if isinstance(value, AlertAction | ClockTick) else value.updated_at
+        outputs = self.stage.process(Message(topic, 0, 0, None, value, int(at.timestamp() * 1000)), state)
         writes = state.take_writes()
         self.writes += len(writes)
         self.store.apply(writes, None)
@@ -186,23 +190,23 @@ def test_alert_is_acknowledged_then_resolved_by_a_party():
     # the principal is the agency whose topic the action came from; the officer's name is only in the detail
     assert [(a.event_type, a.principal, a.subject_ids[0], a.detail) for a in life.audited] == [
         (AuditEventType.ALERT_STATUS_CHANGED, "hub", alert.alert_id, f"EVENT alert {alert.alert_id} is now OPEN"),
-        (AuditEventType.ALERT_STATUS_CHANGED, "agency-CA0370000", alert.alert_id,
+        (AuditEventType.ALERT_STATUS_CHANGED, "agency-ca0370000", alert.alert_id,
          f"EVENT alert {alert.alert_id} is now ACKNOWLEDGED (by Sgt. Ramos)"),
-        (AuditEventType.ALERT_STATUS_CHANGED, "agency-CAHSI0100", alert.alert_id,
+        (AuditEventType.ALERT_STATUS_CHANGED, "agency-cahsi0100", alert.alert_id,
          f"EVENT alert {alert.alert_id} is now RESOLVED (by Sgt. Ramos)")]
     again = life.refused(_action(alert, "ACKNOWLEDGE", "CAHSI0100", alert.raised_at))
-    assert again.principal == "agency-CAHSI0100" and again.detail.endswith("refused: the alert is RESOLVED")
+    assert again.principal == "agency-cahsi0100" and again.detail.endswith("refused: the alert is RESOLVED")
 
 
 def test_only_parties_may_act_and_unknown_alerts_are_refused():
     alert, life = _raised_alert(), Lifecycle()
     life.feed(alert)
     outsider = life.refused(_action(alert, "ACKNOWLEDGE", "TXDPS0000", alert.raised_at))
-    assert outsider.principal == "agency-TXDPS0000" and "TXDPS0000 is not a party" in outsider.detail
+    assert outsider.principal == "agency-txdps0000" and "TXDPS0000 is not a party" in outsider.detail
     assert "Sgt. Ramos" in outsider.detail and outsider.subject_ids == [alert.alert_id]
     unknown = life.refused(_action(alert.model_copy(update={"alert_id": "missing"}), "RESOLVE", "CAHSI0100",
                                    alert.raised_at))
-    assert unknown.principal == "agency-CAHSI0100" and "no such alert" in unknown.detail
+    assert unknown.principal == "agency-cahsi0100" and "no such alert" in unknown.detail
     [still] = life.feed(_action(alert, "ACKNOWLEDGE", "CAHSI0100", alert.raised_at))
     assert still.status == AlertStatus.ACKNOWLEDGED, "the refusals left the alert as it was"
 
@@ -215,8 +219,8 @@ def test_the_topic_not_the_action_says_which_agency_acted():
     impersonated = _action(alert, "RESOLVE", "CAHSI0100", alert.raised_at)
     for writer in ("CA0370000", "TXDPS0000"):  # the other party, and an outsider
         record = life.refused(impersonated, topic=f"t.alerts.control.{writer}")
-        assert record.principal == f"agency-{writer}"
-        assert f"names agency CAHSI0100 but was written by agency-{writer}" in record.detail
+        assert record.principal == f"agency-{writer.lower()}"
+        assert f"names agency CAHSI0100 but was written by agency-{writer.lower()}" in record.detail
     late = _action(alert, "ACKNOWLEDGE", "TXDPS0000", alert.raised_at + timedelta(days=2))
     life.refused(late)  # its time does not escalate the (urgent, unacknowledged) alert either
     [acked] = life.feed(_action(alert, "ACKNOWLEDGE", "CAHSI0100", alert.raised_at))
@@ -225,14 +229,47 @@ def test_the_topic_not_the_action_says_which_agency_acted():
         life.feed(impersonated, topic="t.alerts.raised")
 
 
-def test_unacknowledged_urgent_alert_escalates_by_event_time():
+def test_unacknowledged_urgent_alert_escalates_when_the_hub_clock_passes_its_deadline():
     alert, life = _raised_alert(), Lifecycle()
     life.feed(alert)
     later_alert = _raised_alert().model_copy(update={
         "alert_id": "another", "raised_at": alert.raised_at + timedelta(minutes=20),
         "updated_at": alert.raised_at + timedelta(minutes=20)})
-    escalated, opened = life.feed(later_alert)  # event time passes the 15-minute deadline
+    escalated, opened = life.feed(later_alert)  # the hub's clock passes the 15-minute deadline
     assert escalated.alert_id == alert.alert_id and escalated.status == AlertStatus.ESCALATED
     assert opened.alert_id == "another" and opened.status == AlertStatus.OPEN
     [acked] = life.feed(_action(alert, "ACKNOWLEDGE", "CAHSI0100", later_alert.raised_at))
     assert acked.status == AlertStatus.ACKNOWLEDGED
+
+
+def _tick(at):
+    return ClockTick(at=at, source="test/clock")
+
+
+def test_a_clock_tick_escalates_an_urgent_alert_with_no_other_traffic():
+    """The deadline runs from when the hub took the alert in (its record's timestamp), on the ticks' clock: a tick
+    just before it changes nothing, the first one after it escalates, stamped with the deadline; later ticks and
+    a late action's time escalate nothing again."""
+    alert, life = _raised_alert(), Lifecycle()
+    life.feed(alert)
+    deadline = alert.updated_at + timedelta(minutes=15)
+    assert life.feed(_tick(deadline - timedelta(seconds=1))) == []
+    [escalated] = life.feed(_tick(deadline + timedelta(seconds=1)))
+    assert escalated.status == AlertStatus.ESCALATED and escalated.updated_at == deadline
+    assert life.feed(_tick(deadline + timedelta(minutes=5))) == []
+    [acked] = life.feed(_action(alert, "ACKNOWLEDGE", "CAHSI0100", deadline + timedelta(minutes=6)))
+    assert acked.status == AlertStatus.ACKNOWLEDGED
+
+
+def test_an_actions_own_time_moves_no_clock():
+    """An agency sets its action's timestamp: a year-ahead one must not escalate (or expire) anyone's alerts."""
+    alert, life = _raised_alert(), Lifecycle()
+    life.feed(alert)
+    other = _raised_alert().model_copy(update={"alert_id": "other"})
+    life.feed(other)
+    far = _action(alert, "ACKNOWLEDGE", "CAHSI0100", alert.raised_at + timedelta(days=365))
+    stage_state = State(life.store)
+    outputs = life.stage.process(Message("t.alerts.control.CAHSI0100", 0, 0, None, far,
+                                         int(far.at.timestamp() * 1000)), stage_state)
+    assert [o.value.status for o in outputs if isinstance(o.value, DeconflictionAlert)] == [AlertStatus.ACKNOWLEDGED]
+    assert life.stage.event_time(Message("t.alerts.control.CAHSI0100", 0, 0, None, far, 10**13)) == 0.0

@@ -14,7 +14,7 @@ from hub import deployment
 from hub.credentials import save_passwords
 from hub.settings import HubSettings
 
-PASSWORDS = {"hub": "hub-secret", "agency-CACBP0100": "agency-secret", "tf-best-tucson": "tf-secret",
+PASSWORDS = {"hub": "hub-secret", "agency-cacbp0100": "agency-secret", "tf-best-tucson": "tf-secret",
              "auditor-oig": "auditor-secret"}
 
 
@@ -40,7 +40,7 @@ def _mode(path) -> int:
 
 def test_each_party_has_its_own_private_directory_and_copy_of_the_ca(parties, admin):
     root = admin.runtime_dir / "demo" / "parties"
-    assert [p.name for p in parties.parties()] == ["agency-CACBP0100", "hub", "tf-best-tucson", "auditor-oig",
+    assert [p.name for p in parties.parties()] == ["agency-cacbp0100", "hub", "tf-best-tucson", "auditor-oig",
                                                    "operator"]
     for party in parties.parties():
         assert party.directory == root / party.name and _mode(party.directory) == 0o700
@@ -54,14 +54,14 @@ def test_the_environment_holds_only_the_partys_own_login(parties, monkeypatch):
     monkeypatch.setenv("HUB_KEK_FILE", "/leaked/kek")
     agency = parties.agencies["CACBP0100"]
     env = agency.environment()
-    assert env["HUB_SASL_USERNAME"] == "agency-CACBP0100" and env["HUB_SASL_PASSWORD"] == "agency-secret"
+    assert env["HUB_SASL_USERNAME"] == "agency-cacbp0100" and env["HUB_SASL_PASSWORD"] == "agency-secret"
     assert env["HUB_SECURITY_PROTOCOL"] == "SASL_SSL" and env["HUB_SSL_CAFILE"] == str(agency.directory / "ca.pem")
     assert env["HUB_RUNTIME_DIR"] == env["HOME"] == str(agency.directory) and env["HUB_TOPIC_PREFIX"] == "t."
     assert "HUB_KEK_FILE" not in env and "leaked" not in "".join(env.values())
     others = set(PASSWORDS.values()) - {"agency-secret"} | {"admin-secret"}
     assert not others & set(env.values())
     assert set(env) - {k for k in env if k.startswith("HUB_")} == {"PATH", "HOME", "LANG"}
-    assert agency.holds == ("password of agency-CACBP0100", "CA certificate")
+    assert agency.holds == ("password of agency-cacbp0100", "CA certificate")
 
 
 def test_hub_hosts_and_the_operator_hold_one_kek_created_once(parties, admin):

@@ -9,12 +9,16 @@ from datetime import datetime, timezone
 import pytest
 from kafka.errors import KafkaError, KafkaTimeoutError
 
+from dataclasses import replace
+
+from consumers.error_policy import ErrorPolicy
 from consumers.exceptions import StageError, StateError
 from consumers.runner import StageRunner, input_regex
 from consumers.stages import STAGES
 from hub.control import apply_registry
 from hub.exceptions import KafkaUnavailableError
 from hub.kafka import make_producer
+from hub.settings import HubSettings
 from hub.topics import ensure_topics, hub_topics
 from hub.vault import VaultError
 from schemas.codec import Codec
@@ -36,6 +40,20 @@ def test_every_stage_dead_letters_a_records_faults_and_stops_only_on_infrastruct
     assert [type(e).__name__ for e in RECORD_FAULTS if policy.action(e) != "dead-letter"] == []
     assert [type(e).__name__ for e in INFRASTRUCTURE if policy.action(e) != "stop"] == []
     assert policy.action(KeyboardInterrupt()) == "stop"
+
+
+def test_under_stop_an_unexpected_exception_stops_the_stage_but_a_records_known_fault_still_dead_letters():
+    """HUB_UNEXPECTED_ERRORS=stop: a bug (an exception no check of the hub raised) stops the stage, so that its
+    supervisor restarts it and gives up loudly; a record's known fault is dead-lettered whatever the setting."""
+    known = [e for e in RECORD_FAULTS if isinstance(e, StageError | DecodeError | RecordInvalidError)]
+    strict = replace(ErrorPolicy(), unexpected="stop")
+    unexpected = [e for e in RECORD_FAULTS if not isinstance(e, StageError | DecodeError | RecordInvalidError)]
+    assert unexpected and all(ErrorPolicy.is_unexpected(e) for e in unexpected)
+    assert [type(e).__name__ for e in unexpected if strict.action(e) != "stop"] == []
+    assert [type(e).__name__ for e in known if strict.action(e) != "dead-letter"] == []
+    assert [type(e).__name__ for e in INFRASTRUCTURE if strict.action(e) != "stop"] == []
+    with pytest.raises(ValueError, match="unexpected_errors\n  Input should be 'dead-letter' or 'stop'"):
+        HubSettings(unexpected_errors="ignore")
 
 
 def test_every_stage_but_the_audit_sealer_names_the_types_it_reads():

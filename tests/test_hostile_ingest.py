@@ -190,7 +190,7 @@ def test_a_transaction_the_broker_aborted_is_processed_again_not_fatal(hub_setti
     _setup(hub_settings)
     events = [report(DPS, n) for n in range(1, 5)]
     _produce(hub_settings, "AZDPS0000", [PLAIN.encode(e) for e in events])
-    retried = REGISTRY.get_sample_value("hub_transactions_retried_total", {"stage": "intake"}) or 0.0
+    retried = REGISTRY.get_sample_value("hub_transactions_aborted_total", {"stage": "intake"}) or 0.0
     monkeypatch.setattr("consumers.runner.BLOCKED_REPORT_S", 6)
     # A long commit interval keeps the first report's transaction open through the stall on the second.
     runner = StageRunner(StallingIntake(), hub_settings, commit_interval_s=60, transaction_timeout_ms=2000)
@@ -202,7 +202,7 @@ def test_a_transaction_the_broker_aborted_is_processed_again_not_fatal(hub_setti
     time.sleep(2)
     assert not [t for t in set(threading.enumerate()) - threads_before if t.name == "intake-watchdog"], \
         "the watchdog ends with the run"
-    assert REGISTRY.get_sample_value("hub_transactions_retried_total", {"stage": "intake"}) == retried + 1
+    assert REGISTRY.get_sample_value("hub_transactions_aborted_total", {"stage": "intake"}) == retried + 1
     ingested = [r for r in topic_records(hub_settings, hub_settings.topic("events.ingested.AZDPS0000"))]
     ids = Counter(dict(r.headers)[EVENT_ID_HEADER].decode() for r in ingested)
     assert ids == Counter({e.event_id: 1 for e in events}), "every report sealed exactly once after the retry"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from producers.sample import generate
 from producers.publisher import EVENT_ID_HEADER
 from schemas.codec import Codec
 from schemas.topics import ALERTS, CANONICAL, FEED, INGEST, INGESTED, deadletter_topic
-from tests.conftest import hub_env, publish_events, topic_records, unique
+from tests.conftest import hub_env, process_alive, publish_events, topic_records, unique
 from tests.factories import make_event
 from tests.test_dedup import PartitionedRun, final_groups
 from consumers.stages import STAGES
@@ -262,9 +263,15 @@ def test_whole_flow_killed_mid_stream_raises_each_alert_once_and_tracks_acknowle
     assert planted and expected.alerts, "the sample plants conflicts"
     target_keys = {a.matched for a in expected.alerts if a.alert_kind == "TARGET"}
 
+    log = hub_settings.runtime_dir / "run-all.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+
     def start_all_stages():
-        return subprocess.Popen([*HUB, "run", "all", "--commit-interval", "0.3"], env=hub_env(hub_settings),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # Deadlines of seconds, on the clock `hub run all` runs: unacknowledged alerts escalate during the test.
+        env = {**hub_env(hub_settings), "HUB_ALERTS_URGENT_ACK_MINUTES": "0.1", "HUB_ALERTS_ACK_HOURS": "0.01"}
+        with open(log, "ab") as output:
+            return subprocess.Popen([*HUB, "run", "all", "--commit-interval", "0.3"], env=env, stdout=output,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
 
     alerts_topic = ALERTS.name(hub_settings.topic_prefix)
     codec = hub_codec(hub_settings)
@@ -277,11 +284,17 @@ def test_whole_flow_killed_mid_stream_raises_each_alert_once_and_tracks_acknowle
 
     stages = start_all_stages()
     try:
-        # SIGKILL every stage process in the middle of the stream, then start them again.
+        # SIGKILL every process in the middle of the stream, supervisor included, then start them again ...
         _wait(lambda: len(opened()) > len(target_keys) // 4, 300, "a quarter of the alerts")
         os.killpg(stages.pid, signal.SIGKILL)
         stages.wait(timeout=30)
         stages = start_all_stages()
+        # ... and SIGKILL two stages under the supervisor, which restarts them.
+        _wait(lambda: log.read_text().count("stage process started") >= 14, 60, "the second run's stages")
+        killed = [_stage_pids(log)[name] for name in ("dedup", "deconflict")]
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        _wait(lambda: log.read_text().count("restarted ") >= 2, 60, "the supervisor to restart the killed stages")
 
         def all_conflicts_alerted():
             return planted <= {frozenset(p.event_id for p in a.parties) for a in opened() if a.alert_kind == "EVENT"}
@@ -306,7 +319,7 @@ def test_whole_flow_killed_mid_stream_raises_each_alert_once_and_tracks_acknowle
         required, possible = shared_targets(sample, expected)
         assert found <= possible, "no alert on a target no two agencies' separate records share"
         assert len(found) >= 0.95 * len(target_keys) and len(found & required) >= 0.95 * len(required)
-        # Event time moves on through weeks of sample traffic, so unacknowledged alerts escalate.
+        # Deadlines of seconds on the hub's clock: unacknowledged alerts escalated meanwhile.
         assert any(a.status == "ESCALATED" for a in alerts)
         target = next(a for a in alerts if a.urgent) if any(a.urgent for a in alerts) else alerts[0]
         party = target.parties[0].agency.ori
@@ -318,6 +331,22 @@ def test_whole_flow_killed_mid_stream_raises_each_alert_once_and_tracks_acknowle
         listing = subprocess.run([*HUB, "alerts", "list", "--status", "ACKNOWLEDGED"], capture_output=True,
                                  text=True, env=hub_env(hub_settings), timeout=60)
         assert target.alert_id[:8] in listing.stdout and "Lt. Vega" in listing.stdout
+        # SIGTERM to the supervisor (what a service manager sends) stops every stage after its last commit.
+        running = list(_stage_pids(log).values())
+        stages.send_signal(signal.SIGTERM)
+        assert stages.wait(timeout=60) == 0
+        assert not [pid for pid in running if process_alive(pid)], "no stage outlives the supervisor"
     finally:
-        os.killpg(stages.pid, signal.SIGTERM)
-        stages.wait(timeout=60)
+        if stages.poll() is None:
+            os.killpg(stages.pid, signal.SIGKILL)
+            stages.wait(timeout=60)
+
+
+def _stage_pids(log) -> dict[str, int]:
+    """Each stage's latest process, from the supervisor's log."""
+    pids = {}
+    for line in log.read_text().splitlines():
+        if '"stage process started"' in line:
+            record = json.loads(line)
+            pids[record["stage"]] = record["pid"]
+    return pids

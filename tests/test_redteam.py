@@ -79,11 +79,11 @@ class Kind:
 
 KINDS = {
     "hub": Kind("hub", CANONICAL.name(PREFIX)),
-    "agency": Kind(f"agency-{AGENCY}", INGEST.name(PREFIX, ori=AGENCY)),
+    "agency": Kind(f"agency-{AGENCY.lower()}", INGEST.name(PREFIX, ori=AGENCY)),
     "task-force": Kind(f"tf-{UNIT}", FEED.name(PREFIX, unit=UNIT)),
     "auditor": Kind(f"auditor-{AUDITORS[0]}", AUDIT.name(PREFIX)),
-    "unknown-user": Kind("agency-ZZZZZ0000", INGEST.name(PREFIX, ori=AGENCY), "unknown user"),
-    "wrong-password": Kind(f"agency-{AGENCY}", INGEST.name(PREFIX, ori=AGENCY), "wrong password"),
+    "unknown-user": Kind("agency-zzzzz0000", INGEST.name(PREFIX, ori=AGENCY), "unknown user"),
+    "wrong-password": Kind(f"agency-{AGENCY.lower()}", INGEST.name(PREFIX, ori=AGENCY), "wrong password"),
 }
 
 
@@ -156,8 +156,8 @@ def row_of(kind: Kind) -> list[Cell]:
 
 def test_the_model_reads_as_kafka_does():
     """The reading of the model the matrix relies on, on rules whose meaning is not in doubt."""
-    assert model_allows(f"agency-{AGENCY}", "TOPIC", INGEST.name(PREFIX, ori=AGENCY), "DESCRIBE")  # implied by WRITE
-    assert not model_allows(f"agency-{AGENCY}", "TOPIC", INGEST.name(PREFIX, ori=OTHER_AGENCY), "DESCRIBE")
+    assert model_allows(f"agency-{AGENCY.lower()}", "TOPIC", INGEST.name(PREFIX, ori=AGENCY), "DESCRIBE")  # implied by WRITE
+    assert not model_allows(f"agency-{AGENCY.lower()}", "TOPIC", INGEST.name(PREFIX, ori=OTHER_AGENCY), "DESCRIBE")
     assert model_allows("hub", "TOPIC", f"{PREFIX}anything", "DELETE")  # ALL on the prefix
     assert not model_allows("hub", "TOPIC", "anything", "DELETE")
     assert model_allows(f"tf-{UNIT}", "GROUP", f"{PREFIX}feed.{UNIT}.x", "READ")

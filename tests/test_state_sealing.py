@@ -226,7 +226,7 @@ def test_a_purged_alert_leaves_the_lifecycle_and_escalates_nothing(gone):
     stage, store = AlertLifecycleStage(), MemoryPartitionStore()
     alert = _deconfliction_alert()
     state = State(store)
-    stage.process(Message("t.alerts.raised", 0, 0, None, alert, 0), state)
+    stage.process(Message("t.alerts.raised", 0, 0, None, alert, int(alert.updated_at.timestamp() * 1000)), state)
     store.apply(state.take_writes(), None)
     if gone == "purged":
         assert store.purge([f"{alert.parties[0].agency.ori}/{alert.parties[0].event_id}"]) == 2, "the alert and its deadline"
@@ -234,7 +234,9 @@ def test_a_purged_alert_leaves_the_lifecycle_and_escalates_nothing(gone):
         store.apply([StateWrite("alert", alert.alert_id, None, None)], None)
     later = alert.model_copy(update={"alert_id": "other", "raised_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
                                      "updated_at": datetime(2026, 1, 1, tzinfo=timezone.utc)})
-    outputs = stage.process(Message("t.alerts.raised", 0, 0, None, later, 0), State(store))
+    # taken in by the hub long after the purged alert's deadline: only its own opening comes out
+    outputs = stage.process(Message("t.alerts.raised", 0, 0, None, later, int(later.updated_at.timestamp() * 1000)),
+                            State(store))
     assert [o.value.alert_id for o in outputs if isinstance(o.value, DeconflictionAlert)] == ["other"]
 
 

@@ -248,7 +248,7 @@ def parties(traffic: Traffic, tmp_path_factory) -> Iterator[Parties]:
         operator = admin.model_copy(update={**credentials_for("hub", admin), "runtime_dir": base / "operator",
                                             "kek_file": kek})
         yield Parties(admin, operator, single, hubs,
-                      {ori: party(ori.lower(), f"agency-{ori}") for ori in traffic.agencies},
+                      {ori: party(ori.lower(), f"agency-{ori.lower()}") for ori in traffic.agencies},
                       {unit: party(f"tf{n}", f"tf-{unit}") for n, unit in enumerate(UNITS, 1)},
                       party("oig", "auditor-oig"), base / "logs")
 
@@ -268,7 +268,7 @@ def spread(parties: Parties, traffic: Traffic) -> Parties:
         for instance, host in enumerate(parties.hubs):
             log = (parties.logs / f"{name}-{instance}.log").open("w")
             host.spawn([str(topology._python()), "-m", "hub", "run", name, "--instance", str(instance),
-                        "--commit-interval", "0.3"], env={"HUB_LOG_FORMAT": "json"}, stdout=log,
+                        "--commit-interval", "0.3"], env={"HUB_LOG_FORMAT": "json", "HUB_METRICS_PORT": "0"}, stdout=log,
                        stderr=subprocess.STDOUT)
         group = f"{SPREAD}hub.{name}"
         _wait_for(lambda: _group_members(parties.admin, group) == 2, 120, f"both {name} instances to join")
@@ -333,8 +333,8 @@ def test_an_agency_acts_on_its_own_alert_under_its_own_principal(spread):
                 and a.principal.startswith("agency-")]
     _wait_for(lambda: len(audited()) >= 2, 120, "the alerts stage to take both actions")
     outcomes = {(a.principal, a.outcome) for a in audited()}
-    assert (f"agency-{party}", AuditOutcome.SUCCESS) in outcomes
-    assert (f"agency-{outsider}", AuditOutcome.FAILURE) in outcomes
+    assert (f"agency-{party.lower()}", AuditOutcome.SUCCESS) in outcomes
+    assert (f"agency-{outsider.lower()}", AuditOutcome.FAILURE) in outcomes
 
 
 def test_the_auditor_queries_the_audit_log_with_its_own_login(spread, traffic):

@@ -118,9 +118,9 @@ class World:
     net: topology.Network
     broker: LocalBroker
     admin: HubSettings
-    cbp: topology.Host  # agency-CACBP0100
+    cbp: topology.Host  # agency-cacbp0100
     tf: topology.Host  # tf-best-san-diego
-    hsi: topology.Host  # agency-AZHSI0100
+    hsi: topology.Host  # agency-azhsi0100
     passwords: dict[str, str]
 
 
@@ -139,7 +139,7 @@ def world(tmp_path_factory) -> Iterator[World]:
             producer.send(f"{PREFIX}ingest.{HSI}", value=b"hsi-report").get(30)
             producer.send(f"{PREFIX}feed.{UNIT}", key=UNIT.encode(), value=b"routed").get(30)
             producer.close()
-            logins = {cbp: f"agency-{CBP}", tf: f"tf-{UNIT}", hsi: f"agency-{HSI}"}
+            logins = {cbp: f"agency-{CBP.lower()}", tf: f"tf-{UNIT}", hsi: f"agency-{HSI.lower()}"}
             passwords = {}
             for host, principal in logins.items():
                 party = admin.model_copy(update=credentials_for(principal, admin))
@@ -199,7 +199,7 @@ def test_agency_publishes_to_its_own_ingest_topic_from_its_host(world):
         producer.close()
         print(json.dumps({{"offset": meta.offset, "user": settings.sasl_username}}))
     """)
-    assert got == {"offset": 0, "user": f"agency-{CBP}"}
+    assert got == {"offset": 0, "user": f"agency-{CBP.lower()}"}
     assert [r.value for r in read_topic(f"{PREFIX}ingest.{CBP}", world.admin, 30)] == [b"cbp-report"]
 
 

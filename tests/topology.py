@@ -32,9 +32,9 @@ Usage::
         with secured_broker(net, tmp_path / "broker") as broker:
             admin = broker.client_settings().model_copy(update={"topic_prefix": "t."})
             apply_access(admin, "t.", ["CACBP0100"], ["best-san-diego"])
-            cbp.login(admin.model_copy(update=credentials_for("agency-CACBP0100", admin)))
+            cbp.login(admin.model_copy(update=credentials_for("agency-cacbp0100", admin)))
             result = cbp.python("from hub.settings import HubSettings; print(HubSettings().sasl_username)")
-            assert result.stdout.strip() == "agency-CACBP0100"
+            assert result.stdout.strip() == "agency-cacbp0100"
 """
 
 from __future__ import annotations

@@ -5,12 +5,20 @@ stage does. Actions arrive on each agency's own control topic ``alerts.control.<
 ack|resolve``), co-partitioned with the raised alerts by alert id. Only ``agency-<ORI>`` may write that topic,
 so the topic, not the action's content, says which agency acted: an action naming another agency, or from an
 agency that is not a party, is refused. A refusal changes nothing (its time escalates nothing either) and is
-audited as a FAILURE of that agency's principal. Deadlines run on event time (the newest alert or accepted
-action time seen in the partition), so a replay escalates exactly the same alerts.
+audited as a FAILURE of that agency's principal.
+
+Deadlines run on the hub's clock, read from the log and never from the system clock, so a replay escalates exactly
+the same alerts at the same times. An alert is due its acknowledgement window after the hub took in the report that
+raised it (its record's timestamp, which intake stamped and every stage carries), not after the report's own time
+(an agency's backlog from last week is news to the other party now). The stream time moves on with the timestamps of alerts and of
+the wall-clock ticks ``hub run clock`` writes to ``hub.clock`` every second (HUB_CLOCK_TICK_S), so an urgent conflict
+escalates within seconds of its deadline on a night with no other traffic; ``hub replay`` copies the ticks with the
+rest of the history. An action's timestamp is its agency's to set, so it moves no clock.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -24,9 +32,9 @@ from hub.access import agency_principal
 from hub.auditing import audit_event
 from schemas.protection import record_key_ids
 from schemas.models import (
-    AlertAction, AlertActionKind, AlertStatus, AuditEventType, AuditOutcome, DeconflictionAlert,
+    AlertAction, AlertActionKind, AlertStatus, AuditEventType, AuditOutcome, ClockTick, DeconflictionAlert,
 )
-from schemas.topics import ALERTS, AUDIT
+from schemas.topics import ALERTS, AUDIT, CLOCK
 
 #: Who changes an alert when no person does (raising it, escalating it).
 HUB_PRINCIPAL = "hub"
@@ -47,22 +55,23 @@ class AlertLifecycleConfig(StageConfig):
 
     urgent_ack_minutes: float = Field(15, gt=0, description="Operations conflicts must be acknowledged this fast.")
     ack_hours: float = Field(24, gt=0, description="Target conflicts must be acknowledged within this.")
-    retention_days: int = Field(400, gt=0, description="Event-time days an alert's state is kept.")
+    retention_days: int = Field(400, gt=0, description="Days (hub clock) an alert's state is kept after it changed.")
 
 
 class AlertLifecycleStage(Stage):
     name = "alerts"
-    input_pattern = r"alerts\.raised|alerts\.control\.[A-Z0-9]+"
+    input_pattern = r"alerts\.raised|alerts\.control\.[A-Z0-9]+|" + re.escape(CLOCK.pattern)
     outputs = (ALERTS.pattern, AUDIT.pattern)
-    input_types = (DeconflictionAlert, AlertAction)
+    input_types = (DeconflictionAlert, AlertAction, ClockTick)
 
     def __init__(self, config: AlertLifecycleConfig | None = None) -> None:
         self.config = config or AlertLifecycleConfig.from_env()
         self.retention = timedelta(days=self.config.retention_days)
 
     def event_time(self, message: Message) -> float:
-        value = message.value
-        return (value.updated_at if isinstance(value, DeconflictionAlert) else value.at).timestamp()
+        """The hub's time of the input: when intake took in the report behind an alert, or a tick's. An action's
+        timestamp is its agency's to set: it moves no clock (nor, through the runner's watermark, any expiry)."""
+        return 0.0 if isinstance(message.value, AlertAction) else message.timestamp_ms / 1000
 
     def process(self, message: Message, state: State) -> list[Output]:
         value = message.value
@@ -70,24 +79,24 @@ class AlertLifecycleStage(Stage):
             refused = self._refusal(value, _acting_ori(message), state)
             if refused is not None:
                 return [refused]
-        elif not isinstance(value, DeconflictionAlert):
+        elif not isinstance(value, DeconflictionAlert | ClockTick):
             raise StageError(f"unexpected {type(value).__name__} on the alerts stage's inputs")
         now = self._stream_time(message, state)
-        outputs = self._escalate_due(now, state)
+        outputs = self._escalate_due(now, state) if not isinstance(value, AlertAction) else []
         if isinstance(value, DeconflictionAlert):
             if state.get("alert", value.alert_id) is None:
-                outputs += self._store(value, state, principal=HUB_PRINCIPAL)
-                deadline = value.raised_at + (timedelta(minutes=self.config.urgent_ack_minutes) if value.urgent
-                                              else timedelta(hours=self.config.ack_hours))
-                state.put("due", f"{deadline.timestamp():014.0f}|{value.alert_id}", value.alert_id,
+                outputs += self._store(value, state, now, principal=HUB_PRINCIPAL)
+                deadline = now + (timedelta(minutes=self.config.urgent_ack_minutes) if value.urgent
+                                  else timedelta(hours=self.config.ack_hours))
+                # Whole seconds, rounded up: the keys sort by deadline, and an alert never escalates early.
+                state.put("due", f"{math.ceil(deadline.timestamp()):014d}|{value.alert_id}", value.alert_id,
                           deadline + self.retention, reports=record_key_ids(value))
-                outputs += self._escalate_due(now, state)  # raised after its deadline had passed: escalate now
-        else:
-            outputs += self._act(value, state)
+        elif isinstance(value, AlertAction):
+            outputs += self._act(value, state, now)
         return outputs
 
     def _stream_time(self, message: Message, state: State) -> datetime:
-        """The newest event time this partition has seen (Kafka Streams' stream time): an alert is due once it
+        """The newest hub time this partition has seen (Kafka Streams' stream time): an alert is due once it
         passes the deadline, whatever order upstream instances happened to interleave their writes in."""
         seen = state.get("clock", "stream-time") or 0.0
         now = max(seen, self.event_time(message))
@@ -116,14 +125,15 @@ class AlertLifecycleStage(Stage):
                                       f"{action.at.isoformat()}")
         return Output(AUDIT.pattern, action.alert_id.encode(), record)
 
-    def _act(self, action: AlertAction, state: State) -> list[Output]:
+    def _act(self, action: AlertAction, state: State, now: datetime) -> list[Output]:
         """Apply an action :meth:`_refusal` let through (its ORI is the acting topic's)."""
         alert = DeconflictionAlert.model_validate(state.get("alert", action.alert_id))
         note = f": {action.note}" if action.note else ""
+        status = RESULT[action.action]
         return self._store(alert.model_copy(update={
-            "status": RESULT[action.action], "updated_at": action.at,
-            "explanation": f"{action.action.lower()}d by {action.actor} ({action.agency_ori}){note}"}), state,
-            principal=agency_principal(action.agency_ori), by=action.actor)
+            "status": status, "updated_at": action.at,
+            "explanation": f"{action.action.lower()}d by {action.actor} ({action.agency_ori}){note}"}), state, now,
+            principal=agency_principal(action.agency_ori), by=action.actor, counted_as=status.lower())
 
     def _escalate_due(self, now: datetime, state: State) -> list[Output]:
         outputs = []
@@ -143,20 +153,22 @@ class AlertLifecycleStage(Stage):
                     "status": AlertStatus.ESCALATED, "updated_at": max(deadline, alert.updated_at),
                     "explanation": f"not acknowledged by {deadline.isoformat()}; escalated to both units' "
                                    f"supervisors"}),
-                    state, principal=HUB_PRINCIPAL)
+                    state, now, principal=HUB_PRINCIPAL, counted_as="escalated-urgent" if alert.urgent else "escalated")
         return outputs
 
-    def _store(self, alert: DeconflictionAlert, state: State, *, principal: str, by: str = "") -> list[Output]:
+    def _store(self, alert: DeconflictionAlert, state: State, now: datetime, *, principal: str, by: str = "",
+               counted_as: str = "") -> list[Output]:
         """The alert's new state, and its audit record (CJIS: who changed it, when, to what); ``by`` is the
-        officer's free-text name, kept in the detail next to the authenticated principal."""
-        state.put("alert", alert.alert_id, alert.model_dump(mode="json"), alert.updated_at + self.retention,
+        officer's free-text name, kept in the detail next to the authenticated principal. Kept ``retention`` on
+        the hub's clock from ``now``."""
+        state.put("alert", alert.alert_id, alert.model_dump(mode="json"), now + self.retention,
                   reports=record_key_ids(alert))
         record = audit_event(self.name, AuditEventType.ALERT_STATUS_CHANGED, principal,
                              f"{alert.alert_kind} alert {alert.alert_id} is now {alert.status}"
                              + (f" (by {by})" if by else ""),
                              subject_ids=[alert.alert_id, *(p.event_id for p in alert.parties)], at=alert.updated_at,
                              identity=f"alert|{alert.alert_id}|{alert.status}|{alert.updated_at.isoformat()}")
-        return [Output(ALERTS.pattern, alert.alert_id.encode(), alert),
+        return [Output(ALERTS.pattern, alert.alert_id.encode(), alert, counted_as=counted_as),
                 Output(AUDIT.pattern, alert.alert_id.encode(), record)]
 
 

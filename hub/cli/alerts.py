@@ -59,7 +59,7 @@ def _act(kind: AlertActionKind, alert_id: str, agency: str, actor: str, note: st
     user = settings.sasl_username
     if user and user.startswith(AGENCY) and user != agency_principal(agency):
         raise AccessError(f"connected as {user}, which may act only for its own agency, not {agency}",
-                          hint=f"Pass --agency {user.removeprefix(AGENCY)}, or connect as {agency_principal(agency)}.")
+                          hint=f"Pass --agency {user.removeprefix(AGENCY).upper()}, or connect as {agency_principal(agency)}.")
     topic = settings.topic(ALERT_CONTROL.name(ori=agency))
     action = AlertAction(alert_id=alert_id, action=kind, agency_ori=agency, actor=actor,
                          at=datetime.now(timezone.utc), note=note)

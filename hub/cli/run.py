@@ -1,30 +1,23 @@
-"""``hub run``: the processing stages as long-running services."""
+"""``hub run``: the processing stages (and the hub's clock) as long-running services."""
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 
 import typer
 from rich.table import Table
 
-from consumers.runner import StageRunner, stage_lag
+from consumers.runner import stage_lag
 from consumers.stages import STAGES
 from hub.cli import app, console
-from hub.logging import configure_logging
 from hub.settings import get_settings
-
-
-def _run_stage(name: str, instance: int, commit_interval: float, max_batch: int, transaction_timeout: float) -> None:
-    settings = get_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    StageRunner(STAGES[name](), settings, instance=instance, commit_interval_s=commit_interval,
-                max_batch=max_batch, transaction_timeout_ms=int(transaction_timeout * 1000)).run()
+from hub.supervisor import CLOCK, RunOptions, Supervisor, run_process
 
 
 @app.command("run")
 def run(
-    stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}, or 'all'."),
+    stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}, {CLOCK}, or 'all' (every stage and the "
+                                "clock, supervised)."),
     instance: int = typer.Option(0, "--instance", help="Instance number within the stage's consumer group; "
                                  "each running copy needs its own (it names the transactional producer)."),
     commit_interval: float = typer.Option(0.5, "--commit-interval", help="Seconds per transaction (batch)."),
@@ -39,24 +32,28 @@ def run(
     Start more copies with different --instance numbers to scale out: partitions are shared among them.
     Local state lives under HUB_RUNTIME_DIR/state and is rebuilt from the changelog topic when missing.
     Routing to the task forces' feeds runs inside dedup and alerts (they wait for `hub taskforces apply`).
+    `clock` writes the wall-clock ticks that escalate unacknowledged alerts when no other traffic comes.
+
+    Every process serves /metrics, /healthz and /readyz on HUB_METRICS_PORT (default 9400; 0: none). `all`
+    supervises one process per stage: its own figures on that port, stage N's on the port + N; SIGTERM stops
+    every stage after its last commit; a stage that crashes is restarted with backoff, and after
+    HUB_MAX_RESTARTS crashes within HUB_RESTART_WINDOW_S `all` stops and exits non-zero, naming the stage.
     """
-    names = list(STAGES) if stage == "all" else [stage]
-    unknown = [n for n in names if n not in STAGES]
+    names = [*STAGES, CLOCK] if stage == "all" else [stage]
+    unknown = [n for n in names if n not in STAGES and n != CLOCK]
     if unknown:
         routed = " (routing runs inside dedup and alerts)" if unknown[0] == "route" else ""
-        raise typer.BadParameter(f"unknown stage {unknown[0]!r}{routed}; choose from {', '.join(STAGES)} or all")
+        raise typer.BadParameter(f"unknown stage {unknown[0]!r}{routed}; choose from {', '.join(STAGES)}, "
+                                 f"{CLOCK} or all")
+    options = RunOptions(instance, commit_interval, max_batch, transaction_timeout)
+    settings = get_settings()
     if len(names) == 1:
-        console.print(f"running stage {names[0]} (instance {instance}); Ctrl-C stops it after the current batch")
-        _run_stage(names[0], instance, commit_interval, max_batch, transaction_timeout)
+        port = settings.metrics_port
+        console.print(f"running {names[0]} (instance {instance})" + (f", metrics on :{port}" if port else "")
+                      + "; Ctrl-C stops it after the current batch")
+        run_process(names[0], options, port)
         return
-    processes = [multiprocessing.Process(target=_run_stage, name=n,
-                                         args=(n, instance, commit_interval, max_batch, transaction_timeout))
-                 for n in names]
-    for p in processes:
-        p.start()
-    console.print(f"running stages {', '.join(names)} (instance {instance})")
-    for p in processes:
-        p.join()
+    Supervisor(names, options, settings, say=console.print).run()
 
 
 @app.command("lag")
