@@ -106,3 +106,9 @@ class SupervisorError(HubError):
     """A stage of `hub run all` kept crashing: the supervisor gave up."""
 
     hint = "Read the stage's last error above (and its dead letters); fix the cause, then start `hub run all` again."
+
+
+class ConsoleSignInError(HubError):
+    """The console refused a sign-in."""
+
+    hint = "Sign in with a task force's principal (tf-<unit>) and the password `hub access apply` gave it."

@@ -46,9 +46,8 @@ def _configure() -> None:
 
 def _register() -> None:
     from hub.cli import (  # noqa: F401  (each module adds its commands to `app`)
-        access, alerts, archive, audit, bench, broker, demo, publish, replay, retention, run, sample, schemas, subscribe,
-        taskforces,
-        deploy,
+        access, alerts, archive, audit, bench, broker, demo, deploy, publish, replay, retention, run, sample, schemas,
+        subscribe, taskforces, webconsole,
     )
 
 

@@ -1,0 +1,26 @@
+"""``hub console``: the analysts' console in a browser."""
+
+from __future__ import annotations
+
+import typer
+from waitress import serve
+
+from hub.cli import app, console
+from hub.console import create_app
+from hub.settings import get_settings
+
+
+@app.command("console")
+def console_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; put TLS "
+                             "in front of it, sign-in sends a password)."),
+    port: int = typer.Option(8400, "--port", help="Port to listen on."),
+) -> None:
+    """Serve the console until Ctrl-C: a task force signs in with its hub principal (tf-<unit>) and Kafka password,
+    and sees its feed (live, filtered by type, drug, port and time, with whom to call for pointers), and its
+    seizures and planned operations on an offline map of the border states with charts of weights, doses and the
+    drug mix. The console reads Kafka with the signed-in principal's login only: the broker's ACLs decide what it
+    shows. HUB_BOOTSTRAP_SERVERS and HUB_SSL_CAFILE name the cluster; no login of the console's own is needed.
+    """
+    console.print(f"console on http://{host}:{port}/ (Ctrl-C stops it)")
+    serve(create_app(get_settings()), host=host, port=port, threads=8, ident="task-force-hub")

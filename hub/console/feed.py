@@ -1,0 +1,163 @@
+"""A task force's feed as the console shows it: one row per item, filters, and the figures behind the charts.
+
+Rows are built from :class:`FeedItem` only, so they reveal exactly what the sharing rules let the unit see: a
+pointer has no place, drugs or weights, only whom to call. Pure functions, tested without a broker;
+:func:`read_feed` is the one place that reads Kafka, through the subscriber SDK and the signed-in principal's login.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from consumers.subscriber import PurgeNotice, Subscriber
+from hub.settings import HubSettings
+from schemas.models import ContactInformation, FeedItem, ItemSeizure, PlannedOperation
+
+MG_PER_KG = 1_000_000
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """What one feed item tells its unit, flattened for tables, filters, charts and the map."""
+
+    item_id: str
+    form: str
+    rule: str
+    kind: str  # SEIZURE, PLANNED_OPERATION, ..., ALERT EVENT, or a pointer's record kind
+    when: datetime  # the event's time, the alert's raising, or the routing of a pointer
+    agencies: tuple[str, ...]
+    contacts: tuple[str, ...] = ()  # whom to call: a pointer's owners, an alert's parties, an operation's contact
+    port: str = ""
+    place: str = ""
+    drugs: tuple[str, ...] = ()
+    weight_kg: float = 0.0
+    pills: int = 0
+    doses: float = 0.0
+    latitude: float | None = None
+    longitude: float | None = None
+    summary: str = ""
+
+    @property
+    def month(self) -> str:
+        return self.when.strftime("%Y-%m")
+
+
+def _contact(who: str, contact: ContactInformation | None) -> str:
+    if contact is None:
+        return who
+    reach = ", ".join(filter(None, [contact.telephone, contact.email]))
+    return f"{who}: {contact.name}" + (f" ({reach})" if reach else "")
+
+
+def row_of(item: FeedItem) -> FeedRow:
+    """The row of one feed item."""
+    common = {"item_id": item.item_id, "form": str(item.form), "rule": item.rule}
+    if item.pointer is not None:
+        pointer = item.pointer
+        return FeedRow(**common, kind=str(pointer.event_type or pointer.alert_kind or pointer.record_kind),
+                       when=item.routed_at, agencies=tuple(o.ori for o in pointer.owners),
+                       contacts=tuple(_contact(f"{o.name} ({o.ori})", o.contact) for o in pointer.owners),
+                       summary="a record exists: call its owner")
+    if item.alert is not None:
+        alert = item.alert
+        return FeedRow(**common, kind=f"ALERT {alert.alert_kind}", when=alert.raised_at,
+                       agencies=tuple(p.agency.ori for p in alert.parties),
+                       contacts=tuple(_contact(f"{p.agency.name} ({p.agency.ori})", p.contact) for p in alert.parties),
+                       summary=f"{alert.status}{' URGENT' if alert.urgent else ''}: {alert.explanation}")
+    event = item.event
+    assert event is not None  # a FeedItem holds exactly one body
+    primary, location = event.primary, event.primary.location
+    payload = primary.payload
+    drugs: tuple[str, ...] = ()
+    weight_mg = doses = 0.0
+    pills = 0
+    contacts: tuple[str, ...] = ()
+    if isinstance(payload, ItemSeizure):
+        drugs = tuple(dict.fromkeys(str(d.drug_type) for d in payload.drugs))
+        weight_mg = sum(d.net_weight.milligrams for d in payload.drugs if d.net_weight is not None)
+        pills = sum(d.pill_count or 0 for d in payload.drugs)
+        doses = payload.estimated_doses()
+    elif isinstance(payload, PlannedOperation):
+        contacts = (_contact(f"on scene ({primary.source_agency.ori})", payload.on_scene_contact),)
+    summary = (f"goes on as {event.superseded_by}" if event.superseded_by else event.decision.explanation)
+    return FeedRow(**common, kind=str(event.event_type), when=primary.event_time, agencies=tuple(event.agencies),
+                   contacts=contacts, port=location.port_of_entry or "",
+                   place=location.port_of_entry or location.county_fips or location.state or "",
+                   drugs=drugs, weight_kg=weight_mg / MG_PER_KG, pills=pills, doses=doses,
+                   latitude=location.latitude, longitude=location.longitude, summary=summary)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What an analyst narrows the feed to; empty fields match everything."""
+
+    kind: str = ""
+    drug: str = ""
+    port: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def matches(self, row: FeedRow) -> bool:
+        return ((not self.kind or row.kind == self.kind) and (not self.drug or self.drug in row.drugs)
+                and (not self.port or row.port == self.port)
+                and (self.since is None or row.when >= self.since) and (self.until is None or row.when < self.until))
+
+
+@dataclass
+class FeedView:
+    """A unit's feed, read as its principal: rows newest first, and the purge notices it must act on."""
+
+    unit_id: str
+    rows: list[FeedRow] = field(default_factory=list)
+    notices: list[PurgeNotice] = field(default_factory=list)
+
+    def filtered(self, filters: Filters) -> list[FeedRow]:
+        return [row for row in self.rows if filters.matches(row)]
+
+    def choices(self) -> dict[str, list[str]]:
+        """The values each filter can take in this feed."""
+        return {"kind": sorted({r.kind for r in self.rows}), "drug": sorted({d for r in self.rows for d in r.drugs}),
+                "port": sorted({r.port for r in self.rows if r.port})}
+
+
+def read_feed(settings: HubSettings, unit_id: str) -> FeedView:
+    """The whole feed of ``unit_id``, read with ``settings``' login (the broker refuses any other unit's), latest
+    revision per item (a purged item is gone; its notice is kept)."""
+    rows: dict[str, FeedRow] = {}
+    with Subscriber(unit_id, settings, start="beginning") as subscriber:
+        for item in subscriber.items(idle_s=0.5):
+            rows[item.item_id] = row_of(item)
+        notices = list(subscriber.notices)
+    purged = {notice.record_id for notice in notices}
+    kept = [row for item_id, row in rows.items() if item_id not in purged]
+    return FeedView(unit_id, sorted(kept, key=lambda r: r.when, reverse=True), notices)
+
+
+def weight_by_port_month(rows: list[FeedRow]) -> dict[str, dict[str, float]]:
+    """Seized kilograms by port, then by month (seizures that name a port)."""
+    table: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for row in rows:
+        if row.kind == "SEIZURE" and row.port:
+            table[row.port][row.month] += row.weight_kg
+    return {port: dict(sorted(months.items())) for port, months in sorted(table.items())}
+
+
+def doses_by_port(rows: list[FeedRow]) -> dict[str, float]:
+    """Potentially lethal fentanyl doses seized, by port."""
+    doses: dict[str, float] = defaultdict(float)
+    for row in rows:
+        if row.kind == "SEIZURE" and row.port:
+            doses[row.port] += row.doses
+    return dict(sorted(doses.items()))
+
+
+def drug_mix(rows: list[FeedRow]) -> dict[str, int]:
+    """How many seizures name each drug."""
+    mix: dict[str, int] = defaultdict(int)
+    for row in rows:
+        for drug in row.drugs:
+            mix[drug] += 1
+    return dict(sorted(mix.items(), key=lambda kv: (-kv[1], kv[0])))
+
