@@ -19,17 +19,18 @@ from consumers.registry import load_registry
 from consumers.runner import StageRunner
 from consumers.stages import STAGES
 from consumers.stages.intake import IntakeStage
-from hub.access import agency_principal, apply_access, credentials_for, task_force_principal
+from hub.access import agency_principal, apply_access, auditor_principal, credentials_for, task_force_principal
 from hub.console import basemap, create_app
 from hub.console.feed import Filters, FeedRow, doses_by_port, drug_mix, read_feed, row_of, weight_by_port_month
 from hub.control import apply_registry
 from hub.topics import ensure_topics, hub_topics
 from producers.publisher import Publisher
 from producers.sample import generate
-from schemas.topics import FEED
+from schemas.topics import AUDIT_QUERIES, FEED
 from tests.conftest import running_local_broker, topic_records
 
 PREFIX = "console."
+AUDITOR = "oig"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,7 +103,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     with running_local_broker("console-broker", runtime, auth="scram") as broker:
         admin = broker.client_settings().model_copy(update={"topic_prefix": PREFIX, "runtime_dir": runtime,
                                                             "connect_timeout_s": 5.0})
-        apply_access(admin, PREFIX, agencies, units)
+        apply_access(admin, PREFIX, agencies, units, auditors=[AUDITOR])
         ensure_topics(hub_topics(PREFIX, agencies, sorted(STAGES), units), admin)
         found = Cluster(admin, units)
         hub = found.login("hub")
@@ -114,6 +115,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
                 publisher.flush()
         StageRunner(IntakeStage(), hub, commit_interval_s=0.2).run_until_caught_up()
         StageRunner(STAGES["dedup"](), hub, commit_interval_s=0.2).run_until_caught_up()  # routes to the feeds
+        StageRunner(STAGES["seal"](), hub, commit_interval_s=0.2).run_until_caught_up()  # chains the decisions
         yield found
 
 
@@ -166,6 +168,39 @@ def test_rows_reveal_no_more_than_the_items_they_come_from(cluster):
     assert seen["pointer"] and seen["event"], seen
 
 
+def _signed_in(cluster, principal: str):
+    client = create_app(cluster.admin.model_copy(update={"sasl_username": None, "sasl_password": None})).test_client()
+    login = cluster.login(principal)
+    answer = client.post("/signin", data={"principal": login.sasl_username, "password": login.sasl_password})
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    return client
+
+
+@pytest.mark.kafka
+def test_an_auditor_sees_the_chain_who_saw_and_releases_and_each_query_is_audited(cluster):
+    from hub.vault import hub_codec
+
+    auditor = _signed_in(cluster, auditor_principal(AUDITOR))
+    assert auditor.get("/feed").status_code == 403, "an auditor reads no feed"
+    unit = cluster.units[0]
+    hub = cluster.login("hub")
+    codec = hub_codec(hub)
+    event = next(item.event for r in topic_records(hub, FEED.name(PREFIX, unit=unit))
+                 for item in [codec.decode(r.value)] if item.event is not None)
+    owner = event.primary.agency_ori
+    page = auditor.get(f"/audit?record={event.canonical_id}&agency={owner}").get_data(as_text=True)
+    assert "every chain intact" in page
+    who_saw = page.split('id="who-saw"', 1)[1].split("</table>", 1)[0]
+    assert f"<td>{unit}</td>" in who_saw, "the unit whose feed holds the record is named"
+    assert "release(s) of " + owner in page and f"<td>{unit}</td>" in page.split('id="releases"', 1)[1]
+    queries = [codec.decode(r.value) for r in topic_records(hub, AUDIT_QUERIES.name(PREFIX))]
+    asked = [(q.principal, q.detail) for q in queries if q.component == "hub console"]
+    assert (auditor_principal(AUDITOR), f"who-saw {event.canonical_id}") in asked
+    assert {principal for principal, _ in asked} == {auditor_principal(AUDITOR)}
+    analyst = _signed_in(cluster, task_force_principal(unit))
+    assert analyst.get("/audit").status_code == 403, "a task force reads no audit log"
+
+
 # -- a real browser ------------------------------------------------------------------------------------------------
 def _chromium() -> tuple[str, str]:
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
@@ -193,11 +228,11 @@ def served(cluster) -> Iterator[str]:
 
 
 @pytest.mark.kafka
-def test_a_task_force_signs_in_with_chromium_and_sees_its_feed_and_map(cluster, served, tmp_path):
+def test_a_task_force_then_an_auditor_sign_in_with_chromium_and_see_their_pages(cluster, served, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     browser, driver_path = _chromium()
     options = webdriver.ChromeOptions()
@@ -215,20 +250,33 @@ def test_a_task_force_signs_in_with_chromium_and_sees_its_feed_and_map(cluster, 
         driver.find_element(By.ID, "principal-input").send_keys(login.sasl_username)
         driver.find_element(By.ID, "password-input").send_keys(login.sasl_password)
         driver.find_element(By.ID, "signin-button").click()
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/feed"))
         assert driver.find_element(By.ID, "principal").text == login.sasl_username
         rows = driver.find_elements(By.CSS_SELECTOR, "#feed tbody tr[data-item]")
         assert {r.get_attribute("data-item") for r in rows} == cluster.feed_ids(unit)
         driver.save_screenshot(str(shots / "console-feed.png"))
         Select(driver.find_element(By.ID, "filter-kind")).select_by_visible_text("SEIZURE")
         driver.find_element(By.CSS_SELECTOR, "#filters button").click()
+        WebDriverWait(driver, 30).until(lambda d: "kind=SEIZURE" in d.current_url)
         kinds = {r.find_elements(By.TAG_NAME, "td")[2].text
                  for r in driver.find_elements(By.CSS_SELECTOR, "#feed tbody tr[data-item]")}
         assert kinds == {"SEIZURE"}
         driver.find_element(By.ID, "nav-map").click()
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/map"))
         assert driver.find_elements(By.CSS_SELECTOR, "#map .outline path")
         assert driver.find_elements(By.CSS_SELECTOR, "#map circle.event"), "the unit's seizures are on the map"
         assert driver.find_elements(By.CSS_SELECTOR, "#mix rect")
         driver.save_screenshot(str(shots / "console-map.png"))
+        driver.find_element(By.CSS_SELECTOR, ".signout button").click()
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/signin"))
+        auditor = cluster.login(auditor_principal(AUDITOR))
+        driver.find_element(By.ID, "principal-input").send_keys(auditor.sasl_username)
+        driver.find_element(By.ID, "password-input").send_keys(auditor.sasl_password)
+        driver.find_element(By.ID, "signin-button").click()
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/audit"))
+        assert "every chain intact" in driver.find_element(By.ID, "chain-state").text
+        assert not driver.find_elements(By.ID, "nav-feed"), "an auditor is offered no feed"
+        driver.save_screenshot(str(shots / "console-audit.png"))
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert errors == [], f"errors in the page's console: {errors}"
     finally:

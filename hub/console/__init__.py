@@ -18,13 +18,16 @@ from typing import Any
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
 
-from hub.access import MECHANISM, TASK_FORCE
+from hub import audit_queries
+from hub.access import AUDITOR, MECHANISM, TASK_FORCE
 from hub.console import basemap
 from hub.console.feed import Filters, FeedRow, FeedView, doses_by_port, drug_mix, read_feed, weight_by_port_month
 from hub.exceptions import AuthenticationFailedError, ConsoleSignInError, KafkaUnavailableError
 from hub.kafka import make_consumer
 from hub.settings import HubSettings
 
+#: How the console names itself in the audit log's query records.
+COMPONENT = "hub console"
 #: Sign-in checks the password against the broker: a wrong one must not keep the page waiting long.
 SIGN_IN_TIMEOUT_S = 5.0
 
@@ -40,12 +43,20 @@ class SignedIn:
     def unit_id(self) -> str:
         return self.principal.removeprefix(TASK_FORCE)
 
+    @property
+    def is_auditor(self) -> bool:
+        return self.principal.startswith(AUDITOR)
+
+    @property
+    def home(self) -> str:
+        return "audit" if self.is_auditor else "feed"
+
 
 def sign_in(settings: HubSettings, principal: str, password: str) -> SignedIn:
     """Check ``principal``'s password with the broker (a SCRAM login) and return the user."""
-    if not principal.startswith(TASK_FORCE) or not password:
+    if not principal.startswith((TASK_FORCE, AUDITOR)) or not password:
         raise ConsoleSignInError(f"{principal or 'nobody'} cannot sign in here: the console serves task forces "
-                                 "(tf-<unit>) so far")
+                                 "(tf-<unit>) and auditors (auditor-<name>) so far")
     protocol = "SASL_SSL" if settings.security_protocol.endswith("SSL") else "SASL_PLAINTEXT"
     user = settings.model_copy(update={"security_protocol": protocol, "sasl_mechanism": MECHANISM,
                                        "sasl_username": principal, "sasl_password": password,
@@ -105,7 +116,8 @@ def create_app(settings: HubSettings) -> Flask:
 
     @app.get("/")
     def index() -> Any:
-        return redirect(url_for("feed" if current() else "signin_form"))
+        user = current()
+        return redirect(url_for(user.home if user else "signin_form"))
 
     @app.get("/signin")
     def signin_form() -> Any:
@@ -122,7 +134,7 @@ def create_app(settings: HubSettings) -> Flask:
         with lock:
             users[token] = user
         session["token"] = token
-        return redirect(url_for("feed"))
+        return redirect(url_for(user.home))
 
     @app.post("/signout")
     def signout() -> Any:
@@ -135,6 +147,8 @@ def create_app(settings: HubSettings) -> Flask:
         user = current()
         if user is None:
             return redirect(url_for("signin_form"))
+        if user.is_auditor:
+            abort(403, "an auditor reads the audit log, not a task force's feed")
         view, filters = feed_of(user), _filters()
         rows = view.filtered(filters)
         return render_template(template, user=user, view=view, rows=rows, filters=filters, choices=view.choices(),
@@ -147,7 +161,7 @@ def create_app(settings: HubSettings) -> Flask:
     @app.get("/feed/count")
     def feed_count() -> Any:
         user = current()
-        if user is None:
+        if user is None or user.is_auditor:
             abort(401)
         return jsonify(count=len(feed_of(user).rows))
 
@@ -156,5 +170,24 @@ def create_app(settings: HubSettings) -> Flask:
         return feed_page("map.html", points=_placed, by_port_month=weight_by_port_month, doses=doses_by_port,
                          mix=drug_mix, outlines=lambda _: basemap.outlines(), width=lambda _: basemap.WIDTH,
                          height=lambda _: basemap.height())
+
+    @app.get("/audit")
+    def audit() -> Any:
+        """The auditor's view: the chain's integrity, and who-saw or releases when asked (each query is recorded on
+        audit.queries under the auditor's principal before it runs)."""
+        user = current()
+        if user is None:
+            return redirect(url_for("signin_form"))
+        if not user.is_auditor:
+            abort(403, "only an auditor may read the audit log")
+        record_id, agency = request.args.get("record", "").strip(), request.args.get("agency", "").strip()
+        try:
+            check = audit_queries.verify_chains(user.settings, COMPONENT)
+            who = audit_queries.who_saw(user.settings, record_id, COMPONENT, withheld=True) if record_id else None
+            released = audit_queries.releases(user.settings, agency, COMPONENT) if agency else None
+        except (KafkaUnavailableError, AuthenticationFailedError) as exc:
+            abort(503, f"cannot read the audit log: {exc}")
+        return render_template("audit.html", user=user, check=check, record_id=record_id, who=who, agency=agency,
+                               released=released)
 
     return app

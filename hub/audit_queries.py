@@ -1,0 +1,102 @@
+"""Queries over the sealed audit chain (``audit.chain``): its integrity, who received a record, what a unit received
+and every release of an agency's records. ``hub audit`` and the console's auditor pages both call these.
+
+CJIS: any access to the audit log is itself audited. Each query is first recorded on ``audit.queries`` under the
+connected principal (an ``auditor-<name>`` may write only that topic, which the seal stage chains too); a query
+that cannot be recorded does not run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import groupby
+from pathlib import Path
+
+from consumers.audit import ChainReport, verify_chain
+from hub.auditing import record_query
+from hub.checkpoints import read_checkpoint
+from hub.kafka import read_topic
+from hub.settings import HubSettings
+from schemas.codec import Codec
+from schemas.models import AuditSeal, RoutingDecision, ShareForm, routing_decisions
+from schemas.topics import AUDIT_CHAIN
+
+Delivery = tuple[AuditSeal, RoutingDecision]
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """Every partition's chain, verified from its start or from a signed checkpoint's head."""
+
+    reports: list[ChainReport]
+    from_checkpoint: dict[int, int]  # partition -> the checkpoint's offset it started after
+
+    @property
+    def intact(self) -> bool:
+        return all(report.broken is None for report in self.reports)
+
+    @property
+    def records(self) -> int:
+        return sum(report.records for report in self.reports)
+
+
+def sealed_decisions(settings: HubSettings, query: str, component: str) -> Iterator[Delivery]:
+    """Routing decisions as sealed into the chain (the record of what was actually sent); ``query`` is recorded
+    first, as ``component`` under the connected principal."""
+    record_query(component, query, settings)
+    codec = Codec()
+    for record in read_topic(settings.topic(AUDIT_CHAIN.pattern), settings):
+        item = codec.decode(record.value)
+        for decision in routing_decisions(codec.decode(item.record)):
+            yield item, decision
+
+
+def verify_chains(settings: HubSettings, component: str, from_checkpoint: Path | None = None,
+                  public_key: Path | None = None) -> ChainCheck:
+    """Recompute every partition's hash chain (from the checkpoint's heads when given, after checking its
+    signature); the check is recorded first, like any access to the audit log."""
+    record_query(component, "verify" + (f" --from-checkpoint {from_checkpoint}" if from_checkpoint else ""), settings)
+    topic = settings.topic(AUDIT_CHAIN.pattern)
+    starts = {h.partition: h for h in read_checkpoint(from_checkpoint, topic, settings, public_key)} \
+        if from_checkpoint else {}
+    codec = Codec()
+    records = read_topic(topic, settings)
+    reports = [verify_chain(partition, ((r.offset, r.value) for r in group), codec, starts.get(partition))
+               for partition, group in groupby(records, key=lambda r: r.partition)]
+    reports += [verify_chain(partition, [], codec, start) for partition, start in starts.items()
+                if partition not in {r.partition for r in reports}]
+    return ChainCheck(sorted(reports, key=lambda r: r.partition), {p: h.offset for p, h in starts.items()})
+
+
+def delivered(settings: HubSettings, query: str, component: str, since: datetime | None, until: datetime | None,
+              wanted: Callable[[RoutingDecision], bool]) -> Iterator[Delivery]:
+    """Records sent (full or pointer) that ``wanted`` selects, sealed in ``[since, until)``."""
+    low = since.astimezone(timezone.utc) if since else datetime.min.replace(tzinfo=timezone.utc)
+    high = until.astimezone(timezone.utc) if until else datetime.max.replace(tzinfo=timezone.utc)
+    for sealed, decision in sealed_decisions(settings, f"{query} --from {low} --to {high}", component):
+        if decision.form != ShareForm.WITHHELD and wanted(decision) and low <= sealed.recorded_at < high:
+            yield sealed, decision
+
+
+def who_saw(settings: HubSettings, record_id: str, component: str, *, withheld: bool = False) -> list[Delivery]:
+    """Every decision to send the record (a report's event id, a canonical id or an alert id) to a unit, and with
+    ``withheld`` every decision not to."""
+    return [(sealed, decision) for sealed, decision in sealed_decisions(settings, f"who-saw {record_id}", component)
+            if (record_id in decision.event_ids or record_id == decision.record_id)
+            and (withheld or decision.form != ShareForm.WITHHELD)]
+
+
+def received(settings: HubSettings, unit_id: str, component: str, since: datetime | None = None,
+             until: datetime | None = None) -> list[Delivery]:
+    """What a unit received (full or pointer) in a period, by the time it was recorded in the audit log."""
+    return list(delivered(settings, f"received --task-force {unit_id}", component, since, until,
+                          lambda d: d.unit_id == unit_id))
+
+
+def releases(settings: HubSettings, agency: str, component: str, since: datetime | None = None,
+             until: datetime | None = None) -> list[Delivery]:
+    """The owner's view (28 CFR 23.20(g)): every release of the agency's records outside it."""
+    return list(delivered(settings, f"releases --agency {agency}", component, since, until,
+                          lambda d: agency in d.owner_oris))
