@@ -18,7 +18,9 @@ import base64
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import urllib.request
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,6 +50,8 @@ DEFAULT_PORT = 9092
 LANG = "C.UTF-8"
 #: The stages in pipeline order (each one's inputs are the outputs of those before it).
 PIPELINE = tuple(STAGES)
+#: Where the demo's console listens (the next free port if taken).
+CONSOLE_PORT = 8400
 
 
 class DeploymentError(HubError):
@@ -271,6 +275,50 @@ def stop(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 30.0) ->
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def start_console(web: Party, admin: HubSettings, timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``hub console`` as ``web`` with its copy of the CA and no login of its own (the console signs each user
+    in with theirs), in place of one an earlier demo left running; returns it and its address once it answers."""
+    pid_file = demo_dir(admin) / "console.pid"
+    _stop_earlier_console(pid_file)
+    port = _free_port(CONSOLE_PORT)
+    log = web.directory / "logs" / "console.log"
+    no_login = {"HUB_SASL_USERNAME": "", "HUB_SASL_PASSWORD": ""}
+    process = start(web, "console", "--port", str(port), log=log, env=no_login)
+    pid_file.write_text(str(process.pid))
+    address = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{address}signin", timeout=2):
+                return process, address
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise DeploymentError(f"hub console did not answer at {address} within {timeout_s:.0f} s:\n"
+                                      f"{log_tail(log)}") from None
+            time.sleep(0.3)
+
+
+def _stop_earlier_console(pid_file: Path) -> None:
+    try:
+        pid = int(pid_file.read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if b"console" in cmdline.read():
+                os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass  # none, or already gone
+
+
+def _free_port(first: int) -> int:
+    for port in range(first, first + 100):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise DeploymentError(f"no free port from {first} to {first + 99} for the console")
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

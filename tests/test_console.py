@@ -66,7 +66,8 @@ def test_the_base_map_places_border_crossings_inside_their_state():
     def box(name: str) -> tuple[float, float, float, float]:
         points = [tuple(map(float, p.split(","))) for ring in shapes[name]
                   for p in ring.strip("M Z").replace("L", "").split()]
-        return min(x for x, _ in points), min(y for _, y in points), max(x for x, _ in points), max(y for _, y in points)
+        xs, ys = [x for x, _ in points], [y for _, y in points]
+        return min(xs), min(ys), max(xs), max(ys)
 
     for name, (lon, lat) in {"California": (-117.03, 32.56), "Texas": (-106.45, 31.77)}.items():
         x, y = basemap.project(lon, lat)
@@ -154,7 +155,8 @@ def test_rows_reveal_no_more_than_the_items_they_come_from(cluster):
     codec = hub_codec(hub)
     seen = {"pointer": 0, "event": 0}
     for unit in cluster.units:
-        members = {ori for u in load_registry().task_forces if u.unit_id == unit for ori in (u.lead_ori, *u.member_oris)}
+        members = {ori for u in load_registry().task_forces if u.unit_id == unit
+                   for ori in (u.lead_ori, *u.member_oris)}
         for record in topic_records(hub, FEED.name(PREFIX, unit=unit)):
             item = codec.decode(record.value)
             row = row_of(item)

@@ -66,11 +66,30 @@ def demo(
     finally:
         with console.status("stopping the hub's stages (SIGTERM)"):
             deployment.stop(stages)
+    _show_console(parties)
     console.rule()
     admin = parties.operator.settings
     console.print(f"done in {time.monotonic() - began:.0f} s. The broker keeps running at {admin.bootstrap_servers} "
                   f"({admin.security_protocol}): `hub broker status` prints the admin's HUB_* settings, each party's "
                   f"files are in {parties.operator.directory.parent}, `hub broker stop` stops it.", highlight=False)
+
+
+def _show_console(parties: Deployment) -> None:
+    """Step 8: the console, left running, with a sign-in for a task force and for the auditor."""
+    console.rule("8. the analysts' console (hub console, on a web host holding only the CA)")
+    unit, auditor = next(iter(parties.task_forces.values())), parties.auditors["oig"]
+    with console.status("starting hub console"):
+        process, address = deployment.start_console(unit, parties.operator.settings)
+    console.print(f"The console is at {address} (pid {process.pid}; it keeps running: `kill {process.pid}` stops "
+                  "it, and the next `hub demo` replaces it). Sign in with a principal's own Kafka password:",
+                  highlight=False)
+    table = Table("who", "principal", "password", "sees")
+    table.add_row("a task force", unit.principal, unit.settings.sasl_password or "",
+                  "its feed (live, filters, whom to call), the map of its seizures and operations, charts")
+    table.add_row("an auditor", auditor.principal, auditor.settings.sasl_password or "",
+                  "the audit chains verified, who saw a record, an agency's releases")
+    console.print(table)
+    console.print("Agencies have no console view yet (issue 16): they act with `hub alerts` and `hub publish`.")
 
 
 def _set_up(sample: SampleSet, hub_hosts: int) -> Deployment:
