@@ -277,10 +277,10 @@ def stop(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 30.0) ->
             process.wait()
 
 
-def start_console(web: Party, admin: HubSettings, timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
+def start_console(web: Party, timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``hub console`` as ``web`` with its copy of the CA and no login of its own (the console signs each user
     in with theirs), in place of one an earlier demo left running; returns it and its address once it answers."""
-    pid_file = demo_dir(admin) / "console.pid"
+    pid_file = web.directory / "console.pid"
     _stop_earlier_console(pid_file)
     port = _free_port(CONSOLE_PORT)
     log = web.directory / "logs" / "console.log"

@@ -79,7 +79,7 @@ def _show_console(parties: Deployment) -> None:
     console.rule("8. the analysts' console (hub console, on a web host holding only the CA)")
     unit, auditor = next(iter(parties.task_forces.values())), parties.auditors["oig"]
     with console.status("starting hub console"):
-        process, address = deployment.start_console(unit, parties.operator.settings)
+        process, address = deployment.start_console(unit)
     console.print(f"The console is at {address} (pid {process.pid}; it keeps running: `kill {process.pid}` stops "
                   "it, and the next `hub demo` replaces it). Sign in with a principal's own Kafka password:",
                   highlight=False)
