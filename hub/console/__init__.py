@@ -1,4 +1,5 @@
-"""The analysts' console: a task force's feed, map and charts in a browser, served by ``hub console``.
+"""The console, served by ``hub console``: a task force's feed, map and charts, and an auditor's view of the audit
+log, in a browser.
 
 Each user signs in as a hub principal with that principal's own Kafka password, and the console reads Kafka with that
 login and no other: the broker checks the password at sign-in, and its ACLs decide what each page can show, so the
