@@ -465,15 +465,17 @@ class StageRunner(ConsumerRebalanceListener):
         return processed if committed else 0
 
     def _refresh_lag(self) -> None:
-        """Set ``hub_consumer_lag`` per assigned partition: its high watermark less the next offset to process."""
+        """Set ``hub_consumer_lag`` per assigned partition: its high watermark less the next offset to process (from
+        what the consumer already knows: no broker call on the main loop's path)."""
         now = time.monotonic()
         if self._consumer is None or now - self._lag_refreshed < LAG_REFRESH_S:
             return
         self._lag_refreshed = now
-        for tp in self._consumer.assignment():
+        known = self._consumer.known_positions(self._consumer.assignment())
+        for tp, fetched_to in known.items():
             end = self._consumer.highwater(tp)
             buffered = self._buffers.get(tp)
-            position = buffered[0].offset if buffered else self._consumer.position(tp)
+            position = buffered[0].offset if buffered else fetched_to
             if end is not None and position is not None:
                 CONSUMER_LAG.labels(self.stage.name, tp.topic, str(tp.partition)).set(max(0, end - position))
 

@@ -249,7 +249,12 @@ class LeaderAwareConsumer(KafkaConsumer):
         wanted = list(partitions)
         if wanted:
             self.position(wanted[0], timeout_ms=timeout_ms)
-        return {tp: None if (at := self._subscription.position(tp)) is None else at.offset for tp in wanted}
+        return self.known_positions(wanted)
+
+    def known_positions(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The positions this consumer already knows (None: not yet), asking no broker: for figures read on every
+        turn of a loop, which must not wait on the network."""
+        return {tp: None if (at := self._subscription.position(tp)) is None else at.offset for tp in partitions}
 
     def _retry_while_leaderless(self, lookup: Callable[..., dict[Any, Any]], partitions: Any,
                                 timeout_ms: int | None) -> dict[Any, Any]:

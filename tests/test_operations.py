@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -154,6 +155,8 @@ def test_run_all_is_scraped_by_prometheus_and_escalates_on_the_wall_clock_as_a_r
         assert _metric(dedup, "hub_end_to_end_latency_seconds_count", stage="dedup") >= 2, "feed items timed"
         assert _metric(dedup, "hub_transaction_commit_seconds_count", stage="dedup") >= 1
         assert _metric(dedup, "hub_event_time_watermark_seconds", stage="dedup") > 0
+        lag = re.findall(r'^hub_consumer_lag\{partition="\d",stage="dedup",topic="[^"]+"\} (\S+)$', dedup, re.M)
+        assert lag and set(lag) == {"0.0"}, "every input partition's lag is shown, and nothing is left to process"
         alerts = http_get(f"http://127.0.0.1:{ports['alerts']}/metrics")[1]
         assert _metric(alerts, "hub_outputs_total", stage="alerts", counted_as="escalated-urgent") == 1
         supervisor = http_get(f"http://127.0.0.1:{ports['supervisor']}/metrics")[1]

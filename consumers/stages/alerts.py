@@ -86,11 +86,15 @@ class AlertLifecycleStage(Stage):
         if isinstance(value, DeconflictionAlert):
             if state.get("alert", value.alert_id) is None:
                 outputs += self._store(value, state, now, principal=HUB_PRINCIPAL)
-                deadline = now + (timedelta(minutes=self.config.urgent_ack_minutes) if value.urgent
-                                  else timedelta(hours=self.config.ack_hours))
+                # From the alert's own time (the hub took its report in), not the stream time, which live ticks may
+                # have moved past it by the time the alert is written, while a replay reads the alert first.
+                taken_in = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=timezone.utc)
+                deadline = taken_in + (timedelta(minutes=self.config.urgent_ack_minutes) if value.urgent
+                                       else timedelta(hours=self.config.ack_hours))
                 # Whole seconds, rounded up: the keys sort by deadline, and an alert never escalates early.
                 state.put("due", f"{math.ceil(deadline.timestamp()):014d}|{value.alert_id}", value.alert_id,
                           deadline + self.retention, reports=record_key_ids(value))
+                outputs += self._escalate_due(now, state)  # already past its deadline (a backlog): escalate now
         elif isinstance(value, AlertAction):
             outputs += self._act(value, state, now)
         return outputs
