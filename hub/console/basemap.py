@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,9 @@ def project(longitude: float, latitude: float) -> tuple[float, float]:
             round((north - latitude) / (north - south) * height(), 1))
 
 
+@lru_cache(maxsize=1)
 def outlines() -> dict[str, list[str]]:
-    """Each outline as SVG path data, one string per ring."""
+    """Each outline as SVG path data, one string per ring: read and projected once per process, not per page."""
     shapes = json.loads(BORDER_MAP.read_text())
     return {name: ["M" + " L".join(f"{x},{y}" for x, y in (project(*point) for point in ring)) + " Z"
                    for ring in rings] for name, rings in shapes.items()}
