@@ -4,7 +4,8 @@ A purge reaches every copy the hub keeps. Sealed copies (``events.ingested.<ORI>
 replicas, replays and archives) become unreadable at once: the report's record key is replaced on ``hub.keys``
 by a marker holding no key, and every running stage drops the key at its next poll. Feed items are delivered
 in the clear, so each feed item that carried the report (found in the audit log's routing decisions) gets a
-tombstone with a purge notice for the unit, and compaction removes the item. Every purge and extension is
+tombstone with a purge notice for the unit, and compaction removes the item; so does each alert carrying it on
+its parties' own ``agency.<ORI>`` topics. Every purge and extension is
 audited first, under the authenticated principal, with the authorizing official named in the detail.
 """
 
@@ -20,19 +21,23 @@ from hub.kafka import make_producer, read_topic
 from hub.settings import HubSettings
 from hub.vault import KafkaKeyVault, UnknownKeyError
 from schemas.codec import Codec
-from schemas.models import MAX_RETENTION, AuditEventType, ShareForm, routing_decisions
+from schemas.models import (
+    MAX_RETENTION, AuditEventType, RoutingDecisions, SharedRecordKind, ShareForm, routing_decisions,
+)
 from schemas.protection import event_id_of
-from schemas.topics import AUDIT, FEED, PURGE_NOTICE_HEADER, PURGED_EVENTS_HEADER
+from schemas.topics import AGENCY_FEED, AUDIT, FEED, PURGE_NOTICE_HEADER, PURGED_EVENTS_HEADER
 
 Progress = Callable[[int], None]
 
 
 @dataclass
 class PurgeResult:
-    """What a purge did: reports whose keys were destroyed, and the feed items tombstoned, by unit."""
+    """What a purge did: reports whose keys were destroyed, the feed items tombstoned by unit, and the alerts
+    tombstoned on their parties' own topics, by ORI."""
 
     purged: list[str]
     tombstoned: dict[str, set[str]] = field(default_factory=dict)  # unit -> record ids
+    withdrawn_alerts: dict[str, set[str]] = field(default_factory=dict)  # ORI -> alert ids
 
     @property
     def tombstones(self) -> int:
@@ -70,31 +75,50 @@ def purge(settings: HubSettings, event_ids: list[str], *, authorized_by: str, re
     finally:
         vault.close()
     purged = sorted({event_id_of(k) for k in key_ids})
-    result = PurgeResult(purged, delivered_records(settings, set(purged)))
-    _tombstone_feeds(settings, result, reason)
+    delivered, alerted = records_carrying(settings, set(purged))
+    result = PurgeResult(purged, delivered, {ori: alert_ids & _live_keys(settings, AGENCY_FEED.name(ori=ori))
+                                             for ori, alert_ids in alerted.items()})
+    _tombstone(settings, result, reason)
     return result
 
 
-def delivered_records(settings: HubSettings, event_ids: set[str]) -> dict[str, set[str]]:
-    """Unit -> ids of the records carrying any of ``event_ids`` that the router put on the unit's feed."""
-    codec, delivered = Codec(), {}
+def records_carrying(settings: HubSettings, event_ids: set[str]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """From the audit log's routing decisions: unit -> ids of the records carrying any of ``event_ids`` that the
+    router put on the unit's feed, and ORI -> ids of the alerts carrying any of them that the ORI is a party to."""
+    codec, delivered, alerted = Codec(), {}, {}
     for record in read_topic(settings.topic(AUDIT.pattern), settings):
-        for decision in routing_decisions(codec.decode(record.value)):
+        audited = codec.decode(record.value)
+        if isinstance(audited, RoutingDecisions) and audited.record_kind == SharedRecordKind.ALERT \
+                and event_ids.intersection(audited.event_ids):
+            for ori in audited.owner_oris:
+                alerted.setdefault(ori, set()).add(audited.record_id)
+        for decision in routing_decisions(audited):
             if decision.form != ShareForm.WITHHELD and event_ids.intersection(decision.event_ids):
                 delivered.setdefault(decision.unit_id, set()).add(decision.record_id)
-    return delivered
+    return delivered, alerted
 
 
-def _tombstone_feeds(settings: HubSettings, result: PurgeResult, reason: str) -> None:
-    notice = f"purged under 28 CFR 23.20(h): {reason}"
+def _live_keys(settings: HubSettings, topic: str) -> set[str]:
+    """The keys ``topic`` currently holds a value for: a party is sent a tombstone only for an alert it was told
+    of (one hiding another's BLACK report never reached it, and its id must not either)."""
+    live: set[str] = set()
+    for record in read_topic(settings.topic(topic), settings):
+        (live.add if record.value is not None else live.discard)(record.key.decode())
+    return live
+
+
+def _tombstone(settings: HubSettings, result: PurgeResult, reason: str) -> None:
+    """A tombstone with the purge notice over every feed item and party's alert that carried a purged report."""
+    headers = [(PURGED_EVENTS_HEADER, ",".join(sorted(result.purged)).encode()),
+               (PURGE_NOTICE_HEADER, f"purged under 28 CFR 23.20(h): {reason}".encode())]
+    withdrawn = [(FEED.name(settings.topic_prefix, unit=unit), ids) for unit, ids in result.tombstoned.items()]
+    withdrawn += [(AGENCY_FEED.name(settings.topic_prefix, ori=ori), ids)
+                  for ori, ids in result.withdrawn_alerts.items()]
     producer = make_producer(settings)
     try:
-        for unit, record_ids in sorted(result.tombstoned.items()):
+        for topic, record_ids in sorted(withdrawn, key=lambda pair: pair[0]):
             for record_id in sorted(record_ids):
-                headers = [(PURGED_EVENTS_HEADER, ",".join(sorted(result.purged)).encode()),
-                           (PURGE_NOTICE_HEADER, notice.encode())]
-                producer.send(FEED.name(settings.topic_prefix, unit=unit), key=record_id.encode(), value=None,
-                              headers=headers)
+                producer.send(topic, key=record_id.encode(), value=None, headers=headers)
         producer.flush(timeout=30)
     finally:
         producer.close()

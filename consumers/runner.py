@@ -55,6 +55,7 @@ from hub.vault import hub_codec
 from consumers.exceptions import StageError, StateError, TransactionRetryError
 from consumers.stage import Message, Output, Stage
 from consumers.state import SqlitePartitionStore, State, StateWrite, keyed_hash, without_purged
+from schemas.codec import Codec
 from schemas.exceptions import RecordKeyUnknownError, RecordPurgedError
 from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.models import AuditEventType, AuditOutcome
@@ -162,6 +163,7 @@ class StageRunner(ConsumerRebalanceListener):
         self.max_wait_s = max_wait_s
         self.state_dir = state_dir or self.settings.runtime_dir / "state" / f"{self.settings.topic_prefix}{stage.name}"
         self.codec = hub_codec(self.settings)
+        self.clear_codec = Codec(self.codec.store)  # for the outputs a stage delivers in the clear (Output.in_clear)
         #: The stage's policy, with the deployment's choice for exceptions no check raised.
         self.error_policy = replace(stage.error_policy, unexpected=self.settings.unexpected_errors)
         self.log = get_logger(stage=stage.name, instance=instance)
@@ -803,7 +805,8 @@ class StageRunner(ConsumerRebalanceListener):
         return seconds
 
     def _encoded(self, output: Output) -> bytes:
-        data = output.value if isinstance(output.value, bytes) else self.codec.encode(output.value)
+        codec = self.clear_codec if output.in_clear else self.codec
+        data = output.value if isinstance(output.value, bytes) else codec.encode(output.value)
         if len(data) > MAX_MESSAGE_BYTES:
             raise StageError(f"its {type(output.value).__name__} for {output.topic} would be {len(data)} bytes, over "
                              f"the {MAX_MESSAGE_BYTES}-byte message limit")

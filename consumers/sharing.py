@@ -119,6 +119,19 @@ def owners(record: CanonicalEvent) -> frozenset[str]:
     return frozenset(r.agency.ori for r in record.reports) | {record.primary.source_agency.ori}
 
 
+def told_owners(record: Shareable) -> list[str]:
+    """ORIs of the agencies the hub tells about ``record`` on their own topic (``agency.<ORI>``): an alert's parties
+    (its state) or an event's owners (its release record), sorted. An agency is told nothing of a record that holds
+    another agency's BLACK report: through it, it would learn that the BLACK report exists."""
+    if isinstance(record, DeconflictionAlert):
+        marks = [(p.agency.ori, p.dissemination) for p in record.parties]
+    else:
+        marks = [(r.agency.ori, r.dissemination) for r in record.reports]
+        marks.append((record.primary.agency_ori, record.primary.handling.dissemination))
+    black = {ori for ori, level in marks if level is DisseminationLevel.BLACK}
+    return sorted(ori for ori in {ori for ori, _ in marks} if not black - {ori})
+
+
 def pointer_of(record: Shareable) -> RecordPointer:
     """Everything a pointer reveals: which record, what kind, and whom to call (the owners' agencies and their
     duty desks, never a case agent); never place, people, vehicles or drugs."""

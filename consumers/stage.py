@@ -51,6 +51,9 @@ class Output:
     #: What an operator counts this output as (``escalated-urgent``): the runner counts committed outputs by it in
     #: ``hub_outputs_total``, so a stage reports what it did without touching metrics (a retried batch counts once).
     counted_as: str = ""
+    #: Written without sealing, though it carries report data: a delivery to a party entitled to read it (an alert to
+    #: an agency that is a party to it), in the clear over TLS as feed items are; a purge tombstones it.
+    in_clear: bool = False
 
 
 class StageConfig(BaseSettings):

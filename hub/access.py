@@ -11,8 +11,9 @@ The model (least privilege; the broker refuses everything no rule allows):
 - ``agency-{ori}`` (the ORI in lower case), one per publishing agency: WRITE, DESCRIBE and READ on its own ``{prefix}ingest.{ORI}``
   (``hub publish --drain`` reads it back by assigning partitions, without a consumer group, so no GROUP rule),
   and WRITE and DESCRIBE on its own ``{prefix}alerts.control.{ORI}`` (``hub alerts ack|resolve``: the alerts
-  stage takes the acting agency from that topic's name). Idempotent producing needs no cluster ACL: since
-  Kafka 3.0 (KIP-679) WRITE on any topic allows InitProducerId.
+  stage takes the acting agency from that topic's name), and READ and DESCRIBE on its own ``{prefix}agency.{ORI}``
+  (its alerts and its records' releases, read by assigning partitions). Idempotent producing needs no cluster ACL:
+  since Kafka 3.0 (KIP-679) WRITE on any topic allows InitProducerId.
 - ``tf-{unit}``, one per BEST task force: READ and DESCRIBE on its own ``{prefix}feed.{unit}``, READ on the
   consumer group named ``{prefix}feed.{unit}`` and on groups prefixed ``{prefix}feed.{unit}.``. The dot keeps
   ``tf-best-tucson`` out of ``tf-best-tucson-west``'s groups, which a bare ``feed.{unit}`` prefix would not.
@@ -53,7 +54,7 @@ from hub.exceptions import AccessConfigError, AccessError, CredentialsMissingErr
 from hub.kafka import make_admin
 from hub.settings import REPO_ROOT, HubSettings, get_settings
 from schemas.models import ORI_PATTERN, AuditEvent, AuditEventType
-from schemas.topics import ALERT_CONTROL, AUDIT, AUDIT_CHAIN, AUDIT_QUERIES, FEED, INGEST
+from schemas.topics import AGENCY_FEED, ALERT_CONTROL, AUDIT, AUDIT_CHAIN, AUDIT_QUERIES, FEED, INGEST
 
 HUB = "hub"
 AGENCY = "agency-"
@@ -164,6 +165,8 @@ def desired_acls(prefix: str, agencies: list[str], task_forces: list[str],
         user, ingest, control = agency_principal(ori), INGEST.name(prefix, ori=ori), ALERT_CONTROL.name(prefix, ori=ori)
         rules |= {AclRule(user, "TOPIC", "LITERAL", ingest, op) for op in ("WRITE", "DESCRIBE", "READ")}
         rules |= {AclRule(user, "TOPIC", "LITERAL", control, op) for op in ("WRITE", "DESCRIBE")}
+        rules |= {AclRule(user, "TOPIC", "LITERAL", AGENCY_FEED.name(prefix, ori=ori), op)
+                  for op in ("READ", "DESCRIBE")}
     for unit in task_forces:
         user, feed = task_force_principal(unit), FEED.name(prefix, unit=unit)
         rules |= {AclRule(user, "TOPIC", "LITERAL", feed, op) for op in ("READ", "DESCRIBE")}

@@ -277,16 +277,24 @@ def stop(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 30.0) ->
             process.wait()
 
 
+def keep_running(party: Party, name: str, *args: str,
+                 env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``hub ARGS`` as ``party`` to outlive the caller (logged to ``logs/<name>.log``), in place of the one an
+    earlier demo left running under ``name``."""
+    pid_file = party.directory / f"{name}.pid"
+    _stop_earlier(pid_file, args[0])
+    process = start(party, *args, log=party.directory / "logs" / f"{name}.log", env=env)
+    pid_file.write_text(str(process.pid))
+    return process
+
+
 def start_console(web: Party, timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``hub console`` as ``web`` with its copy of the CA and no login of its own (the console signs each user
     in with theirs), in place of one an earlier demo left running; returns it and its address once it answers."""
-    pid_file = web.directory / "console.pid"
-    _stop_earlier_console(pid_file)
     port = _free_port(CONSOLE_PORT)
     log = web.directory / "logs" / "console.log"
-    no_login = {"HUB_SASL_USERNAME": "", "HUB_SASL_PASSWORD": ""}
-    process = start(web, "console", "--port", str(port), log=log, env=no_login)
-    pid_file.write_text(str(process.pid))
+    process = keep_running(web, "console", "console", "--port", str(port),
+                           env={"HUB_SASL_USERNAME": "", "HUB_SASL_PASSWORD": ""})
     address = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout_s
     while True:
@@ -300,11 +308,12 @@ def start_console(web: Party, timeout_s: float = 30.0) -> tuple[subprocess.Popen
             time.sleep(0.3)
 
 
-def _stop_earlier_console(pid_file: Path) -> None:
+def _stop_earlier(pid_file: Path, command: str) -> None:
+    """SIGTERM the process ``pid_file`` names, if it still runs ``hub COMMAND`` (a pid may have been reused)."""
     try:
         pid = int(pid_file.read_text())
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            if b"console" in cmdline.read():
+            if command.encode() in cmdline.read():
                 os.kill(pid, signal.SIGTERM)
     except (OSError, ValueError):
         pass  # none, or already gone

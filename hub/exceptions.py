@@ -111,4 +111,5 @@ class SupervisorError(HubError):
 class ConsoleSignInError(HubError):
     """The console refused a sign-in."""
 
-    hint = "Sign in with a task force's principal (tf-<unit>) and the password `hub access apply` gave it."
+    hint = ("Sign in with a task force's (tf-<unit>), an agency's (agency-<ori>) or an auditor's (auditor-<name>) "
+            "principal and the password `hub access apply` gave it.")

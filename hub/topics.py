@@ -11,8 +11,8 @@ from kafka.errors import TopicAlreadyExistsError
 from hub.kafka import make_admin
 from hub.settings import HubSettings, get_settings
 from schemas.topics import (
-    ALERT_CONTROL, ALERTS, ALERTS_RAISED, AUDIT, AUDIT_CHAIN, CANONICAL, CHANGELOG, CORRELATION_KEYS, DEADLETTER,
-    AUDIT_QUERIES, CLOCK, FEED, INGEST, INGESTED, KEYS, REGISTRY, TopicSpec,
+    AGENCY_FEED, ALERT_CONTROL, ALERTS, ALERTS_RAISED, AUDIT, AUDIT_CHAIN, CANONICAL, CHANGELOG, CORRELATION_KEYS,
+    DEADLETTER, AUDIT_QUERIES, CLOCK, FEED, INGEST, INGESTED, KEYS, REGISTRY, TopicSpec,
 )
 
 Action = Literal["created", "ok", "drift"]
@@ -61,9 +61,10 @@ def _verify(admin, name: str, spec: TopicSpec) -> TopicStatus:
 
 def hub_topics(prefix: str, agencies: list[str], stages: list[str],
                units: list[str] = ()) -> list[tuple[str, TopicSpec]]:
-    """Every topic the hub needs: one ingest and one alert control topic per agency, the derived streams, one
-    feed per task force, and per stage its changelog and dead-letter topics."""
-    wanted = [(spec.name(prefix, ori=ori), spec) for ori in agencies for spec in (INGEST, INGESTED, ALERT_CONTROL)]
+    """Every topic the hub needs: per agency its ingest, ingested, alert control and own (``agency.<ORI>``) topics,
+    the derived streams, one feed per task force, and per stage its changelog and dead-letter topics."""
+    wanted = [(spec.name(prefix, ori=ori), spec) for ori in agencies
+              for spec in (INGEST, INGESTED, ALERT_CONTROL, AGENCY_FEED)]
     wanted += [(spec.name(prefix), spec) for spec in (KEYS, CANONICAL, CORRELATION_KEYS, ALERTS_RAISED,
                                                       ALERTS, AUDIT, AUDIT_QUERIES, AUDIT_CHAIN, REGISTRY, CLOCK)]
     wanted += [(FEED.name(prefix, unit=unit), FEED) for unit in units]

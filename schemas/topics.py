@@ -245,6 +245,22 @@ FEED = TopicSpec(
     extra_configs={**PROMPT_COMPACTION, "delete.retention.ms": str(7 * DAY_MS)},  # notices stay a week
 )
 
+AGENCY_FEED = TopicSpec(
+    pattern="agency.{ori}",
+    purpose="What the hub tells one agency: the current state of every deconfliction alert it is a party to, and "
+    "the release record (every unit's decision: sent, sent as pointer, withheld, and why) of each revision of its "
+    "records, unless another agency's BLACK report shares the record; the broker lets only that agency's principal "
+    "read it. The console's agency pages and `hub alerts list` read it.",
+    partitions=3,
+    key="alert id (compaction keeps an alert's latest state; a purge writes a tombstone), or "
+    "'<record id>@<revision>' for a release record (each revision's release is kept)",
+    value="DeconflictionAlert in the clear (delivered to a party over TLS, as feed items are) or RoutingDecisions, "
+    "Avro single-object encoding",
+    cleanup_policy="compact",
+    retention_ms=FOREVER,
+    extra_configs={**PROMPT_COMPACTION, "delete.retention.ms": str(7 * DAY_MS)},
+)
+
 AUDIT = TopicSpec(
     pattern="audit",
     purpose="Every dissemination decision (sent, sent as pointer, withheld, and why) and every registry change, "

@@ -47,7 +47,7 @@ PREFIX = "t."
 AGENCIES = ["CACBP0100", "AZHSI0100"]
 TASK_FORCES = ["best-san-diego", "best-tucson"]
 AUDITORS = ["oig"]
-TOPICS = [f"{PREFIX}ingest.{a}" for a in AGENCIES] + [f"{PREFIX}alerts.control.{a}" for a in AGENCIES] + [
+TOPICS = [f"{PREFIX}{kind}.{a}" for kind in ("ingest", "alerts.control", "agency") for a in AGENCIES] + [
     f"{PREFIX}feed.{u}" for u in TASK_FORCES] + [
     f"{PREFIX}{t}" for t in ("events.canonical", "hub.keys", "audit", "audit.chain", "audit.queries")]
 HUB = [sys.executable, "-m", "hub"]
@@ -58,13 +58,15 @@ def _rules_of(rules: set[AclRule], principal: str) -> set[tuple[str, str, str, s
     return {(r.resource_type, r.pattern, r.name, r.operation) for r in rules if r.principal == principal}
 
 
-def test_agency_may_use_only_its_own_ingest_and_alert_control_topics():
+def test_agency_may_use_only_its_own_ingest_alert_control_and_agency_topics():
     rules = desired_acls("p.", ["CACBP0100", "AZHSI0100"], [])
     assert _rules_of(rules, "agency-cacbp0100") == {
         ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "WRITE"), ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "DESCRIBE"),
         ("TOPIC", "LITERAL", "p.ingest.CACBP0100", "READ"),  # read back by `hub publish --drain`, without a group
         ("TOPIC", "LITERAL", "p.alerts.control.CACBP0100", "WRITE"),
-        ("TOPIC", "LITERAL", "p.alerts.control.CACBP0100", "DESCRIBE")}
+        ("TOPIC", "LITERAL", "p.alerts.control.CACBP0100", "DESCRIBE"),
+        ("TOPIC", "LITERAL", "p.agency.CACBP0100", "READ"),  # its alerts and releases, read without a group
+        ("TOPIC", "LITERAL", "p.agency.CACBP0100", "DESCRIBE")}
     assert all(r.permission == "ALLOW" for r in rules)
 
 
@@ -161,6 +163,7 @@ def secured(request, tmp_path_factory) -> Iterator[Secured]:
             producer.send(f"{PREFIX}feed.{unit}", key=unit.encode(), value=b"routed").get(30)
         sealed = Codec().encode(seal(0, 1, GENESIS, b"audited", datetime.now(timezone.utc)))
         for topic, value in (("ingest.CACBP0100", b"report"), ("alerts.control.CACBP0100", b"ack"),
+                             ("agency.CACBP0100", b"told"), ("agency.AZHSI0100", b"told"),
                              ("audit", b"decision"), ("audit.chain", sealed), ("audit.queries", b"query"),
                              ("hub.keys", b"wrapped key")):
             producer.send(PREFIX + topic, value=value).get(30)
@@ -234,6 +237,11 @@ def test_agency_produces_to_its_own_ingest_topic_with_an_idempotent_producer(sec
 def test_agency_reads_back_its_own_ingest_topic_without_a_group(secured):
     assert [r.value for r in _read_assigned(secured.as_("agency-cacbp0100"), f"{PREFIX}ingest.CACBP0100")][:1] == [
         b"report"]
+
+
+def test_agency_reads_its_own_alerts_and_releases_without_a_group(secured):
+    assert [r.value for r in _read_assigned(secured.as_("agency-cacbp0100"), f"{PREFIX}agency.CACBP0100")] == [
+        b"told"]
 
 
 def test_agency_acts_on_alerts_on_its_own_control_topic(secured):
@@ -329,6 +337,9 @@ def test_idempotent_producing_needs_write_on_some_topic(secured):
     ("tf-best-san-diego", "feed.best-tucson", False),  # another task force's feed
     ("tf-best-san-diego", "ingest.CACBP0100", False),
     ("agency-cacbp0100", "ingest.AZHSI0100", False),  # another agency's reports
+    ("agency-cacbp0100", "agency.AZHSI0100", False),  # another agency's alerts and releases
+    ("tf-best-san-diego", "agency.CACBP0100", False),
+    ("auditor-oig", "agency.CACBP0100", False),
     ("agency-cacbp0100", "alerts.control.CACBP0100", True),  # it writes its actions, it does not read them
     ("agency-cacbp0100", "feed.best-san-diego", False),
     ("agency-cacbp0100", "audit", False),

@@ -114,7 +114,7 @@ def test_audit_and_its_queries_feed_one_chain_per_partition_and_nothing_else_is_
 @pytest.mark.kafka
 def test_the_sealed_audit_verifies_answers_who_saw_and_names_a_forged_record(hub_settings, tmp_path):
     units = sorted(u.unit_id for u in load_registry().task_forces)
-    ensure_topics(hub_topics(hub_settings.topic_prefix, [], ["route", "seal"], units), hub_settings)
+    ensure_topics(hub_topics(hub_settings.topic_prefix, ["CACBP0100"], ["route", "seal"], units), hub_settings)
     apply_registry(settings=hub_settings, applied_by="test")
     routed = [canonical(event("CACBP0100", port="SAN_YSIDRO")) for _ in range(20)]
     codec, producer = codec_with_keys(hub_settings, routed), make_producer(hub_settings)

@@ -1,5 +1,5 @@
 """The analysts' console: rows, filters and figures as pure functions, then sign-in and pages on a SCRAM broker with
-ACLs, and a real headless Chromium signing in as a task force."""
+ACLs, and a real headless Chromium signing in as a task force, an agency that acknowledges an alert, and an auditor."""
 
 from __future__ import annotations
 
@@ -20,13 +20,16 @@ from consumers.runner import StageRunner
 from consumers.stages import STAGES
 from consumers.stages.intake import IntakeStage
 from hub.access import agency_principal, apply_access, auditor_principal, credentials_for, task_force_principal
+from hub.alerts import read_agency_feed
 from hub.console import basemap, create_app
 from hub.console.feed import Filters, FeedRow, doses_by_port, drug_mix, read_feed, row_of, weight_by_port_month
 from hub.control import apply_registry
 from hub.topics import ensure_topics, hub_topics
 from producers.publisher import Publisher
 from producers.sample import generate
-from schemas.topics import AUDIT_QUERIES, FEED
+from schemas.codec import Codec
+from schemas.models import DeconflictionAlert
+from schemas.topics import AGENCY_FEED, ALERTS, AUDIT, AUDIT_QUERIES, FEED
 from tests.conftest import running_local_broker, topic_records
 
 PREFIX = "console."
@@ -82,17 +85,31 @@ class Cluster:
 
     def __init__(self, admin, units: list[str]) -> None:
         self.admin, self.units = admin, units
+        self.agencies: list[str] = []
+
+    def party_with_open_alerts(self) -> str:
+        """An agency that has been told of open alerts (the sample plants shared phones, vehicles and raids)."""
+        return max(self.agencies, key=lambda ori: list(self.agency_alerts(ori).values()).count("OPEN"))
 
     def login(self, principal: str):
         return self.admin.model_copy(update=credentials_for(principal, self.admin))
 
     def feed_ids(self, unit: str) -> set[str]:
-        codec_settings = self.login("hub")
-        from hub.vault import hub_codec
+        """The item ids the unit's feed holds now: each record's latest revision."""
+        hub = self.login("hub")
+        latest = {r.key: r.value for r in topic_records(hub, FEED.name(PREFIX, unit=unit))}
+        return {Codec().decode(value).item_id for value in latest.values() if value is not None}
 
-        codec = hub_codec(codec_settings)
-        return {codec.decode(r.value).item_id for r in topic_records(codec_settings, FEED.name(PREFIX, unit=unit))
-                if r.value is not None}
+    def agency_alerts(self, ori: str) -> dict[str, str]:
+        """Alert id -> status, as the hub wrote them to the agency's own topic."""
+        hub = self.login("hub")
+        latest = {r.key: r.value for r in topic_records(hub, AGENCY_FEED.name(PREFIX, ori=ori))}
+        alerts = (Codec().decode(value) for value in latest.values() if value is not None)
+        return {a.alert_id: str(a.status) for a in alerts if isinstance(a, DeconflictionAlert)}
+
+    def run_alerts_stage(self) -> None:
+        """Apply the actions written since (the alerts stage, with routing fused in, as `hub run alerts`)."""
+        StageRunner(STAGES["alerts"](), self.login("hub"), commit_interval_s=0.2).run_until_caught_up()
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +132,9 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
                     publisher.publish(event)
                 publisher.flush()
         StageRunner(IntakeStage(), hub, commit_interval_s=0.2).run_until_caught_up()
-        StageRunner(STAGES["dedup"](), hub, commit_interval_s=0.2).run_until_caught_up()  # routes to the feeds
-        StageRunner(STAGES["seal"](), hub, commit_interval_s=0.2).run_until_caught_up()  # chains the decisions
+        for stage in ("dedup", "correlate", "deconflict", "alerts", "seal"):  # dedup and alerts route, seal chains
+            StageRunner(STAGES[stage](), hub, commit_interval_s=0.2).run_until_caught_up()
+        found.agencies = agencies
         yield found
 
 
@@ -127,9 +145,9 @@ def test_sign_in_is_the_brokers_and_a_unit_sees_exactly_its_own_feed(cluster):
     assert client.get("/feed").status_code == 302, "signed out: sent to sign in"
     wrong = client.post("/signin", data={"principal": task_force_principal(unit), "password": "not-it"})
     assert wrong.status_code == 401 and b"the broker refused that principal and password" in wrong.data
-    agency = cluster.login(agency_principal("CACBP0100"))
-    refused = client.post("/signin", data={"principal": agency.sasl_username, "password": agency.sasl_password})
-    assert refused.status_code == 401 and b"serves task forces" in refused.data
+    admin = cluster.admin
+    refused = client.post("/signin", data={"principal": admin.sasl_username, "password": admin.sasl_password})
+    assert refused.status_code == 401 and b"serves task forces" in refused.data, "the console serves no operator"
     login = cluster.login(task_force_principal(unit))
     assert client.post("/signin", data={"principal": login.sasl_username,
                                         "password": login.sasl_password}).status_code == 302
@@ -138,7 +156,7 @@ def test_sign_in_is_the_brokers_and_a_unit_sees_exactly_its_own_feed(cluster):
     assert mine and theirs - mine, "both units got items, some only the other's"
     shown = {line.split('data-item="', 1)[1].split('"', 1)[0] for line in page.splitlines() if 'data-item="' in line}
     assert shown == mine, "every item of the unit's feed, and nothing else"
-    assert client.get("/feed/count").get_json() == {"count": len(mine)}
+    assert client.get("/feed/count").get_json()["count"] >= len(mine), "every revision read counts"
     assert client.get("/map").status_code == 200
     with pytest.raises((KafkaError, FeedMissingError)):  # this login cannot even see another unit's feed topic
         read_feed(login, other)
@@ -203,6 +221,50 @@ def test_an_auditor_sees_the_chain_who_saw_and_releases_and_each_query_is_audite
     assert analyst.get("/audit").status_code == 403, "a task force reads no audit log"
 
 
+@pytest.mark.kafka
+def test_an_agency_sees_its_alerts_and_releases_only_and_acknowledges_as_itself(cluster):
+    from hub.vault import hub_codec
+
+    ori = cluster.party_with_open_alerts()
+    told = cluster.agency_alerts(ori)
+    assert "OPEN" in told.values(), told
+    agency = _signed_in(cluster, agency_principal(ori))
+    assert agency.get("/").headers["Location"].endswith("/alerts")
+    page = agency.get("/alerts").get_data(as_text=True)
+    shown = {line.split('data-alert="', 1)[1].split('"', 1)[0] for line in page.splitlines() if 'data-alert="' in line}
+    assert shown == set(told), "every alert the agency is a party to, and nothing else"
+    everyone = hub_codec(cluster.login("hub"))
+    for value in (r.value for r in topic_records(cluster.login("hub"), ALERTS.name(PREFIX))):
+        alert = everyone.decode(value)
+        if alert.alert_id in told:
+            assert ori in {p.agency.ori for p in alert.parties}
+    for path in ("/feed", "/map", "/audit"):
+        assert agency.get(path).status_code == 403, f"an agency is refused {path}"
+    other = next(o for o in cluster.agencies if o != ori and cluster.agency_alerts(o))
+    refused = read_agency_feed(cluster.login(agency_principal(ori)), other)  # the broker shows it no such topic
+    assert (refused.alerts, refused.releases) == ({}, []), "another agency's topic reads as nothing to this login"
+
+    releases = agency.get("/releases").get_data(as_text=True)
+    released = read_agency_feed(cluster.login(agency_principal(ori)), ori).releases
+    assert released and all(ori in r.owner_oris for r in released)
+    assert f'data-record="{released[0].record_id}"' in releases
+    one = agency.get(f"/releases?record={released[0].record_id}").get_data(as_text=True)
+    assert {line.split('data-unit="', 1)[1].split('"', 1)[0] for line in one.splitlines() if 'data-unit="' in line} \
+        == {d.unit_id for r in released if r.record_id == released[0].record_id for d in r.decisions}
+
+    alert_id = next(a for a, status in told.items() if status == "OPEN")
+    assert agency.post(f"/alerts/{alert_id}", data={"action": "acknowledge", "by": ""}).status_code == 400, \
+        "who acted is named"
+    sent = agency.post(f"/alerts/{alert_id}", data={"action": "acknowledge", "by": "Sgt. R. Ortiz",
+                                                    "note": "called HSI"})
+    assert sent.status_code == 302 and "sent=" in sent.headers["Location"]
+    cluster.run_alerts_stage()
+    assert cluster.agency_alerts(ori)[alert_id] == "ACKNOWLEDGED"
+    audited = [everyone.decode(r.value) for r in topic_records(cluster.login("hub"), AUDIT.name(PREFIX))]
+    assert any(getattr(a, "principal", "") == agency_principal(ori) and alert_id in a.subject_ids
+               and "ACKNOWLEDGED (by Sgt. R. Ortiz)" in a.detail for a in audited), "audited as the agency"
+
+
 # -- a real browser ------------------------------------------------------------------------------------------------
 def _chromium() -> tuple[str, str]:
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
@@ -230,7 +292,7 @@ def served(cluster) -> Iterator[str]:
 
 
 @pytest.mark.kafka
-def test_a_task_force_then_an_auditor_sign_in_with_chromium_and_see_their_pages(cluster, served, tmp_path):
+def test_a_task_force_an_agency_and_an_auditor_sign_in_with_chromium_and_see_their_pages(cluster, served, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -247,6 +309,16 @@ def test_a_task_force_then_an_auditor_sign_in_with_chromium_and_see_their_pages(
     shots.mkdir(parents=True, exist_ok=True)
     unit = cluster.units[0]
     login = cluster.login(task_force_principal(unit))
+
+    def sign_out_and_in(principal: str, home: str) -> None:
+        driver.find_element(By.CSS_SELECTOR, ".signout button").click()
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/signin"))
+        user = cluster.login(principal)
+        driver.find_element(By.ID, "principal-input").send_keys(user.sasl_username)
+        driver.find_element(By.ID, "password-input").send_keys(user.sasl_password)
+        driver.find_element(By.ID, "signin-button").click()
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith(home))
+
     try:
         driver.get(f"{served}/feed")
         driver.find_element(By.ID, "principal-input").send_keys(login.sasl_username)
@@ -256,26 +328,42 @@ def test_a_task_force_then_an_auditor_sign_in_with_chromium_and_see_their_pages(
         assert driver.find_element(By.ID, "principal").text == login.sasl_username
         rows = driver.find_elements(By.CSS_SELECTOR, "#feed tbody tr[data-item]")
         assert {r.get_attribute("data-item") for r in rows} == cluster.feed_ids(unit)
-        driver.save_screenshot(str(shots / "console-feed.png"))
         Select(driver.find_element(By.ID, "filter-kind")).select_by_visible_text("SEIZURE")
         driver.find_element(By.CSS_SELECTOR, "#filters button").click()
         WebDriverWait(driver, 30).until(lambda d: "kind=SEIZURE" in d.current_url)
         kinds = {r.find_elements(By.TAG_NAME, "td")[2].text
                  for r in driver.find_elements(By.CSS_SELECTOR, "#feed tbody tr[data-item]")}
         assert kinds == {"SEIZURE"}
+        driver.save_screenshot(str(shots / "console-feed.png"))
         driver.find_element(By.ID, "nav-map").click()
         WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/map"))
         assert driver.find_elements(By.CSS_SELECTOR, "#map .outline path")
         assert driver.find_elements(By.CSS_SELECTOR, "#map circle.event"), "the unit's seizures are on the map"
         assert driver.find_elements(By.CSS_SELECTOR, "#mix rect")
         driver.save_screenshot(str(shots / "console-map.png"))
-        driver.find_element(By.CSS_SELECTOR, ".signout button").click()
-        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/signin"))
-        auditor = cluster.login(auditor_principal(AUDITOR))
-        driver.find_element(By.ID, "principal-input").send_keys(auditor.sasl_username)
-        driver.find_element(By.ID, "password-input").send_keys(auditor.sasl_password)
-        driver.find_element(By.ID, "signin-button").click()
-        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/audit"))
+        driver.find_element(By.ID, "nav-alerts").click()
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/alerts"))
+        assert not driver.find_elements(By.CSS_SELECTOR, "form.act"), "a task force reads alerts; its agencies act"
+
+        ori = cluster.party_with_open_alerts()
+        sign_out_and_in(agency_principal(ori), "/alerts")
+        assert not driver.find_elements(By.ID, "nav-feed"), "an agency is offered no feed"
+        row = driver.find_element(By.CSS_SELECTOR, "tr.alert[data-status='OPEN']")
+        alert_id = row.get_attribute("data-alert")
+        assert alert_id in cluster.agency_alerts(ori)
+        driver.save_screenshot(str(shots / "console-alerts.png"))
+        row.find_element(By.NAME, "by").send_keys("Det. A. Nguyen")
+        row.find_element(By.CSS_SELECTOR, "button.acknowledge").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "sent"))
+        cluster.run_alerts_stage()
+        driver.refresh()
+        acknowledged = driver.find_element(By.CSS_SELECTOR, f"tr.alert[data-alert='{alert_id}']")
+        assert acknowledged.get_attribute("data-status") == "ACKNOWLEDGED"
+        driver.find_element(By.ID, "nav-releases").click()
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/releases"))
+        assert driver.find_elements(By.CSS_SELECTOR, "#releases tr[data-record]")
+
+        sign_out_and_in(auditor_principal(AUDITOR), "/audit")
         assert "every chain intact" in driver.find_element(By.ID, "chain-state").text
         assert not driver.find_elements(By.ID, "nav-feed"), "an auditor is offered no feed"
         driver.save_screenshot(str(shots / "console-audit.png"))
@@ -283,3 +371,30 @@ def test_a_task_force_then_an_auditor_sign_in_with_chromium_and_see_their_pages(
         assert errors == [], f"errors in the page's console: {errors}"
     finally:
         driver.quit()
+
+
+@pytest.mark.kafka
+def test_a_purge_withdraws_an_alert_from_every_party_it_was_told_to(cluster):
+    """Runs last: it destroys a report of the module's sample. Alerts reach parties in the clear, so a purge of one
+    of its reports leaves a tombstone (with the notice) on each party's own topic, and the party's page drops it."""
+    from consumers.retention import purge
+    from hub.vault import hub_codec
+
+    ori = cluster.party_with_open_alerts()
+    hub = cluster.login("hub")
+    codec = hub_codec(hub)
+    alert = next(a for a in (codec.decode(r.value) for r in topic_records(hub, ALERTS.name(PREFIX)))
+                 if a.alert_id in cluster.agency_alerts(ori))
+    told = [p.agency.ori for p in alert.parties if alert.alert_id in cluster.agency_alerts(p.agency.ori)]
+    assert ori in told
+    victim = alert.parties[0]
+    result = purge(hub, [f"{victim.agency.ori}/{victim.event_id}"], authorized_by="Test Control Official",
+                   reason="review date passed")
+    assert {o for o, ids in result.withdrawn_alerts.items() if alert.alert_id in ids} == set(told)
+    for party in told:
+        assert alert.alert_id not in cluster.agency_alerts(party)
+        tombstones = [r for r in topic_records(hub, AGENCY_FEED.name(PREFIX, ori=party))
+                      if r.key == alert.alert_id.encode() and r.value is None]
+        assert tombstones and b"28 CFR 23.20(h)" in dict(tombstones[-1].headers)["purge.notice"]
+    page = _signed_in(cluster, agency_principal(ori)).get("/alerts").get_data(as_text=True)
+    assert alert.alert_id not in page

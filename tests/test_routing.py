@@ -27,10 +27,10 @@ from producers.sample import generate
 from schemas.codec import Codec
 from schemas.models import (AuditEvent, DisseminationLevel, FeedItem, RegistryRevision, RoutingDecision,
                             routing_decisions)
-from schemas.topics import AUDIT, CANONICAL, FEED
+from schemas.topics import AGENCY_FEED, AUDIT, CANONICAL, FEED
 from schemas.topics import REGISTRY as REGISTRY_TOPIC
 from tests.conftest import codec_with_keys, publish_events, topic_records
-from tests.test_sharing import canonical, event
+from tests.test_sharing import alert, canonical, event
 from hub.vault import hub_codec
 
 REGISTRY = load_registry()
@@ -95,6 +95,23 @@ def test_a_black_record_produces_audit_but_no_feed_item_for_non_owners():
     withheld = [d for o in outputs if o.topic == AUDIT.name() for d in routing_decisions(o.value)
                 if d.form == "WITHHELD"]
     assert {a.unit_id for a in withheld} == set(UNITS) - owners
+
+
+def test_owners_get_each_revisions_release_and_parties_the_alert_in_the_clear_on_their_own_topic():
+    record = canonical(event("CACBP0100", port="SAN_YSIDRO"), event("CA0370000", port="SAN_YSIDRO",
+                                                                    source_record_id="R-2"))
+    outputs = routed(record)
+    [audited] = [o.value for o in outputs if o.topic == AUDIT.name()]
+    told = {o.topic: o for o in outputs if o.topic.startswith("agency.")}
+    assert set(told) == {AGENCY_FEED.name(ori=ori) for ori in ("CACBP0100", "CA0370000")}
+    assert all(o.value == audited and o.key == f"{record.canonical_id}@{record.revision}".encode()
+               and not o.in_clear for o in told.values()), "the release record, kept per revision"
+    raised = alert("CA0370000", "TXDPS0000")
+    to_parties = [o for o in routed(raised) if o.topic.startswith("agency.")]
+    assert {(o.topic, type(o.value).__name__, o.in_clear) for o in to_parties} == {
+        (AGENCY_FEED.name(ori=ori), kind, kind == "DeconflictionAlert")
+        for ori in ("CA0370000", "TXDPS0000") for kind in ("DeconflictionAlert", "RoutingDecisions")}
+    assert {o.key for o in to_parties if o.in_clear} == {raised.alert_id.encode()}, "compaction keeps its state"
 
 
 def test_dedup_routes_the_canonical_event_it_writes_in_the_same_call():
@@ -186,7 +203,7 @@ def test_black_records_never_reach_a_non_owner_feed_and_gray_ones_only_as_pointe
 
 @pytest.mark.kafka
 def test_a_subscription_change_takes_effect_without_restarting_the_router(hub_settings, tmp_path: Path):
-    _setup(hub_settings, [])
+    _setup(hub_settings, ["CACBP0100"])  # the owner of the seizures it routes: told on agency.CACBP0100
     apply_registry(settings=hub_settings, applied_by="test")
     runner = StageRunner(RouteStage(), hub_settings, commit_interval_s=0.2)
     stop = threading.Event()
@@ -246,7 +263,7 @@ def test_a_subscription_change_takes_effect_without_restarting_the_router(hub_se
 def test_applying_a_registry_is_idempotent_audited_and_refuses_a_stale_version(hub_settings, tmp_path: Path):
     from hub.control import RegistryVersionError
 
-    _setup(hub_settings, [])
+    _setup(hub_settings, ["CACBP0100"])  # the owner of the seizures it routes: told on agency.CACBP0100
     first = apply_registry(settings=hub_settings, applied_by="Sgt. Ortiz")
     assert first.applied and first.revision.changes[0].startswith("initial registry")
     assert not apply_registry(settings=hub_settings).applied

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.registry import Registry, TaskForce, load_registry
-from consumers.sharing import Decision, Rule, decide, owners, pointer_of, route, visible_record
+from consumers.sharing import Decision, Rule, decide, owners, pointer_of, route, told_owners, visible_record
 from consumers.stages.dedup import credit_of
 from producers.directory import load_agencies
 from schemas.models import (
@@ -327,6 +327,32 @@ def test_black_is_never_shown_to_a_non_owner(pair):
     owned = event_record.primary.agency_ori in task_force.agencies
     if event_record.primary.handling.dissemination is DisseminationLevel.BLACK and not owned:
         assert decide(event_record, task_force).form == "WITHHELD"
+
+
+def test_owners_are_told_of_their_records_unless_another_agency_holds_a_black_report_in_them():
+    white, other = event("CACBP0100", port="SAN_YSIDRO"), event("CA0370000", port="SAN_YSIDRO",
+                                                                   source_record_id="R-2")
+    black = event("CA0370000", port="SAN_YSIDRO", source_record_id="R-3", handling={"dissemination": "BLACK"})
+    assert told_owners(canonical(white, other)) == ["CA0370000", "CACBP0100"]
+    assert told_owners(canonical(white, black)) == ["CA0370000"], "the WHITE owner must not learn of the BLACK one"
+    assert told_owners(canonical(black, white)) == ["CA0370000"]
+    assert told_owners(alert("CA0370000", "TXDPS0000")) == ["CA0370000", "TXDPS0000"]
+    raised = alert("CA0370000", "TXDPS0000")
+    hidden = raised.model_copy(update={"parties": [raised.parties[0], raised.parties[1].model_copy(
+        update={"dissemination": DisseminationLevel.BLACK})]})
+    assert told_owners(hidden) == ["TXDPS0000"], "only the BLACK party hears of a match with its record"
+
+
+@settings(max_examples=300, deadline=None)
+@given(canonical_events())
+def test_no_agency_is_told_of_a_record_holding_another_agencys_black_report(event_record):
+    told = told_owners(event_record)
+    assert set(told) <= owners(event_record)
+    black = {r.agency.ori for r in event_record.reports if r.dissemination is DisseminationLevel.BLACK}
+    black |= {event_record.primary.agency_ori} if event_record.primary.handling.dissemination == "BLACK" else set()
+    assert all(black <= {ori} for ori in told)
+    if not black:
+        assert set(told) == owners(event_record), "every owner hears of a record with no BLACK report"
 
 
 @settings(max_examples=300, deadline=None)

@@ -5,6 +5,11 @@ router reads from the control topic, writes FULL and POINTER items to ``feed.<un
 record listing every unit's decision (sent, sent as pointer, or withheld, and why) in the same transaction. A
 withheld record leaves no trace in the unit's feed: its absence looks exactly like "no record".
 
+Each owner of the record (each party to an alert) is told on its own topic ``agency.<ORI>`` too: the release record
+of each revision (who received it, in what form, and why: 28 CFR 23.20(g)'s "who saw my record" without an auditor),
+and for an alert its current state, which the party acknowledges or resolves. An owner learns nothing through a
+record holding another agency's BLACK report (:func:`consumers.sharing.told_owners`).
+
 It keeps no state, so it runs inside the transactions of the stages that write what it routes (dedup's canonical
 events, the alerts stage's alerts; see :mod:`consumers.stages`), not as a hop of its own.
 """
@@ -17,7 +22,7 @@ from datetime import datetime, timezone
 
 from consumers.exceptions import StageError
 from consumers.registry import Registry
-from consumers.sharing import Decision, owners, pointer_of, route, visible_record
+from consumers.sharing import Decision, owners, pointer_of, route, told_owners, visible_record
 from consumers.stage import Message, Output, Stage
 from consumers.state import State
 from hub.access import task_force_principal
@@ -25,7 +30,7 @@ from schemas.models import (
     CanonicalEvent, DeconflictionAlert, FeedItem, RegistryRevision, RoutingDecisions, ShareForm, SharedRecordKind,
     UnitDecision,
 )
-from schemas.topics import AUDIT, FEED, REGISTRY
+from schemas.topics import AGENCY_FEED, AUDIT, FEED, REGISTRY
 
 ROUTING_NAMESPACE = uuid.UUID("5d0f3c7e-9a51-4f0b-8f7c-3b1e2a9d6c44")
 
@@ -38,7 +43,7 @@ def registry_of(revision: RegistryRevision) -> Registry:
 class RouteStage(Stage):
     name = "route"
     input_pattern = r"(events\.canonical|alerts)"
-    outputs = (FEED.pattern, AUDIT.pattern)
+    outputs = (FEED.pattern, AUDIT.pattern, AGENCY_FEED.pattern)
     input_types = (CanonicalEvent, DeconflictionAlert)
     global_inputs = (REGISTRY.pattern,)
     stateless = True  # so it runs inside dedup's and the alerts stage's transactions (see consumers.stages)
@@ -66,10 +71,15 @@ class RouteStage(Stage):
             raise StageError(f"unexpected {type(record).__name__} on the route stage's inputs")
         assert self.registry is not None and self.revision is not None  # the runner waits for waiting_for()
         decisions = [(d, _delivery_id(record, d.unit_id)) for d in route(record, self.registry)]
-        key = _record_id(record).encode()
-        return [Output(AUDIT.name(), key, self._audit(record, decisions)),
+        key, audit = _record_id(record).encode(), self._audit(record, decisions)
+        told = told_owners(record)
+        release_key = f"{_record_id(record)}@{_revision(record)}".encode()
+        return [Output(AUDIT.name(), key, audit),
                 *(Output(FEED.name(unit=d.unit_id), key, self._feed_item(record, d, item_id))
-                  for d, item_id in decisions if d.form != ShareForm.WITHHELD)]
+                  for d, item_id in decisions if d.form != ShareForm.WITHHELD),
+                *(Output(AGENCY_FEED.name(ori=ori), release_key, audit) for ori in told),
+                *(Output(AGENCY_FEED.name(ori=ori), key, record, in_clear=True)
+                  for ori in told if isinstance(record, DeconflictionAlert))]
 
     def _feed_item(self, record: CanonicalEvent | DeconflictionAlert, decision: Decision, item_id: str) -> FeedItem:
         full = decision.form == ShareForm.FULL

@@ -75,21 +75,30 @@ def demo(
 
 
 def _show_console(parties: Deployment) -> None:
-    """Step 8: the console, left running, with a sign-in for a task force and for the auditor."""
+    """Step 8: the console and the alerts stage, left running, with a sign-in for a task force, an agency with open
+    alerts and the auditor."""
     console.rule("8. the analysts' console (hub console, on a web host holding only the CA)")
     unit, auditor = next(iter(parties.task_forces.values())), parties.auditors["oig"]
-    with console.status("starting hub console"):
+    alerts = _latest(parties.operator.settings, ALERTS.pattern, lambda a: a.alert_id).values()
+    waiting = Counter(p.agency.ori for a in alerts if a.status in ("OPEN", "ESCALATED") for p in a.parties)
+    ori = max(parties.agencies, key=lambda candidate: waiting[candidate])
+    agency = parties.agencies[ori]
+    with console.status("starting hub console, and hub run alerts to apply what agencies do there"):
         process, address = deployment.start_console(unit)
-    console.print(f"The console is at {address} (pid {process.pid}; it keeps running: `kill {process.pid}` stops "
-                  "it, and the next `hub demo` replaces it). Sign in with a principal's own Kafka password:",
-                  highlight=False)
+        stage = deployment.keep_running(parties.hubs[0], "alerts", "run", "alerts", "--instance", "0",
+                                        env={"HUB_LOG_FORMAT": "json"})
+    console.print(f"The console is at {address} (pid {process.pid}), with the alerts stage (pid {stage.pid}) applying "
+                  f"acknowledgements; both keep running: `kill {process.pid} {stage.pid}` stops them, and the next "
+                  "`hub demo` replaces them. Sign in with a principal's own Kafka password:", highlight=False)
     table = Table("who", "principal", "password", "sees")
     table.add_row("a task force", unit.principal, unit.settings.sasl_password or "",
-                  "its feed (live, filters, whom to call), the map of its seizures and operations, charts")
+                  "its feed (live, filters, whom to call), its alerts, the map of its seizures and operations, charts")
+    table.add_row("an agency", agency.principal, agency.settings.sasl_password or "",
+                  f"the alerts it is a party to ({waiting[ori]} open or escalated) with acknowledge and "
+                  "resolve, and who received each of its records")
     table.add_row("an auditor", auditor.principal, auditor.settings.sasl_password or "",
                   "the audit chains verified, who saw a record, an agency's releases")
     console.print(table)
-    console.print("Agencies have no console view yet (issue 16): they act with `hub alerts` and `hub publish`.")
 
 
 def _set_up(sample: SampleSet, hub_hosts: int) -> Deployment:

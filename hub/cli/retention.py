@@ -67,7 +67,9 @@ def sweep(
                        progress=lambda done: progress.update(task, completed=done))
     console.print(f"purged {len(result.purged):,} reports (audited; authorized by {authorized_by}); "
                   f"{result.tombstones:,} feed items withdrawn with a purge notice to "
-                  f"{len(result.tombstoned):,} task force(s)", highlight=False)
+                  f"{len(result.tombstoned):,} task force(s); "
+                  f"{sum(len(ids) for ids in result.withdrawn_alerts.values()):,} alerts withdrawn from "
+                  f"{len(result.withdrawn_alerts):,} agencies' own topics", highlight=False)
 
 
 @retention_app.command("extend")

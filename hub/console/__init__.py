@@ -1,11 +1,11 @@
-"""The console, served by ``hub console``: a task force's feed, map and charts, and an auditor's view of the audit
-log, in a browser.
+"""The console, served by ``hub console``: a task force's feed, alerts, map and charts; an agency's alerts (to
+acknowledge or resolve) and the releases of its records; and an auditor's view of the audit log, in a browser.
 
 Each user signs in as a hub principal with that principal's own Kafka password, and the console reads Kafka with that
 login and no other: the broker checks the password at sign-in, and its ACLs decide what each page can show, so the
 console can never show what the principal could not read from Kafka itself. Logins live only in this process's
 memory, behind a random session token in a signed, HTTP-only cookie. Pages are rendered on the server (Flask and
-Jinja); the one script polls for new feed items. The base map ships with the project (:mod:`hub.console.basemap`).
+Jinja); the one script polls for new items. The base map ships with the project (:mod:`hub.console.basemap`).
 """
 
 from __future__ import annotations
@@ -19,18 +19,25 @@ from typing import Any
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
 
+from consumers.stages.alerts import ALLOWED
 from hub import audit_queries
-from hub.access import AUDITOR, MECHANISM, TASK_FORCE
+from hub.access import AGENCY, AUDITOR, MECHANISM, TASK_FORCE
+from hub.alerts import AgencyFeed, act_on_alert, read_agency_feed
 from hub.console import basemap
 from hub.console.feed import Filters, FeedRow, FeedView, doses_by_port, drug_mix, read_feed, weight_by_port_month
-from hub.exceptions import AuthenticationFailedError, ConsoleSignInError, KafkaUnavailableError
+from hub.exceptions import AuthenticationFailedError, ConsoleSignInError, HubError, KafkaUnavailableError
 from hub.kafka import make_consumer
 from hub.settings import HubSettings
+from schemas.models import AlertActionKind, AlertStatus, DeconflictionAlert
 
 #: How the console names itself in the audit log's query records.
 COMPONENT = "hub console"
 #: Sign-in checks the password against the broker: a wrong one must not keep the page waiting long.
 SIGN_IN_TIMEOUT_S = 5.0
+#: The alerts page lists conflicts needing action first.
+STATUS_ORDER = (AlertStatus.ESCALATED, AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED)
+#: At most this many release decisions on one page (the newest; a record id narrows them).
+RELEASES_SHOWN = 500
 
 
 @dataclass(frozen=True)
@@ -45,19 +52,31 @@ class SignedIn:
         return self.principal.removeprefix(TASK_FORCE)
 
     @property
+    def ori(self) -> str:
+        return self.principal.removeprefix(AGENCY).upper()
+
+    @property
     def is_auditor(self) -> bool:
         return self.principal.startswith(AUDITOR)
 
     @property
+    def is_agency(self) -> bool:
+        return self.principal.startswith(AGENCY)
+
+    @property
+    def is_task_force(self) -> bool:
+        return self.principal.startswith(TASK_FORCE)
+
+    @property
     def home(self) -> str:
-        return "audit" if self.is_auditor else "feed"
+        return "audit" if self.is_auditor else "alerts" if self.is_agency else "feed"
 
 
 def sign_in(settings: HubSettings, principal: str, password: str) -> SignedIn:
     """Check ``principal``'s password with the broker (a SCRAM login) and return the user."""
-    if not principal.startswith((TASK_FORCE, AUDITOR)) or not password:
+    if not principal.startswith((TASK_FORCE, AGENCY, AUDITOR)) or not password:
         raise ConsoleSignInError(f"{principal or 'nobody'} cannot sign in here: the console serves task forces "
-                                 "(tf-<unit>) and auditors (auditor-<name>) so far")
+                                 "(tf-<unit>), agencies (agency-<ori>) and auditors (auditor-<name>)")
     protocol = "SASL_SSL" if settings.security_protocol.endswith("SSL") else "SASL_PLAINTEXT"
     user = settings.model_copy(update={"security_protocol": protocol, "sasl_mechanism": MECHANISM,
                                        "sasl_username": principal, "sasl_password": password,
@@ -90,11 +109,18 @@ def _placed(rows: list[FeedRow]) -> list[tuple[FeedRow, float, float]]:
             if row.latitude is not None and row.longitude is not None]
 
 
+def by_status(alerts: list[DeconflictionAlert]) -> list[tuple[AlertStatus, list[DeconflictionAlert]]]:
+    """The alerts grouped by status, those needing action first, newest change first within each."""
+    ordered = sorted(alerts, key=lambda a: a.updated_at, reverse=True)
+    return [(status, [a for a in ordered if a.status == status]) for status in STATUS_ORDER]
+
+
 def create_app(settings: HubSettings) -> Flask:
     """The console's WSGI app, reading the cluster ``settings`` name (their login is never used)."""
     app = Flask(__name__)
     app.secret_key = secrets.token_bytes(32)  # sessions last as long as this process
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
+    app.jinja_env.tests["allowed_for"] = lambda kind, status: status in ALLOWED[kind]  # the alerts stage's own rule
     users: dict[str, SignedIn] = {}
     lock = threading.Lock()
 
@@ -107,6 +133,21 @@ def create_app(settings: HubSettings) -> Flask:
             return read_feed(user.settings, user.unit_id)
         except (KafkaUnavailableError, AuthenticationFailedError) as exc:
             abort(503, f"cannot read the feed: {exc}")
+
+    def agency_feed_of(user: SignedIn) -> AgencyFeed:
+        try:
+            return read_agency_feed(user.settings, user.ori)
+        except (KafkaUnavailableError, AuthenticationFailedError) as exc:
+            abort(503, f"cannot read {user.ori}'s alerts and releases: {exc}")
+
+    def signed_in(allowed: Callable[[SignedIn], bool], refusal: str) -> SignedIn:
+        """The signed-in user, if ``allowed`` to see the page (403 with ``refusal`` if not, 401 if nobody is)."""
+        user = current()
+        if user is None:
+            abort(401)
+        if not allowed(user):
+            abort(403, refusal)
+        return user
 
     @app.after_request
     def _secure(response: Response) -> Response:
@@ -148,8 +189,9 @@ def create_app(settings: HubSettings) -> Flask:
         user = current()
         if user is None:
             return redirect(url_for("signin_form"))
-        if user.is_auditor:
-            abort(403, "an auditor reads the audit log, not a task force's feed")
+        if not user.is_task_force:
+            abort(403, "only a task force has a feed: an agency reads its alerts and releases, an auditor the audit "
+                       "log")
         view, filters = feed_of(user), _filters()
         rows = view.filtered(filters)
         return render_template(template, user=user, view=view, rows=rows, filters=filters, choices=view.choices(),
@@ -161,10 +203,66 @@ def create_app(settings: HubSettings) -> Flask:
 
     @app.get("/feed/count")
     def feed_count() -> Any:
+        user = signed_in(lambda u: u.is_task_force, "only a task force has a feed")
+        return jsonify(count=feed_of(user).revisions)
+
+    @app.get("/alerts")
+    def alerts() -> Any:
+        """Open, escalated, acknowledged and resolved conflicts with both parties' contacts: an agency's from its own
+        topic, with the actions it may take; a task force's from its feed (its agencies act on them)."""
         user = current()
-        if user is None or user.is_auditor:
-            abort(401)
-        return jsonify(count=len(feed_of(user).rows))
+        if user is None:
+            return redirect(url_for("signin_form"))
+        if user.is_auditor:
+            abort(403, "an auditor reads the audit log, not a party's alerts")
+        if user.is_agency:
+            found = agency_feed_of(user)
+            listed, count = list(found.alerts.values()), len(found.alerts) + len(found.releases)
+        else:
+            view = feed_of(user)
+            listed, count = view.alerts, view.revisions
+        return render_template("alerts.html", user=user, groups=by_status(listed), count=count,
+                               sent=request.args.get("sent"), kinds=list(AlertActionKind))
+
+    @app.get("/alerts/count")
+    def alerts_count() -> Any:
+        """What the alerts page's script polls: it reloads when the count moves (an action adds a release too)."""
+        user = signed_in(lambda u: not u.is_auditor, "an auditor has no alerts")
+        if user.is_agency:
+            found = agency_feed_of(user)
+            return jsonify(count=len(found.alerts) + len(found.releases))
+        return jsonify(count=feed_of(user).revisions)
+
+    @app.post("/alerts/<alert_id>")
+    def act(alert_id: str) -> Any:
+        """Acknowledge or resolve as the signed-in agency: the same audited action as `hub alerts ack|resolve`."""
+        user = signed_in(lambda u: u.is_agency, "only a party's agency acts on an alert")
+        action = request.form.get("action", "")
+        kind = {"acknowledge": AlertActionKind.ACKNOWLEDGE, "resolve": AlertActionKind.RESOLVE}.get(action)
+        actor = request.form.get("by", "").strip()
+        if kind is None:
+            abort(400, f"no action {action!r}: acknowledge or resolve")
+        if not actor:
+            abort(400, "name the officer acting (recorded in the alert and the audit log)")
+        try:
+            act_on_alert(user.settings, kind, alert_id, user.ori, actor, request.form.get("note", "").strip())
+        except HubError as exc:
+            abort(503 if isinstance(exc, KafkaUnavailableError) else 403, exc.message)
+        return redirect(url_for("alerts", sent=f"{kind.lower()} of {alert_id}"))
+
+    @app.get("/releases")
+    def releases() -> Any:
+        """Who received the agency's records (28 CFR 23.20(g)), from its own topic: no auditor needed."""
+        user = current()
+        if user is None:
+            return redirect(url_for("signin_form"))
+        if not user.is_agency:
+            abort(403, "only an agency reads the releases of its own records here (an auditor: the audit log)")
+        found, record_id = agency_feed_of(user), request.args.get("record", "").strip()
+        shown = found.released(record_id) if record_id else found.releases
+        rows = [(release, decision) for release in shown for decision in release.per_unit()][:RELEASES_SHOWN]
+        return render_template("releases.html", user=user, rows=rows, record_id=record_id, shown=RELEASES_SHOWN,
+                               records=len(shown))
 
     @app.get("/map")
     def map_view() -> Any:

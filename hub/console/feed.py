@@ -13,7 +13,7 @@ from datetime import datetime
 
 from consumers.subscriber import PurgeNotice, Subscriber
 from hub.settings import HubSettings
-from schemas.models import ContactInformation, FeedItem, ItemSeizure, PlannedOperation
+from schemas.models import ContactInformation, DeconflictionAlert, FeedItem, ItemSeizure, PlannedOperation
 
 MG_PER_KG = 1_000_000
 
@@ -107,11 +107,15 @@ class Filters:
 
 @dataclass
 class FeedView:
-    """A unit's feed, read as its principal: rows newest first, and the purge notices it must act on."""
+    """A unit's feed, read as its principal: one row per record (its latest revision) newest first, the alerts it
+    holds in full, and the purge notices it must act on."""
 
     unit_id: str
     rows: list[FeedRow] = field(default_factory=list)
     notices: list[PurgeNotice] = field(default_factory=list)
+    alerts: list[DeconflictionAlert] = field(default_factory=list)
+    #: Items and tombstones read: the live pages reload when it moves (a new revision replaces a row, adding none).
+    revisions: int = 0
 
     def filtered(self, filters: Filters) -> list[FeedRow]:
         return [row for row in self.rows if filters.matches(row)]
@@ -125,14 +129,24 @@ class FeedView:
 def read_feed(settings: HubSettings, unit_id: str) -> FeedView:
     """The whole feed of ``unit_id``, read with ``settings``' login (the broker refuses any other unit's), latest
     revision per item (a purged item is gone; its notice is kept)."""
-    rows: dict[str, FeedRow] = {}
+    items: dict[str, FeedItem] = {}
+    revisions = 0
     with Subscriber(unit_id, settings, start="beginning") as subscriber:
-        for item in subscriber.items(idle_s=0.5):
-            rows[item.item_id] = row_of(item)
+        for revisions, item in enumerate(subscriber.items(idle_s=0.5), 1):
+            items[record_id_of(item)] = item
         notices = list(subscriber.notices)
-    purged = {notice.record_id for notice in notices}
-    kept = [row for item_id, row in rows.items() if item_id not in purged]
-    return FeedView(unit_id, sorted(kept, key=lambda r: r.when, reverse=True), notices)
+    for notice in notices:
+        items.pop(notice.record_id, None)
+    rows = sorted((row_of(item) for item in items.values()), key=lambda r: r.when, reverse=True)
+    return FeedView(unit_id, rows, notices, [item.alert for item in items.values() if item.alert is not None],
+                    revisions + len(notices))
+
+
+def record_id_of(item: FeedItem) -> str:
+    """The record a feed item delivers a revision of (the feed's record key): a canonical event, alert or pointer."""
+    if item.event is not None:
+        return item.event.canonical_id
+    return item.alert.alert_id if item.alert is not None else item.pointer.record_id
 
 
 def weight_by_port_month(rows: list[FeedRow]) -> dict[str, dict[str, float]]:

@@ -1,4 +1,5 @@
-// Live feed: ask how many items the feed holds every 5 s and reload when it grew (filters are kept in the URL).
+// Live pages: ask every 5 s how many records the page was built from and reload when that moved (filters stay in the
+// URL). A form being filled in is never thrown away.
 (function () {
   var live = document.getElementById("live");
   if (!live) { return; }
@@ -7,7 +8,8 @@
     fetch(live.dataset.url, { credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (answer) {
-        if (answer && answer.count !== known) { window.location.reload(); }
+        var typing = document.activeElement && document.activeElement.tagName === "INPUT";
+        if (answer && answer.count !== known && !typing) { window.location.reload(); }
       })
       .catch(function () { live.textContent = "Cannot reach the console; retrying."; });
   }, 5000);
