@@ -194,6 +194,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._failed_transactions = 0  # in a row
         self._feed_stamps: list[int] = []  # input timestamps (the hub's intake time) of the batch's feed items
         self._counted: dict[str, int] = {}  # the batch's outputs by Output.counted_as
+        self._writable: set[str] = set()  # output topics known to exist (see _require_topic)
         self._lag_refreshed = 0.0
         self._doomed: BaseException | None = None  # why the open transaction can no longer commit (a rebalance)
         #: A commit whose outcome is unknown until the brokers answer again: its state writes, offsets, stream time.
@@ -387,7 +388,8 @@ class StageRunner(ConsumerRebalanceListener):
         missing = [t for t in (self.changelog, self.deadletter) if not self._consumer.partitions_for_topic(t)]
         if missing:
             raise TopicMissingError(f"the {self.stage.name} stage needs {', '.join(missing)}, which does not exist")
-        self._producer.know_topics(self._output_topics())
+        self._writable = set(self._output_topics())
+        self._producer.know_topics(self._writable)
         self._open_globals()
         pattern = input_regex(self.stage, self.settings)
         self._consumer.subscribe(pattern=pattern, listener=self)
@@ -757,6 +759,8 @@ class StageRunner(ConsumerRebalanceListener):
             # Encoded and checked before anything is sent: a derived record that cannot be written (one of its
             # reports was purged, it would exceed the message limit) rejects its input as a whole.
             encoded = [(o, self._encoded(o)) for o in outputs]
+            for output in outputs:
+                self._require_topic(self.settings.topic(output.topic))
         except Exception as exc:
             state.discard_last()
             if self.error_policy.action(exc) == "stop":
@@ -817,6 +821,19 @@ class StageRunner(ConsumerRebalanceListener):
         next stage's merge then sees a transaction's records only after everything older (no ties across commits)."""
         self._stamped_ms = max(int(time.time() * 1000), self._stamp_floor_ms, self._stamped_ms)
         return self._stamped_ms
+
+    def _require_topic(self, topic: str) -> None:
+        """Stop the stage (TopicMissingError: infrastructure) rather than let a send to a topic that does not exist
+        block the transaction until it times out, again on every retry. Topics created since the start are looked up
+        once (an agency's, say)."""
+        if topic in self._writable:
+            return
+        assert self._consumer is not None
+        if not self._consumer.partitions_for_topic(topic):
+            raise TopicMissingError(f"the {self.stage.name} stage writes {topic}, which does not exist",
+                                    hint="Create the hub's topics with `hub topics init` (after an upgrade too: it "
+                                         "creates the topics the new version declares), then restart the stage.")
+        self._writable.add(topic)
 
     def _send(self, output: Output, value: bytes, timestamp_ms: int) -> None:
         """Produce one output with the stage's timestamp for it, so downstream merges order it the same way."""

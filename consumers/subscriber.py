@@ -2,7 +2,8 @@
 
 A :class:`Subscriber` assigns every partition of ``feed.<unit>`` and commits its position under the unit's
 consumer group (``feed.<unit>``, which the unit's principal may use), so a restarted subscriber carries on where
-it stopped. The broker's ACLs, not this class, keep a unit out of other feeds.
+it stopped; a reader that must not move that position (the console) reads with ``commit=False``, outside any group.
+The broker's ACLs, not this class, keep a unit out of other feeds.
 
 Feed items arrive in the clear (over TLS): a unit needs its own credentials and the CA, no hub key. When a
 report is purged, the hub writes a tombstone over every feed item that carried it; the subscriber turns it into a
@@ -42,11 +43,14 @@ class PurgeNotice:
 class Subscriber:
     """Iterates a unit's feed from where its group left off, the beginning, or a point in time."""
 
-    def __init__(self, unit_id: str, settings: HubSettings | None = None, *, start: StartAt = "committed") -> None:
+    def __init__(self, unit_id: str, settings: HubSettings | None = None, *, start: StartAt = "committed",
+                 commit: bool = True) -> None:
         self.unit_id = unit_id
         self.settings = settings or get_settings()
         self.topic = FEED.name(self.settings.topic_prefix, unit=unit_id)
-        self.group_id = self.topic
+        if start == "committed" and not commit:
+            raise ValueError("a subscriber that commits nothing has no committed position to start from")
+        self.group_id = self.topic if commit else None
         self.codec = Codec()
         self.notices: list[PurgeNotice] = []  # purges of records this unit received, read since it started
         self._consumer = make_consumer(settings=self.settings, group_id=self.group_id)
@@ -79,6 +83,8 @@ class Subscriber:
         nothing new arrived for ``idle_s``. Positions are committed after each batch (at least once). Purge
         notices are collected in :attr:`notices`."""
         quiet_since = time.monotonic()
+        if not follow and idle_s <= 0 and self._at_end():
+            return  # caught up: no poll to wait out
         while True:
             polled = self._consumer.poll(timeout_ms=500)
             for records in polled.values():
@@ -98,6 +104,8 @@ class Subscriber:
         return all(self._consumer.position(tp) >= end for tp, end in ends.items())
 
     def commit(self) -> None:
+        if self.group_id is None:
+            return
         self._consumer.commit({tp: OffsetAndMetadata(self._consumer.position(tp), "", -1) for tp in self._partitions})
 
     def close(self) -> None:

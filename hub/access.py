@@ -17,9 +17,9 @@ The model (least privilege; the broker refuses everything no rule allows):
 - ``tf-{unit}``, one per BEST task force: READ and DESCRIBE on its own ``{prefix}feed.{unit}``, READ on the
   consumer group named ``{prefix}feed.{unit}`` and on groups prefixed ``{prefix}feed.{unit}.``. The dot keeps
   ``tf-best-tucson`` out of ``tf-best-tucson-west``'s groups, which a bare ``feed.{unit}`` prefix would not.
-- ``auditor-{name}``, one per auditor of ``deploy/auditors.yaml``: READ and DESCRIBE on ``{prefix}audit`` and
-  ``{prefix}audit.chain`` (read by assigning partitions, no group), WRITE and DESCRIBE on
-  ``{prefix}audit.queries``, where ``hub audit`` records each of its queries before running it (CJIS: access to
+- ``auditor-{name}``, one per auditor of ``deploy/auditors.yaml``: READ and DESCRIBE on ``{prefix}audit``,
+  ``{prefix}audit.chain`` and ``{prefix}audit.checkpoints`` (read by assigning partitions, no group), WRITE and
+  DESCRIBE on ``{prefix}audit.queries``, where ``hub audit`` records each of its queries before running it (CJIS: access to
   the audit log is audited). That record is one message from an idempotent producer, not a transaction, so the
   auditor needs no transactional id (KIP-679 again: WRITE on the topic allows InitProducerId). Nothing else: it
   cannot write ``audit``, and the seal stage refuses anything but audit queries on ``audit.queries``. The
@@ -54,7 +54,9 @@ from hub.exceptions import AccessConfigError, AccessError, CredentialsMissingErr
 from hub.kafka import make_admin
 from hub.settings import REPO_ROOT, HubSettings, get_settings
 from schemas.models import ORI_PATTERN, AuditEvent, AuditEventType
-from schemas.topics import AGENCY_FEED, ALERT_CONTROL, AUDIT, AUDIT_CHAIN, AUDIT_QUERIES, FEED, INGEST
+from schemas.topics import (
+    AGENCY_FEED, ALERT_CONTROL, AUDIT, AUDIT_CHAIN, AUDIT_CHECKPOINTS, AUDIT_QUERIES, FEED, INGEST,
+)
 
 HUB = "hub"
 AGENCY = "agency-"
@@ -174,7 +176,7 @@ def desired_acls(prefix: str, agencies: list[str], task_forces: list[str],
     for name in auditors:
         user = auditor_principal(name)
         rules |= {AclRule(user, "TOPIC", "LITERAL", spec.name(prefix), op)
-                  for spec in (AUDIT, AUDIT_CHAIN) for op in ("READ", "DESCRIBE")}
+                  for spec in (AUDIT, AUDIT_CHAIN, AUDIT_CHECKPOINTS) for op in ("READ", "DESCRIBE")}
         rules |= {AclRule(user, "TOPIC", "LITERAL", AUDIT_QUERIES.name(prefix), op) for op in ("WRITE", "DESCRIBE")}
     return rules
 

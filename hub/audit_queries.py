@@ -16,11 +16,13 @@ from pathlib import Path
 
 from consumers.audit import ChainReport, verify_chain
 from hub.auditing import record_query
-from hub.checkpoints import read_checkpoint
+from hub.checkpoints import PublishedCheckpoint, latest_checkpoint, read_checkpoint
 from hub.kafka import read_topic
 from hub.settings import HubSettings
 from schemas.codec import Codec
-from schemas.models import AuditSeal, RoutingDecision, ShareForm, routing_decisions
+from schemas.models import (
+    AuditEvent, AuditEventType, AuditSeal, AvroModel, RoutingDecision, ShareForm, routing_decisions,
+)
 from schemas.topics import AUDIT_CHAIN
 
 Delivery = tuple[AuditSeal, RoutingDecision]
@@ -42,15 +44,36 @@ class ChainCheck:
         return sum(report.records for report in self.reports)
 
 
-def sealed_decisions(settings: HubSettings, query: str, component: str) -> Iterator[Delivery]:
-    """Routing decisions as sealed into the chain (the record of what was actually sent); ``query`` is recorded
-    first, as ``component`` under the connected principal."""
+def sealed_records(settings: HubSettings, query: str, component: str) -> Iterator[tuple[AuditSeal, AvroModel]]:
+    """Every audit record as sealed into the chain, with its seal; ``query`` is recorded first, as ``component``
+    under the connected principal."""
     record_query(component, query, settings)
     codec = Codec()
     for record in read_topic(settings.topic(AUDIT_CHAIN.pattern), settings):
         item = codec.decode(record.value)
-        for decision in routing_decisions(codec.decode(item.record)):
+        yield item, codec.decode(item.record)
+
+
+def sealed_decisions(settings: HubSettings, query: str, component: str) -> Iterator[Delivery]:
+    """Routing decisions as sealed into the chain (the record of what was actually sent)."""
+    for item, audited in sealed_records(settings, query, component):
+        for decision in routing_decisions(audited):
             yield item, decision
+
+
+def replay_runs(settings: HubSettings, component: str) -> list[AuditEvent]:
+    """Every replay run (``hub replay``) as sealed into the chain, newest first: what was replayed, by whom, and how
+    many differences its comparison found (a FAILURE outcome when there were any)."""
+    runs = [audited for _, audited in sealed_records(settings, "replays", component)
+            if isinstance(audited, AuditEvent) and audited.event_type == AuditEventType.REPLAY_RUN]
+    return sorted(runs, key=lambda run: run.recorded_at, reverse=True)
+
+
+def last_checkpoint(settings: HubSettings, component: str, public_key: Path | None) -> PublishedCheckpoint | None:
+    """The last signed checkpoint published on ``audit.checkpoints``, its signature checked with ``public_key``
+    (the hub's, as the auditor holds it); the look is recorded first, like any access to the audit log."""
+    record_query(component, "last checkpoint", settings)
+    return latest_checkpoint(settings, public_key)
 
 
 def verify_chains(settings: HubSettings, component: str, from_checkpoint: Path | None = None,

@@ -288,12 +288,19 @@ def keep_running(party: Party, name: str, *args: str,
     return process
 
 
-def start_console(web: Party, timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``hub console`` as ``web`` with its copy of the CA and no login of its own (the console signs each user
-    in with theirs), in place of one an earlier demo left running; returns it and its address once it answers."""
+def start_console(web: Party, checkpoint_key: Path | None = None,
+                  timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``hub console`` as ``web`` with its copy of the CA (and of the hub's checkpoint public key, when given)
+    and no login of its own (the console signs each user in with theirs), in place of one an earlier demo left
+    running; returns it and its address once it answers."""
     port = _free_port(CONSOLE_PORT)
     log = web.directory / "logs" / "console.log"
-    process = keep_running(web, "console", "console", "--port", str(port),
+    key_args: list[str] = []
+    if checkpoint_key is not None and checkpoint_key.exists():
+        copy = web.directory / "hub-checkpoint.pub"
+        shutil.copyfile(checkpoint_key, copy)
+        key_args = ["--checkpoint-key", str(copy)]
+    process = keep_running(web, "console", "console", "--port", str(port), *key_args,
                            env={"HUB_SASL_USERNAME": "", "HUB_SASL_PASSWORD": ""})
     address = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout_s

@@ -12,7 +12,7 @@ from hub.kafka import make_admin
 from hub.settings import HubSettings, get_settings
 from schemas.topics import (
     AGENCY_FEED, ALERT_CONTROL, ALERTS, ALERTS_RAISED, AUDIT, AUDIT_CHAIN, CANONICAL, CHANGELOG, CORRELATION_KEYS,
-    DEADLETTER, AUDIT_QUERIES, CLOCK, FEED, INGEST, INGESTED, KEYS, REGISTRY, TopicSpec,
+    DEADLETTER, AUDIT_CHECKPOINTS, AUDIT_QUERIES, CLOCK, FEED, INGEST, INGESTED, KEYS, REGISTRY, TopicSpec,
 )
 
 Action = Literal["created", "ok", "drift"]
@@ -66,7 +66,8 @@ def hub_topics(prefix: str, agencies: list[str], stages: list[str],
     wanted = [(spec.name(prefix, ori=ori), spec) for ori in agencies
               for spec in (INGEST, INGESTED, ALERT_CONTROL, AGENCY_FEED)]
     wanted += [(spec.name(prefix), spec) for spec in (KEYS, CANONICAL, CORRELATION_KEYS, ALERTS_RAISED,
-                                                      ALERTS, AUDIT, AUDIT_QUERIES, AUDIT_CHAIN, REGISTRY, CLOCK)]
+                                                      ALERTS, AUDIT, AUDIT_QUERIES, AUDIT_CHAIN, AUDIT_CHECKPOINTS,
+                                                      REGISTRY, CLOCK)]
     wanted += [(FEED.name(prefix, unit=unit), FEED) for unit in units]
     for stage in stages:
         wanted += [(CHANGELOG.name(prefix, stage=stage), CHANGELOG), (DEADLETTER.name(prefix, stage=stage), DEADLETTER)]

@@ -295,6 +295,17 @@ AUDIT_QUERIES = TopicSpec(
     extra_configs={"message.timestamp.type": "LogAppendTime"},
 )
 
+AUDIT_CHECKPOINTS = TopicSpec(
+    pattern="audit.checkpoints",
+    purpose="Each signed checkpoint `hub audit checkpoint` writes, published so auditors on their own hosts can read "
+    "the last one (and check its signature with the hub's public key) without the hub host's files.",
+    partitions=1,
+    key="'checkpoint'",
+    value="JSON: the signed checkpoint document, byte for byte as written to its file",
+    cleanup_policy="delete",
+    retention_ms=FOREVER,
+)
+
 AUDIT_CHAIN = TopicSpec(
     pattern="audit.chain",
     purpose="The tamper-evident audit log: every audit record sealed into a per-partition SHA-256 chain by the "

@@ -75,6 +75,7 @@ def test_auditor_reads_the_audit_log_and_writes_only_its_queries():
     assert _rules_of(rules, "auditor-oig") == {
         ("TOPIC", "LITERAL", "p.audit", "READ"), ("TOPIC", "LITERAL", "p.audit", "DESCRIBE"),
         ("TOPIC", "LITERAL", "p.audit.chain", "READ"), ("TOPIC", "LITERAL", "p.audit.chain", "DESCRIBE"),
+        ("TOPIC", "LITERAL", "p.audit.checkpoints", "READ"), ("TOPIC", "LITERAL", "p.audit.checkpoints", "DESCRIBE"),
         ("TOPIC", "LITERAL", "p.audit.queries", "WRITE"), ("TOPIC", "LITERAL", "p.audit.queries", "DESCRIBE")}
     without = desired_acls("p.", ["CACBP0100"], ["best-tucson"])
     assert rules - without == {r for r in rules if r.principal == "auditor-oig"}

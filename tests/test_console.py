@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from consumers.exceptions import FeedMissingError
@@ -20,16 +23,20 @@ from consumers.runner import StageRunner
 from consumers.stages import STAGES
 from consumers.stages.intake import IntakeStage
 from hub.access import agency_principal, apply_access, auditor_principal, credentials_for, task_force_principal
+from hub import audit_queries
 from hub.alerts import read_agency_feed
+from hub.auditing import audit_event, write_audit
+from hub.checkpoints import public_key_path, publish_checkpoint, write_checkpoint
 from hub.console import basemap, create_app
 from hub.console.feed import Filters, FeedRow, doses_by_port, drug_mix, read_feed, row_of, weight_by_port_month
 from hub.control import apply_registry
+from hub.kafka import make_consumer
 from hub.topics import ensure_topics, hub_topics
 from producers.publisher import Publisher
 from producers.sample import generate
 from schemas.codec import Codec
-from schemas.models import DeconflictionAlert
-from schemas.topics import AGENCY_FEED, ALERTS, AUDIT, AUDIT_QUERIES, FEED
+from schemas.models import AuditEventType, DeconflictionAlert
+from schemas.topics import AGENCY_FEED, ALERTS, AUDIT, AUDIT_CHAIN, AUDIT_QUERIES, FEED
 from tests.conftest import running_local_broker, topic_records
 
 PREFIX = "console."
@@ -160,6 +167,11 @@ def test_sign_in_is_the_brokers_and_a_unit_sees_exactly_its_own_feed(cluster):
     assert client.get("/map").status_code == 200
     with pytest.raises((KafkaError, FeedMissingError)):  # this login cannot even see another unit's feed topic
         read_feed(login, other)
+    group = make_consumer(settings=login, group_id=FEED.name(PREFIX, unit=unit))
+    try:  # the console read outside the unit's group: its own subscribers carry on from where they were
+        assert all(group.committed(TopicPartition(FEED.name(PREFIX, unit=unit), p)) is None for p in range(3))
+    finally:
+        group.close()
     assert client.post("/signout").status_code == 302 and client.get("/feed").status_code == 302
 
 
@@ -188,8 +200,9 @@ def test_rows_reveal_no_more_than_the_items_they_come_from(cluster):
     assert seen["pointer"] and seen["event"], seen
 
 
-def _signed_in(cluster, principal: str):
-    client = create_app(cluster.admin.model_copy(update={"sasl_username": None, "sasl_password": None})).test_client()
+def _signed_in(cluster, principal: str, checkpoint_key: Path | None = None):
+    client = create_app(cluster.admin.model_copy(update={"sasl_username": None, "sasl_password": None}),
+                        checkpoint_key).test_client()
     login = cluster.login(principal)
     answer = client.post("/signin", data={"principal": login.sasl_username, "password": login.sasl_password})
     assert answer.status_code == 302, answer.get_data(as_text=True)
@@ -197,10 +210,27 @@ def _signed_in(cluster, principal: str):
 
 
 @pytest.mark.kafka
-def test_an_auditor_sees_the_chain_who_saw_and_releases_and_each_query_is_audited(cluster):
+def test_an_auditor_sees_the_chain_who_saw_and_releases_and_each_query_is_audited(cluster, tmp_path):
     from hub.vault import hub_codec
 
-    auditor = _signed_in(cluster, auditor_principal(AUDITOR))
+    hub = cluster.login("hub").model_copy(update={"runtime_dir": tmp_path})  # the hub's signing key lives here
+    assert _signed_in(cluster, auditor_principal(AUDITOR)).get("/audit").get_data(as_text=True).count(
+        "None published yet") == 1
+    heads = [r.last for r in audit_queries.verify_chains(hub, "test").reports if r.last is not None]
+    publish_checkpoint(write_checkpoint(heads, AUDIT_CHAIN.name(PREFIX), hub), hub)
+    write_audit([audit_event("hub replay", AuditEventType.REPLAY_RUN, "hub", "replayed 400 ingest records; "
+                             "0 differences from the audit log")], hub)
+    StageRunner(STAGES["seal"](), hub, commit_interval_s=0.2).run_until_caught_up()
+    auditor = _signed_in(cluster, auditor_principal(AUDITOR), public_key_path(hub))
+    state = auditor.get("/audit").get_data(as_text=True).split('id="checkpoint-state"', 1)[1].split("</p>", 1)[0]
+    assert f"heads of {len(heads)} chain(s)" in state and "signature verified with the hub's public key" in state
+    replays = auditor.get("/audit").get_data(as_text=True).split('id="replays"', 1)[1].split("</table>", 1)[0]
+    assert "replayed 400 ingest records; 0 differences" in replays and "<td>SUCCESS</td>" in replays
+    other_key = tmp_path / "other.pub"
+    other_key.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM,
+                                                                                 PublicFormat.SubjectPublicKeyInfo))
+    forged = _signed_in(cluster, auditor_principal(AUDITOR), other_key).get("/audit").get_data(as_text=True)
+    assert "does not verify" in forged.split('id="checkpoint-state"', 1)[1].split("</p>", 1)[0]
     assert auditor.get("/feed").status_code == 403, "an auditor reads no feed"
     unit = cluster.units[0]
     hub = cluster.login("hub")
@@ -253,6 +283,10 @@ def test_an_agency_sees_its_alerts_and_releases_only_and_acknowledges_as_itself(
         == {d.unit_id for r in released if r.record_id == released[0].record_id for d in r.decisions}
 
     alert_id = next(a for a, status in told.items() if status == "OPEN")
+    watching = {unit: _signed_in(cluster, task_force_principal(unit)) for unit in cluster.units}
+    watching = {unit: client for unit, client in watching.items()
+                if f'data-alert="{alert_id}" data-status="OPEN"' in client.get("/alerts").get_data(as_text=True)}
+    assert watching, "a party's unit holds the alert in its feed"
     assert agency.post(f"/alerts/{alert_id}", data={"action": "acknowledge", "by": ""}).status_code == 400, \
         "who acted is named"
     sent = agency.post(f"/alerts/{alert_id}", data={"action": "acknowledge", "by": "Sgt. R. Ortiz",
@@ -260,6 +294,8 @@ def test_an_agency_sees_its_alerts_and_releases_only_and_acknowledges_as_itself(
     assert sent.status_code == 302 and "sent=" in sent.headers["Location"]
     cluster.run_alerts_stage()
     assert cluster.agency_alerts(ori)[alert_id] == "ACKNOWLEDGED"
+    for unit, client in watching.items():  # the units' open pages read only what arrived since, and see it
+        assert f'data-alert="{alert_id}" data-status="ACKNOWLEDGED"' in client.get("/alerts").get_data(as_text=True)
     audited = [everyone.decode(r.value) for r in topic_records(cluster.login("hub"), AUDIT.name(PREFIX))]
     assert any(getattr(a, "principal", "") == agency_principal(ori) and alert_id in a.subject_ids
                and "ACKNOWLEDGED (by Sgt. R. Ortiz)" in a.detail for a in audited), "audited as the agency"

@@ -17,6 +17,7 @@ from consumers.sharing import route
 from consumers.stage import Message
 from consumers.stages import STAGES
 from consumers.stages.route import RouteStage
+from hub.exceptions import TopicMissingError
 from consumers.state import MemoryPartitionStore, State
 from hub.auditing import principal_of
 from hub.control import applied_revision, apply_registry, document_of
@@ -292,3 +293,24 @@ def test_a_router_without_its_topics_says_which_and_how_to_create_them(hub_setti
         StageRunner(RouteStage(), hub_settings).run()
     assert "changelog.route" in str(missing.value) and "hub topics init" in str(missing.value)
 
+
+
+@pytest.mark.kafka
+def test_a_missing_agency_topic_stops_the_router_with_what_to_do_and_nothing_half_written(hub_settings):
+    """A deployment upgraded without `hub topics init` lacks agency.<ORI>: the stage stops and says so at once,
+    rather than hang a transaction per retry; the record is not dead-lettered (it did nothing wrong)."""
+    _setup(hub_settings, [])
+    apply_registry(settings=hub_settings, applied_by="test")
+    record = canonical(event("CACBP0100", port="SAN_YSIDRO"))
+    codec = codec_with_keys(hub_settings, [record])
+    producer = make_producer(hub_settings)
+    producer.send(hub_settings.topic(CANONICAL.pattern), key=record.canonical_id.encode(), value=codec.encode(record))
+    producer.flush()
+    producer.close()
+    with pytest.raises(TopicMissingError, match="agency.CACBP0100") as stopped:
+        _drain(hub_settings, RouteStage())
+    assert "hub topics init" in str(stopped.value)
+    assert _audit(hub_settings) == [] and topic_records(hub_settings, hub_settings.topic("deadletter.route")) == []
+    _setup(hub_settings, ["CACBP0100"])
+    _drain(hub_settings, RouteStage())  # once created, the same record goes through
+    assert {d.record_id for d in _audit(hub_settings)} == {record.canonical_id}

@@ -11,10 +11,10 @@ from rich.table import Table
 
 from consumers.audit import ChainReport
 from hub import audit_queries
-from hub.checkpoints import public_key_path, write_checkpoint
+from hub.checkpoints import public_key_path, publish_checkpoint, write_checkpoint
 from hub.cli import app, console
 from hub.settings import get_settings
-from schemas.topics import AUDIT_CHAIN
+from schemas.topics import AUDIT_CHAIN, AUDIT_CHECKPOINTS
 
 audit_app = typer.Typer(help="The audit log (audit.chain): verify its hash chains, query disseminations.",
                         no_args_is_help=True)
@@ -73,7 +73,9 @@ def checkpoint(
         raise typer.Exit(1)
     heads = [r.last for r in reports if r.last is not None]
     path = write_checkpoint(heads, settings.topic(AUDIT_CHAIN.pattern), settings, out)
-    console.print(f"checkpoint of {len(heads)} chains written to {path} (public key: {public_key_path(settings)})",
+    publish_checkpoint(path, settings)
+    console.print(f"checkpoint of {len(heads)} chains written to {path} and published on "
+                  f"{settings.topic(AUDIT_CHECKPOINTS.pattern)} (public key: {public_key_path(settings)})",
                   highlight=False)
 
 

@@ -13,8 +13,10 @@ from rich.table import Table
 
 from consumers.registry import load_registry
 from consumers.replay import REPLAYED_STAGES
+from consumers.sharing import told_owners
 from hub import deployment
 from hub.access import load_auditors
+from hub.checkpoints import public_key_path
 from hub.cli import app, console
 from hub.deployment import Deployment, Party
 from hub.kafka import make_consumer, read_topic
@@ -59,9 +61,11 @@ def demo(
         console.rule("6. the BEST task forces' feeds (routed by dedup and the alerts stage; "
                      "hub subscribe as tf-<unit>)")
         _show_feeds(parties)
-        console.rule("7. the auditor's view (hub replay --compare as hub; hub run seal; hub audit as auditor-oig)")
+        console.rule("7. the auditor's view (hub replay --compare, hub run seal, hub audit checkpoint as hub; "
+                     "hub audit as auditor-oig)")
         _replay(parties.hub)
         _run_stage(parties, "seal", stages)
+        _checkpoint(parties.hub)
         _audit(parties.auditors["oig"], canonical)
     finally:
         with console.status("stopping the hub's stages (SIGTERM)"):
@@ -80,11 +84,11 @@ def _show_console(parties: Deployment) -> None:
     console.rule("8. the analysts' console (hub console, on a web host holding only the CA)")
     unit, auditor = next(iter(parties.task_forces.values())), parties.auditors["oig"]
     alerts = _latest(parties.operator.settings, ALERTS.pattern, lambda a: a.alert_id).values()
-    waiting = Counter(p.agency.ori for a in alerts if a.status in ("OPEN", "ESCALATED") for p in a.parties)
+    waiting = Counter(ori for a in alerts if a.status in ("OPEN", "ESCALATED") for ori in told_owners(a))
     ori = max(parties.agencies, key=lambda candidate: waiting[candidate])
     agency = parties.agencies[ori]
     with console.status("starting hub console, and hub run alerts to apply what agencies do there"):
-        process, address = deployment.start_console(unit)
+        process, address = deployment.start_console(unit, public_key_path(parties.hub.settings))
         stage = deployment.keep_running(parties.hubs[0], "alerts", "run", "alerts", "--instance", "0",
                                         env={"HUB_LOG_FORMAT": "json"})
     console.print(f"The console is at {address} (pid {process.pid}), with the alerts stage (pid {stage.pid}) applying "
@@ -97,7 +101,8 @@ def _show_console(parties: Deployment) -> None:
                   f"the alerts it is a party to ({waiting[ori]} open or escalated) with acknowledge and "
                   "resolve, and who received each of its records")
     table.add_row("an auditor", auditor.principal, auditor.settings.sasl_password or "",
-                  "the audit chains verified, who saw a record, an agency's releases")
+                  "the audit chains verified, the last signed checkpoint, replays, who saw a record, an agency's "
+                  "releases")
     console.print(table)
 
 
@@ -205,6 +210,14 @@ def _audit(auditor: Party, canonical: dict[str, CanonicalEvent]) -> None:
         console.print(f"$ hub {' '.join(command)}  [dim](as {auditor.name})[/]", style="bold", highlight=False)
         done = deployment.run(auditor, *command, env=QUIET)
         console.print(done.stdout.rstrip(), highlight=False)
+
+
+def _checkpoint(hub: Party) -> None:
+    """The hub signs where the audit chains stand and publishes it (the console shows auditors the last one)."""
+    console.print(f"$ hub audit checkpoint  [dim](as {hub.name})[/]", style="bold")
+    done = deployment.run(hub, "audit", "checkpoint", env=QUIET)
+    written = done.stdout.find("checkpoint of")  # the verification's table came first: `hub audit verify` shows it
+    console.print(done.stdout[max(written, 0):].rstrip(), highlight=False)
 
 
 def _latest(settings: HubSettings, topic: str, key_of: Callable) -> dict:

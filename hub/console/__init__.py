@@ -5,7 +5,9 @@ Each user signs in as a hub principal with that principal's own Kafka password, 
 login and no other: the broker checks the password at sign-in, and its ACLs decide what each page can show, so the
 console can never show what the principal could not read from Kafka itself. Logins live only in this process's
 memory, behind a random session token in a signed, HTTP-only cookie. Pages are rendered on the server (Flask and
-Jinja); the one script polls for new items. The base map ships with the project (:mod:`hub.console.basemap`).
+Jinja); the one script polls for new items, and a task force's feed is kept per user and read incrementally
+(:class:`hub.console.feed.LiveFeed`), outside the unit's consumer group. The base map ships with the project
+(:mod:`hub.console.basemap`).
 """
 
 from __future__ import annotations
@@ -13,18 +15,20 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
 
+from consumers.exceptions import FeedMissingError
 from consumers.stages.alerts import ALLOWED
 from hub import audit_queries
 from hub.access import AGENCY, AUDITOR, MECHANISM, TASK_FORCE
 from hub.alerts import AgencyFeed, act_on_alert, read_agency_feed
 from hub.console import basemap
-from hub.console.feed import Filters, FeedRow, FeedView, doses_by_port, drug_mix, read_feed, weight_by_port_month
+from hub.console.feed import Filters, FeedRow, FeedView, LiveFeed, doses_by_port, drug_mix, weight_by_port_month
 from hub.exceptions import AuthenticationFailedError, ConsoleSignInError, HubError, KafkaUnavailableError
 from hub.kafka import make_consumer
 from hub.settings import HubSettings
@@ -42,10 +46,11 @@ RELEASES_SHOWN = 500
 
 @dataclass(frozen=True)
 class SignedIn:
-    """A signed-in user: the principal, and the settings that connect as it."""
+    """A signed-in user: the principal, the settings that connect as it, and a task force's feed as last read."""
 
     principal: str
     settings: HubSettings
+    live: LiveFeed | None = None
 
     @property
     def unit_id(self) -> str:
@@ -115,8 +120,9 @@ def by_status(alerts: list[DeconflictionAlert]) -> list[tuple[AlertStatus, list[
     return [(status, [a for a in ordered if a.status == status]) for status in STATUS_ORDER]
 
 
-def create_app(settings: HubSettings) -> Flask:
-    """The console's WSGI app, reading the cluster ``settings`` name (their login is never used)."""
+def create_app(settings: HubSettings, checkpoint_key: Path | None = None) -> Flask:
+    """The console's WSGI app, reading the cluster ``settings`` name (their login is never used); the auditor's page
+    checks the last signed checkpoint with ``checkpoint_key``, the hub's public key as this host holds it."""
     app = Flask(__name__)
     app.secret_key = secrets.token_bytes(32)  # sessions last as long as this process
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
@@ -129,8 +135,9 @@ def create_app(settings: HubSettings) -> Flask:
             return users.get(session.get("token", ""))
 
     def feed_of(user: SignedIn) -> FeedView:
+        assert user.live is not None  # every task force's sign-in opens its feed
         try:
-            return read_feed(user.settings, user.unit_id)
+            return user.live.view()
         except (KafkaUnavailableError, AuthenticationFailedError) as exc:
             abort(503, f"cannot read the feed: {exc}")
 
@@ -170,7 +177,9 @@ def create_app(settings: HubSettings) -> Flask:
         principal = request.form.get("principal", "").strip()
         try:
             user = sign_in(settings, principal, request.form.get("password", ""))
-        except (ConsoleSignInError, KafkaUnavailableError) as exc:
+            if user.is_task_force:
+                user = replace(user, live=LiveFeed(user.settings, user.unit_id))
+        except (ConsoleSignInError, KafkaUnavailableError, FeedMissingError) as exc:
             return render_template("signin.html", error=exc.message, principal=principal), 401
         token = secrets.token_urlsafe(32)
         with lock:
@@ -181,7 +190,9 @@ def create_app(settings: HubSettings) -> Flask:
     @app.post("/signout")
     def signout() -> Any:
         with lock:
-            users.pop(session.pop("token", ""), None)
+            user = users.pop(session.pop("token", ""), None)
+        if user is not None and user.live is not None:
+            user.live.close()
         return redirect(url_for("signin_form"))
 
     def feed_page(template: str, **figures: Callable[[list[FeedRow]], Any]) -> Any:
@@ -282,11 +293,13 @@ def create_app(settings: HubSettings) -> Flask:
         record_id, agency = request.args.get("record", "").strip(), request.args.get("agency", "").strip()
         try:
             check = audit_queries.verify_chains(user.settings, COMPONENT)
+            checkpoint = audit_queries.last_checkpoint(user.settings, COMPONENT, checkpoint_key)
+            replays = audit_queries.replay_runs(user.settings, COMPONENT)
             who = audit_queries.who_saw(user.settings, record_id, COMPONENT, withheld=True) if record_id else None
             released = audit_queries.releases(user.settings, agency, COMPONENT) if agency else None
         except (KafkaUnavailableError, AuthenticationFailedError) as exc:
             abort(503, f"cannot read the audit log: {exc}")
         return render_template("audit.html", user=user, check=check, record_id=record_id, who=who, agency=agency,
-                               released=released)
+                               released=released, checkpoint=checkpoint, replays=replays)
 
     return app

@@ -2,11 +2,12 @@
 
 Rows are built from :class:`FeedItem` only, so they reveal exactly what the sharing rules let the unit see: a
 pointer has no place, drugs or weights, only whom to call. Pure functions, tested without a broker;
-:func:`read_feed` is the one place that reads Kafka, through the subscriber SDK and the signed-in principal's login.
+:class:`LiveFeed` is the one place that reads Kafka, through the subscriber SDK and the signed-in principal's login.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -126,20 +127,43 @@ class FeedView:
                 "port": sorted({r.port for r in self.rows if r.port})}
 
 
+class LiveFeed:
+    """A unit's feed kept in memory for one signed-in user and brought up to date on each look: the first read takes
+    the whole feed, later ones only what arrived since. It reads outside the unit's consumer group, so the console
+    never moves the position the unit's own subscribers carry on from."""
+
+    def __init__(self, settings: HubSettings, unit_id: str) -> None:
+        self.unit_id = unit_id
+        self._subscriber = Subscriber(unit_id, settings, start="beginning", commit=False)
+        self._items: dict[str, FeedItem] = {}
+        self._revisions = 0
+        self._lock = threading.Lock()  # the server's threads may serve one user's page and poll at once
+
+    def view(self) -> FeedView:
+        """The feed as it stands now: latest revision per record, a purged record gone (its notice kept)."""
+        with self._lock:
+            for item in self._subscriber.items(idle_s=0):
+                self._items[record_id_of(item)] = item
+                self._revisions += 1
+            notices = list(self._subscriber.notices)
+            for notice in notices:
+                self._items.pop(notice.record_id, None)
+            items = list(self._items.values())
+        rows = sorted((row_of(item) for item in items), key=lambda r: r.when, reverse=True)
+        return FeedView(self.unit_id, rows, notices, [item.alert for item in items if item.alert is not None],
+                        self._revisions + len(notices))
+
+    def close(self) -> None:
+        self._subscriber.close()
+
+
 def read_feed(settings: HubSettings, unit_id: str) -> FeedView:
-    """The whole feed of ``unit_id``, read with ``settings``' login (the broker refuses any other unit's), latest
-    revision per item (a purged item is gone; its notice is kept)."""
-    items: dict[str, FeedItem] = {}
-    revisions = 0
-    with Subscriber(unit_id, settings, start="beginning") as subscriber:
-        for revisions, item in enumerate(subscriber.items(idle_s=0.5), 1):
-            items[record_id_of(item)] = item
-        notices = list(subscriber.notices)
-    for notice in notices:
-        items.pop(notice.record_id, None)
-    rows = sorted((row_of(item) for item in items.values()), key=lambda r: r.when, reverse=True)
-    return FeedView(unit_id, rows, notices, [item.alert for item in items.values() if item.alert is not None],
-                    revisions + len(notices))
+    """The whole feed of ``unit_id``, read once with ``settings``' login (the broker refuses any other unit's)."""
+    live = LiveFeed(settings, unit_id)
+    try:
+        return live.view()
+    finally:
+        live.close()
 
 
 def record_id_of(item: FeedItem) -> str:
