@@ -675,7 +675,8 @@ def quix_drain(settings: HubSettings, agencies: list[str]) -> list[PipelineResul
     producer.close()
     inputs = len(records)
     audit = [TopicPartition(f"{settings.topic_prefix}{QUIX_PREFIX}{AUDIT.name()}", p) for p in range(AUDIT.partitions)]
-    process = spawn.Process(target=_quix_in_process, args=(settings, progress, stop), daemon=True, name="bench-quix")
+    process = spawn.Process(target=_quix_in_process, args=(settings, agencies, progress, stop), daemon=True,
+                            name="bench-quix")
     process.start()
     deadline = time.monotonic() + max(120.0, inputs / 10)
     written, last_moved = -1, 0.0
@@ -717,10 +718,10 @@ def _work_without_kafka(settings: HubSettings, values: list[bytes]) -> PipelineR
                           len(values), time.perf_counter() - started, peak_rss_mb=_peak_rss_mb())
 
 
-def _quix_in_process(settings: HubSettings, progress: Any, stop: Any) -> None:
+def _quix_in_process(settings: HubSettings, agencies: list[str], progress: Any, stop: Any) -> None:
     from hub.quix_baseline import run_quix_app
 
-    run_quix_app(settings, progress, stop)
+    run_quix_app(settings, agencies, progress, stop)
     progress.peak_rss_mb.value = _peak_rss_mb()
 
 

@@ -6,7 +6,8 @@ record it does what dedup (which routes) does: open the sealed record with the h
 it, keep dedup state in Quix's RocksDB store (exact repeats, re-submissions, and the cross-agency content match with
 the hub's own record linkage over hour buckets), route the canonical event with the hub's sharing policy and registry, and
 seal and encode every output (the canonical event, one feed item per unit it goes to, one audit record listing every
-unit's decision), all exactly-once. The outputs go to topics of its own (``quix.*`` under the run's prefix).
+unit's decision, and that record again on each owner's ``agency.<ORI>``), all exactly-once. The outputs go to topics
+of its own (``quix.*`` under the run's prefix).
 
 Left out, so the figure flatters Quix slightly: citations, BLACK twins and primacy moves; the other stages
 (intake, correlate, deconflict, alerts, seal) do not run at all. The ratio it gives is therefore one of runtimes
@@ -32,7 +33,7 @@ from hub.control import applied_revision
 from hub.settings import HubSettings
 from hub.vault import hub_codec
 from schemas.models import CanonicalEvent, CaseEvent, DedupDecision, DedupRule, EventType
-from schemas.topics import AUDIT, CANONICAL, FEED, INGESTED
+from schemas.topics import AGENCY_FEED, AUDIT, CANONICAL, FEED, INGESTED
 
 QUIX_PREFIX = "quix."
 #: Its input: the benchmark copies every ``events.ingested.<ORI>`` record here, partition for partition.
@@ -51,7 +52,8 @@ class QuixProgress:
 class DedupAndRoute:
     """One input record in, its encoded outputs ``(logical topic, key, value)`` out; Quix keeps ``state`` per key."""
 
-    def __init__(self, settings: HubSettings) -> None:
+    def __init__(self, settings: HubSettings, agencies: list[str] = ()) -> None:
+        self.agencies = list(agencies)  # the owners the router tells on their own topics (agency.<ORI>)
         revision = applied_revision(settings)
         if revision is None:
             raise RuntimeError("no task-force registry applied in the benchmark's namespace")
@@ -62,7 +64,8 @@ class DedupAndRoute:
     def outputs(self) -> list[str]:
         """Every logical topic it may write."""
         units = sorted(unit.unit_id for unit in self.router.registry.task_forces)  # type: ignore[union-attr]
-        return [CANONICAL.pattern, AUDIT.name(), *(FEED.name(unit=unit) for unit in units)]
+        return [CANONICAL.pattern, AUDIT.name(), *(FEED.name(unit=unit) for unit in units),
+                *(AGENCY_FEED.name(ori=ori) for ori in self.agencies)]
 
     def __call__(self, value: bytes, state: Any) -> list[tuple[str, bytes, bytes]]:
         event: CaseEvent = self.codec.decode(value)
@@ -118,8 +121,9 @@ class DedupAndRoute:
         return _credited(previous, credit_of(event, DedupRule.CROSS_AGENCY_MATCH, score), decision)
 
 
-def run_quix_app(settings: HubSettings, progress: QuixProgress, stop: Any) -> None:
-    """Run the application until ``stop`` is set (in a process of its own: spawned by the benchmark)."""
+def run_quix_app(settings: HubSettings, agencies: list[str], progress: QuixProgress, stop: Any) -> None:
+    """Run the application over ``agencies``' records until ``stop`` is set (in a process of its own: spawned by
+    the benchmark)."""
     # confluent-kafka's schema-registry client, which Quix Streams imports, warns about its own httpx dependency.
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     from quixstreams import Application
@@ -144,7 +148,7 @@ def run_quix_app(settings: HubSettings, progress: QuixProgress, stop: Any) -> No
         def __call__(self, value: tuple[str, bytes, bytes], ctx: Any) -> bytes:
             return value[2]
 
-    work = DedupAndRoute(settings)
+    work = DedupAndRoute(settings, agencies)
     topics = {logical: app.topic(f"{settings.topic_prefix}{QUIX_PREFIX}{logical}", value_serializer=EncodedValue(),
                                  config=config) for logical in work.outputs()}
 

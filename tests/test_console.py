@@ -35,7 +35,7 @@ from hub.topics import ensure_topics, hub_topics
 from producers.publisher import Publisher
 from producers.sample import generate
 from schemas.codec import Codec
-from schemas.models import AuditEventType, DeconflictionAlert
+from schemas.models import AuditEventType, DeconflictionAlert, FeedItem
 from schemas.topics import AGENCY_FEED, ALERTS, AUDIT, AUDIT_CHAIN, AUDIT_QUERIES, FEED
 from tests.conftest import running_local_broker, topic_records
 
@@ -101,11 +101,14 @@ class Cluster:
     def login(self, principal: str):
         return self.admin.model_copy(update=credentials_for(principal, self.admin))
 
-    def feed_ids(self, unit: str) -> set[str]:
-        """The item ids the unit's feed holds now: each record's latest revision."""
+    def feed_items(self, unit: str) -> dict[str, FeedItem]:
+        """The items the unit's feed holds now, by item id: each record's latest revision."""
         hub = self.login("hub")
         latest = {r.key: r.value for r in topic_records(hub, FEED.name(PREFIX, unit=unit))}
-        return {Codec().decode(value).item_id for value in latest.values() if value is not None}
+        return {item.item_id: item for item in (Codec().decode(v) for v in latest.values() if v is not None)}
+
+    def feed_ids(self, unit: str) -> set[str]:
+        return set(self.feed_items(unit))
 
     def agency_alerts(self, ori: str) -> dict[str, str]:
         """Alert id -> status, as the hub wrote them to the agency's own topic."""
@@ -289,6 +292,8 @@ def test_an_agency_sees_its_alerts_and_releases_only_and_acknowledges_as_itself(
     assert watching, "a party's unit holds the alert in its feed"
     assert agency.post(f"/alerts/{alert_id}", data={"action": "acknowledge", "by": ""}).status_code == 400, \
         "who acted is named"
+    too_long = agency.post(f"/alerts/{alert_id}", data={"action": "resolve", "by": "x" * 10_000})
+    assert too_long.status_code == 400 and b"actor" in too_long.data, "a field the contract refuses, named"
     sent = agency.post(f"/alerts/{alert_id}", data={"action": "acknowledge", "by": "Sgt. R. Ortiz",
                                                     "note": "called HSI"})
     assert sent.status_code == 302 and "sent=" in sent.headers["Location"]
@@ -343,7 +348,8 @@ def test_a_task_force_an_agency_and_an_auditor_sign_in_with_chromium_and_see_the
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     shots = Path(os.environ.get("HUB_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    unit = cluster.units[0]
+    unit = max(cluster.units, key=lambda u: sum(item.event is not None and item.event.primary.handling.dissemination
+                                                 == "BLACK" for item in cluster.feed_items(u).values()))
     login = cluster.login(task_force_principal(unit))
 
     def sign_out_and_in(principal: str, home: str) -> None:
@@ -363,7 +369,13 @@ def test_a_task_force_an_agency_and_an_auditor_sign_in_with_chromium_and_see_the
         WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/feed"))
         assert driver.find_element(By.ID, "principal").text == login.sasl_username
         rows = driver.find_elements(By.CSS_SELECTOR, "#feed tbody tr[data-item]")
-        assert {r.get_attribute("data-item") for r in rows} == cluster.feed_ids(unit)
+        shown = {r.get_attribute("data-item") for r in rows}
+        assert shown == cluster.feed_ids(unit), "its own items, all of them"
+        members = {ori for u in load_registry().task_forces if u.unit_id == unit for ori in u.agencies}
+        black = [item.event for item_id, item in cluster.feed_items(unit).items() if item_id in shown
+                 and item.event is not None and item.event.primary.handling.dissemination == "BLACK"]
+        assert black and all(members & set(event.agencies) for event in black), \
+            "the unit's own BLACK records are on its page, and no BLACK record it does not own"
         Select(driver.find_element(By.ID, "filter-kind")).select_by_visible_text("SEIZURE")
         driver.find_element(By.CSS_SELECTOR, "#filters button").click()
         WebDriverWait(driver, 30).until(lambda d: "kind=SEIZURE" in d.current_url)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
+from pydantic import ValidationError
 
 from consumers.exceptions import FeedMissingError
 from consumers.stages.alerts import ALLOWED
@@ -32,6 +33,7 @@ from hub.console.feed import Filters, FeedRow, FeedView, LiveFeed, doses_by_port
 from hub.exceptions import AuthenticationFailedError, ConsoleSignInError, HubError, KafkaUnavailableError
 from hub.kafka import make_consumer
 from hub.settings import HubSettings
+from schemas.codec import problems_of
 from schemas.models import AlertActionKind, AlertStatus, DeconflictionAlert
 
 #: How the console names itself in the audit log's query records.
@@ -147,6 +149,15 @@ def create_app(settings: HubSettings, checkpoint_key: Path | None = None) -> Fla
         except (KafkaUnavailableError, AuthenticationFailedError) as exc:
             abort(503, f"cannot read {user.ori}'s alerts and releases: {exc}")
 
+    def alerts_of(user: SignedIn) -> tuple[list[DeconflictionAlert], int]:
+        """A party's alerts (an agency's from its own topic, a task force's from its feed), and how many records the
+        list was built from (the live page reloads when that moves)."""
+        if user.is_agency:
+            found = agency_feed_of(user)
+            return list(found.alerts.values()), len(found.alerts) + len(found.releases)
+        view = feed_of(user)
+        return view.alerts, view.revisions
+
     def signed_in(allowed: Callable[[SignedIn], bool], refusal: str) -> SignedIn:
         """The signed-in user, if ``allowed`` to see the page (403 with ``refusal`` if not, 401 if nobody is)."""
         user = current()
@@ -226,23 +237,14 @@ def create_app(settings: HubSettings, checkpoint_key: Path | None = None) -> Fla
             return redirect(url_for("signin_form"))
         if user.is_auditor:
             abort(403, "an auditor reads the audit log, not a party's alerts")
-        if user.is_agency:
-            found = agency_feed_of(user)
-            listed, count = list(found.alerts.values()), len(found.alerts) + len(found.releases)
-        else:
-            view = feed_of(user)
-            listed, count = view.alerts, view.revisions
+        listed, count = alerts_of(user)
         return render_template("alerts.html", user=user, groups=by_status(listed), count=count,
                                sent=request.args.get("sent"), kinds=list(AlertActionKind))
 
     @app.get("/alerts/count")
     def alerts_count() -> Any:
         """What the alerts page's script polls: it reloads when the count moves (an action adds a release too)."""
-        user = signed_in(lambda u: not u.is_auditor, "an auditor has no alerts")
-        if user.is_agency:
-            found = agency_feed_of(user)
-            return jsonify(count=len(found.alerts) + len(found.releases))
-        return jsonify(count=feed_of(user).revisions)
+        return jsonify(count=alerts_of(signed_in(lambda u: not u.is_auditor, "an auditor has no alerts"))[1])
 
     @app.post("/alerts/<alert_id>")
     def act(alert_id: str) -> Any:
@@ -257,6 +259,8 @@ def create_app(settings: HubSettings, checkpoint_key: Path | None = None) -> Fla
             abort(400, "name the officer acting (recorded in the alert and the audit log)")
         try:
             act_on_alert(user.settings, kind, alert_id, user.ori, actor, request.form.get("note", "").strip())
+        except ValidationError as exc:
+            abort(400, "; ".join(f"{field}: {reason}" for field, reason in problems_of(exc)))
         except HubError as exc:
             abort(503 if isinstance(exc, KafkaUnavailableError) else 403, exc.message)
         return redirect(url_for("alerts", sent=f"{kind.lower()} of {alert_id}"))
