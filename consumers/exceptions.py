@@ -15,6 +15,14 @@ class StageError(ConsumerError):
     hint = "Inspect the message in the stage's dead-letter topic (`kcat -C -t <prefix>deadletter.<stage>`)."
 
 
+class UpdateTooLateError(StageError):
+    """A later version of a record arrived after the event it updates left the stage's state (its retention in
+    event time): it is dead-lettered rather than dropped, so nothing is lost unseen."""
+
+    hint = ("Raise HUB_DEDUP_RETENTION_DAYS if agencies' updates often come this late; the record waits in "
+            "deadletter.dedup with this reason.")
+
+
 class StateError(ConsumerError):
     """A state store could not be opened or restored."""
 

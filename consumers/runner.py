@@ -755,6 +755,7 @@ class StageRunner(ConsumerRebalanceListener):
                 PURGED_SKIPPED.labels(self.stage.name).inc()  # purged under retention: as if never written
                 return
             event_time = self._event_time_of(message)
+            state.hide_expired(self.stage.grace.total_seconds())
             outputs = self.stage.process(message, state)
             # Encoded and checked before anything is sent: a derived record that cannot be written (one of its
             # reports was purged, it would exceed the message limit) rejects its input as a whole.
@@ -774,6 +775,7 @@ class StageRunner(ConsumerRebalanceListener):
             self._dead_letter(record, exc)
             return
         state.keep_last()
+        state.advance_clock(record.topic, event_time, record.timestamp)
         tp = TopicPartition(record.topic, record.partition)
         self._stream_time[tp] = max(self._stream_time.get(tp, 0.0), event_time)
         stamp = record.timestamp if self.stage.output_timestamps == "carried" else self._received_stamp()
@@ -872,9 +874,11 @@ class StageRunner(ConsumerRebalanceListener):
         pending: dict[int, tuple[list[StateWrite], Any]] = {}
         self._destroyed_since = set()
         watermarks = []
+        grace_s = self.stage.grace.total_seconds()
         for partition, state in self._states.items():
-            watermarks.append(self._watermark(partition))
-            state.expire(watermarks[-1] - self.stage.grace.total_seconds())
+            # never ahead of what reads already leave out (the state's clock), so a delete changes no decision
+            watermarks.append(min(self._watermark(partition), state.clock(grace_s)))
+            state.expire(watermarks[-1] - grace_s)
             writes = []
             last = None
             for write in state.take_writes():
@@ -893,7 +897,7 @@ class StageRunner(ConsumerRebalanceListener):
         self._committed_as(self._in_doubt)
         self._offsets = {}
         self._in_transaction = False
-        self._observe_commit(time.monotonic() - started, min((w for w in watermarks if w), default=0.0))
+        self._observe_commit(time.monotonic() - started, min((w for w in watermarks if w > 0), default=0.0))
 
     def _observe_commit(self, seconds: float, watermark: float) -> None:
         """The committed batch's figures: commit latency, watermark, feed latency, counted outputs."""

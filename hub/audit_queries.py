@@ -8,11 +8,12 @@ that cannot be recorded does not run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import groupby
 from pathlib import Path
+from typing import Any
 
 from consumers.audit import ChainReport, verify_chain
 from hub.auditing import record_query
@@ -48,15 +49,23 @@ def sealed_records(settings: HubSettings, query: str, component: str) -> Iterato
     """Every audit record as sealed into the chain, with its seal; ``query`` is recorded first, as ``component``
     under the connected principal."""
     record_query(component, query, settings)
+    yield from _opened(read_topic(settings.topic(AUDIT_CHAIN.pattern), settings))
+
+
+def _opened(records: Iterable[Any]) -> Iterator[tuple[AuditSeal, AvroModel]]:
     codec = Codec()
-    for record in read_topic(settings.topic(AUDIT_CHAIN.pattern), settings):
+    for record in records:
         item = codec.decode(record.value)
         yield item, codec.decode(item.record)
 
 
 def sealed_decisions(settings: HubSettings, query: str, component: str) -> Iterator[Delivery]:
     """Routing decisions as sealed into the chain (the record of what was actually sent)."""
-    for item, audited in sealed_records(settings, query, component):
+    return _decisions(sealed_records(settings, query, component))
+
+
+def _decisions(sealed: Iterable[tuple[AuditSeal, AvroModel]]) -> Iterator[Delivery]:
+    for item, audited in sealed:
         for decision in routing_decisions(audited):
             yield item, decision
 
@@ -64,7 +73,11 @@ def sealed_decisions(settings: HubSettings, query: str, component: str) -> Itera
 def replay_runs(settings: HubSettings, component: str) -> list[AuditEvent]:
     """Every replay run (``hub replay``) as sealed into the chain, newest first: what was replayed, by whom, and how
     many differences its comparison found (a FAILURE outcome when there were any)."""
-    runs = [audited for _, audited in sealed_records(settings, "replays", component)
+    return _replay_runs(sealed_records(settings, "replays", component))
+
+
+def _replay_runs(sealed: Iterable[tuple[AuditSeal, AvroModel]]) -> list[AuditEvent]:
+    runs = [audited for _, audited in sealed
             if isinstance(audited, AuditEvent) and audited.event_type == AuditEventType.REPLAY_RUN]
     return sorted(runs, key=lambda run: run.recorded_at, reverse=True)
 
@@ -84,8 +97,12 @@ def verify_chains(settings: HubSettings, component: str, from_checkpoint: Path |
     topic = settings.topic(AUDIT_CHAIN.pattern)
     starts = {h.partition: h for h in read_checkpoint(from_checkpoint, topic, settings, public_key)} \
         if from_checkpoint else {}
+    return _checked(read_topic(topic, settings), starts)
+
+
+def _checked(records: Iterable[Any], starts: dict[int, Any]) -> ChainCheck:
+    """Each partition's chain recomputed over ``records`` (read in partition order)."""
     codec = Codec()
-    records = read_topic(topic, settings)
     reports = [verify_chain(partition, ((r.offset, r.value) for r in group), codec, starts.get(partition))
                for partition, group in groupby(records, key=lambda r: r.partition)]
     reports += [verify_chain(partition, [], codec, start) for partition, start in starts.items()
@@ -106,7 +123,11 @@ def delivered(settings: HubSettings, query: str, component: str, since: datetime
 def who_saw(settings: HubSettings, record_id: str, component: str, *, withheld: bool = False) -> list[Delivery]:
     """Every decision to send the record (a report's event id, a canonical id or an alert id) to a unit, and with
     ``withheld`` every decision not to."""
-    return [(sealed, decision) for sealed, decision in sealed_decisions(settings, f"who-saw {record_id}", component)
+    return _who_saw(sealed_decisions(settings, f"who-saw {record_id}", component), record_id, withheld)
+
+
+def _who_saw(decisions: Iterable[Delivery], record_id: str, withheld: bool) -> list[Delivery]:
+    return [(sealed, decision) for sealed, decision in decisions
             if (record_id in decision.event_ids or record_id == decision.record_id)
             and (withheld or decision.form != ShareForm.WITHHELD)]
 
@@ -123,3 +144,29 @@ def releases(settings: HubSettings, agency: str, component: str, since: datetime
     """The owner's view (28 CFR 23.20(g)): every release of the agency's records outside it."""
     return list(delivered(settings, f"releases --agency {agency}", component, since, until,
                           lambda d: agency in d.owner_oris))
+
+
+@dataclass(frozen=True)
+class AuditorView:
+    """What the console's audit page shows, from one read of the chain."""
+
+    check: ChainCheck
+    replays: list[AuditEvent]
+    who_saw: list[Delivery] | None  # every decision about the record asked for, withheld ones too
+    releases: list[Delivery] | None  # every release of the agency's records asked for
+
+
+def auditor_view(settings: HubSettings, component: str, record_id: str = "", agency: str = "") -> AuditorView:
+    """The chain's integrity, the replays run and, when asked, who saw a record and an agency's releases, all from
+    one read of ``audit.chain``: each look is recorded first, as the separate queries record it."""
+    looks = ["verify", "replays", *([f"who-saw {record_id}"] if record_id else []),
+             *([f"releases --agency {agency}"] if agency else [])]
+    for look in looks:
+        record_query(component, look, settings)
+    records = list(read_topic(settings.topic(AUDIT_CHAIN.pattern), settings))
+    sealed = list(_opened(records))
+    decisions = list(_decisions(sealed))
+    released = [(s, d) for s, d in decisions if d.form != ShareForm.WITHHELD and agency in d.owner_oris]
+    return AuditorView(_checked(records, {}), _replay_runs(sealed),
+                       _who_saw(decisions, record_id, withheld=True) if record_id else None,
+                       released if agency else None)

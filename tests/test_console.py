@@ -248,10 +248,15 @@ def test_an_auditor_sees_the_chain_who_saw_and_releases_and_each_query_is_audite
     assert "release(s) of " + owner in page and f"<td>{unit}</td>" in page.split('id="releases"', 1)[1]
     queries = [codec.decode(r.value) for r in topic_records(hub, AUDIT_QUERIES.name(PREFIX))]
     asked = [(q.principal, q.detail) for q in queries if q.component == "hub console"]
-    assert (auditor_principal(AUDITOR), f"who-saw {event.canonical_id}") in asked
+    assert {(auditor_principal(AUDITOR), look) for look in ("verify", "replays", f"who-saw {event.canonical_id}",
+                                                         f"releases --agency {owner}")} <= set(asked)
     assert {principal for principal, _ in asked} == {auditor_principal(AUDITOR)}
     analyst = _signed_in(cluster, task_force_principal(unit))
     assert analyst.get("/audit").status_code == 403, "a task force reads no audit log"
+    view = audit_queries.auditor_view(hub, "test", event.canonical_id, owner)  # the page's one read of the chain
+    assert view.who_saw and view.who_saw == audit_queries.who_saw(hub, event.canonical_id, "test", withheld=True)
+    assert view.releases and view.releases == audit_queries.releases(hub, owner, "test")
+    assert view.check.records == audit_queries.verify_chains(hub, "test").records
 
 
 @pytest.mark.kafka

@@ -8,11 +8,13 @@ from datetime import timedelta
 
 import pytest
 
+from consumers.exceptions import UpdateTooLateError
 from consumers.registry import load_registry
 from consumers.sharing import route
 from consumers.stage import Message
 from consumers.stages.dedup import DedupConfig, DedupStage
 from consumers.state import MemoryPartitionStore, State
+from consumers.state.base import SEPARATOR
 from producers.sample import generate
 from schemas.models import CanonicalEvent, DedupRule
 from schemas.topics import dedup_block
@@ -146,16 +148,70 @@ def test_planted_duplicates_found_without_false_merges(seed):
 
 
 def test_state_expires_by_event_time():
-    stage = DedupStage(DedupConfig(retention_days=1))
+    """What a report is matched on goes after the retention; which reports and versions were seen (two small
+    entries) stays for the memory, so a re-sent report is still known."""
+    stage = DedupStage(DedupConfig(retention_days=1, memory_days=10))
     store = MemoryPartitionStore()
     state = State(store)
     event = make_event()
     stage.process(Message("ingest", 0, 0, b"k", event, 0), state)
     store.apply(state.take_writes(), None)
-    assert store.size() > 0
+    assert store.size() > 2
     state.expire((event.event_time + timedelta(days=2)).timestamp())
     store.apply(state.take_writes(), None)
+    assert sorted(key.split(SEPARATOR)[0] for key, _ in store.scan("")) == ["event", "record"]
+    state.expire((event.event_time + timedelta(days=11)).timestamp())
+    store.apply(state.take_writes(), None)
     assert store.size() == 0
+
+
+def _as_the_runner_runs(stage: DedupStage, events, commit_every: int) -> list[dict]:
+    """What ``stage`` writes for ``events``, run as the runner runs it on one partition: reads hide what the
+    partition's clock has expired; every ``commit_every`` events the batch commits and expired entries are deleted."""
+    store = MemoryPartitionStore()
+    state = State(store)
+    written = []
+    for n, event in enumerate(events, 1):
+        message = Message("ingest", 0, n, b"all", event, 0)
+        state.hide_expired(stage.grace.total_seconds())
+        written += [o.value.model_dump() for o in stage.process(message, state)]
+        state.keep_last()
+        state.advance_clock("ingest", stage.event_time(message), n)
+        if n % commit_every == 0:
+            state.expire(state.clock(stage.grace.total_seconds()) - stage.grace.total_seconds())
+            store.apply(state.take_writes(), None)
+    return written
+
+
+def test_what_dedup_decides_does_not_depend_on_where_commits_fall():
+    """A year of reports, then the same reports re-sent (an agency's export replayed): live commits every few
+    records, a replay in other batches; both must decide alike, and the re-sent reports repeat nothing even though
+    the events they belong to left the 30-day matching window long before."""
+    sample = generate(400, seed=3)
+    reports = sorted(sample.events, key=lambda e: e.report_time)
+    assert reports[-1].event_time - reports[0].event_time > timedelta(days=200), "the clock must pass expiries"
+    # and a partner's report citing a seizure whose event the clock expired long before it arrived
+    cbp = make_event(event_time=reports[0].event_time.isoformat())
+    late = make_event(source_agency=HSI, source_system="ICM", source_record_id="SD-9",
+                      event_time=reports[0].event_time.isoformat(), payload__seizure_number=None,
+                      record_references=[{"system": "SEACATS", "number": "2026250400000101", "ori": "CACBP0100"}])
+    reports = [cbp, *reports, late]
+    every_record = _as_the_runner_runs(DedupStage(), reports + reports, commit_every=1)
+    once = _as_the_runner_runs(DedupStage(), reports + reports, commit_every=10_000)
+    in_sevens = _as_the_runner_runs(DedupStage(), reports + reports, commit_every=7)
+    assert every_record == once == in_sevens
+    assert every_record == _as_the_runner_runs(DedupStage(), reports, commit_every=3), "re-sent reports repeat nothing"
+    [late_event] = [c for c in every_record if c["primary"]["event_id"] == late.event_id]
+    assert late_event["revision"] == 1 and len(late_event["reports"]) == 1, "too late to match: an event of its own"
+
+
+def test_an_update_after_its_event_left_state_is_dead_lettered_not_dropped():
+    stage = DedupStage(DedupConfig(retention_days=30))
+    first = make_event()
+    much_later = make_event(event_time=first.event_time + timedelta(days=90))
+    update = first.model_copy(update={"record_version": 2, "event_id": f"{first.event_id}-v2"})
+    with pytest.raises(UpdateTooLateError, match="left dedup's state 30 days of event time"):
+        _as_the_runner_runs(stage, [first, much_later, update], commit_every=1)
 
 
 def final_events(canonicals) -> dict[frozenset[str], str]:

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from consumers.exceptions import UpdateTooLateError
 from consumers.linkage import Comparison, Profile, cited_numbers, citation_signal, compare, own_numbers
 from consumers.normalize import entity_keys
 from consumers.stage import Message, Output, Stage, StageConfig
@@ -58,6 +59,9 @@ class DedupConfig(StageConfig):
     citation_floor: float = Field(-2.0, description="A citation merges unless the rest of the two reports scores "
                                   "below this, or a veto applies: then the events are only related.")
     retention_days: int = Field(30, gt=0, description="Event-time days a report stays matchable.")
+    memory_days: int = Field(1826, gt=0, description="Event-time days dedup remembers each report's id and version "
+                             "(a few bytes each), so that an agency re-sending old records (an export replayed, a "
+                             "system re-synced) repeats nothing: five years, 28 CFR 23's review period.")
 
 
 def probability(score: float) -> float:
@@ -78,6 +82,7 @@ class DedupStage(Stage):
     def __init__(self, config: DedupConfig | None = None) -> None:
         self.config = config or DedupConfig.from_env()
         self.retention = timedelta(days=self.config.retention_days)
+        self.memory = timedelta(days=self.config.memory_days)
 
     def event_time(self, message: Message) -> float:
         return message.value.event_time.timestamp()
@@ -85,14 +90,15 @@ class DedupStage(Stage):
     def process(self, message: Message, state: State) -> list[Output]:
         event: CaseEvent = message.value
         expires = event.event_time + self.retention
+        remembered = event.event_time + self.memory  # which reports and versions were seen: kept far longer
         report = record_key_ids(event)  # the event id within the publisher's ORI: no agency can pre-empt another's
         if state.get("event", report[0]) is not None:
             return []  # rule 1: exact duplicate
-        state.put("event", report[0], True, expires)  # holds no report data: plain
+        state.put("event", report[0], True, remembered)  # holds no report data: plain
         record_key = state.hashed(f"{event.agency_ori}|{event.source_system}|{event.source_record_id}")
         seen = state.get("record", record_key)
         if seen is not None:
-            return self._resubmission(event, seen, record_key, state, expires)
+            return self._resubmission(event, seen, record_key, state, remembered)
         outputs: list[Output] = []
         own_id = str(uuid.uuid5(CANONICAL_NAMESPACE, report[0]))
         # What dedup compares the report on, read once: normalising its identifiers is the costly part.
@@ -129,18 +135,21 @@ class DedupStage(Stage):
             canonical = canonical.model_copy(update={
                 "related": sorted(set(canonical.related) | related - {canonical.canonical_id})[:MAX_RECORD_REFERENCES]})
         state.put("record", record_key, {"version": event.record_version, "canonical_id": canonical.canonical_id},
-                  expires, reports=report)
+                  remembered, reports=report)
         self._remember(canonical, event, state, expires, profile)
         return [*outputs, Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
     # -- rules -----------------------------------------------------------------------------------
     def _resubmission(self, event: CaseEvent, seen: dict[str, Any], record_key: str, state: State,
-                      expires: Any) -> list[Output]:
+                      remembered: Any) -> list[Output]:
         if event.record_version <= seen["version"]:
             return []  # rule 2: the same or an older version again
         previous = self._canonical(seen["canonical_id"], state)
         if previous is None:
-            return []  # expired from state: nothing left to update
+            raise UpdateTooLateError(
+                f"version {event.record_version} of {event.agency_ori}'s {event.source_system} record "
+                f"{event.source_record_id} updates event {seen['canonical_id']}, which left dedup's state "
+                f"{self.config.retention_days} days of event time after {event.event_time:%Y-%m-%d}: not applied")
         same_record = (event.agency_ori, event.source_system, event.source_record_id)
         reports = [credit_of(event, DedupRule.RESUBMISSION_UPDATE, 1.0)
                    if (r.agency.ori, r.source_system, r.source_record_id) == same_record else r
@@ -152,9 +161,9 @@ class DedupStage(Stage):
             "revision": previous.revision + 1, "primary": primary, "reports": reports,
             "decision": DedupDecision(rule=DedupRule.RESUBMISSION_UPDATE, score=1.0, event_id=event.event_id,
                                       explanation=f"version {event.record_version} replaces {seen['version']}")})
-        state.put("record", record_key, {**seen, "version": event.record_version}, expires,
+        state.put("record", record_key, {**seen, "version": event.record_version}, remembered,
                   reports=record_key_ids(event))
-        self._remember(canonical, event, state, expires)
+        self._remember(canonical, event, state, event.event_time + self.retention)
         return [Output(CANONICAL.pattern, canonical.canonical_id.encode(), canonical)]
 
     def _find_match(self, event: CaseEvent, profile: Profile | None, state: State

@@ -71,6 +71,16 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+#: Before any clock: every entry is alive.
+NEVER = float("-inf")
+#: Where :class:`State` keeps its partition's event-time clock (no stage's namespace).
+CLOCK_ENTRY = ("runner-clock", "inputs")
+
+
+def _store_key(namespace: str, key: str) -> str:
+    return f"{namespace}{SEPARATOR}{key}"
+
+
 @dataclass(frozen=True)
 class StateWrite:
     """One change: ``value`` None is a delete. ``expires_at`` is in event time (epoch seconds). ``reports``: the
@@ -84,7 +94,7 @@ class StateWrite:
 
     @property
     def store_key(self) -> str:
-        return f"{self.namespace}{SEPARATOR}{self.key}"
+        return _store_key(self.namespace, self.key)
 
     @property
     def entry(self) -> str:
@@ -169,10 +179,12 @@ class PartitionStore(ABC):
     """The durable store of one input partition of one stage."""
 
     @abstractmethod
-    def get(self, store_key: str) -> Any | None: ...
+    def get(self, store_key: str, alive_at: float = NEVER) -> Any | None:
+        """The entry's value, or None; an entry whose expiry is before ``alive_at`` counts as gone."""
 
     @abstractmethod
-    def scan(self, prefix: str) -> Iterator[tuple[str, Any]]: ...
+    def scan(self, prefix: str, alive_at: float = NEVER) -> Iterator[tuple[str, Any]]:
+        """Entries whose key starts with ``prefix``, in key order, those expired before ``alive_at`` left out."""
 
     @abstractmethod
     def apply(self, writes: list[StateWrite], changelog_offset: int | None) -> None:
@@ -208,6 +220,11 @@ class State:
 
     Writes of the message being processed stay apart until the runner keeps them (``keep_last``) or drops
     them (``discard_last``, when the message goes to the dead-letter topic), so a poison message leaves no trace.
+
+    Expiry is decided by the partition's own event-time clock (:meth:`clock`, kept in the state so a restart or a
+    replay resumes it): from the message on which an entry's expiry falls behind ``clock - grace``, reads no
+    longer see it, whenever the runner gets to delete it. What a stage decides then depends on the messages it
+    processed, never on where commits fell; a replay decides the same.
     """
 
     def __init__(self, store: PartitionStore, *, hasher: KeyedHash | None = None) -> None:
@@ -215,6 +232,7 @@ class State:
         self._hash = hasher or UNKEYED_HASH
         self._overlay: dict[str, StateWrite] = {}
         self._message: dict[str, StateWrite] = {}
+        self._alive_at = NEVER  # entries expiring before this are gone for reads (:meth:`hide_expired`)
 
     def hashed(self, identifier: str) -> str:
         """A state key for an identifier (phone number, VIN, record number...): a keyed hash, stable across the
@@ -224,10 +242,38 @@ class State:
     def _pending(self, store_key: str) -> StateWrite | None:
         return self._message.get(store_key) or self._overlay.get(store_key)
 
+    def _alive(self, write: StateWrite) -> bool:
+        return write.expires_at is None or write.expires_at >= self._alive_at
+
     def get(self, namespace: str, key: str) -> Any | None:
         store_key = f"{namespace}{SEPARATOR}{key}"
         write = self._pending(store_key)
-        return write.value if write is not None else self._store.get(store_key)
+        if write is not None:
+            return write.value if self._alive(write) else None
+        return self._store.get(store_key, self._alive_at)
+
+    def clock(self, window_s: float) -> float:
+        """The partition's event-time clock: the least, over the input topics heard from within ``window_s`` (hub
+        time: the records' timestamps) of the newest record, of the newest event time processed from each; NEVER
+        before the first record. An agency publishing a year of history ahead of the others thus holds nothing
+        back, and one that went quiet stops holding the clock once the window has passed."""
+        inputs: dict[str, list[float]] = self.get(*CLOCK_ENTRY) or {}
+        if not inputs:
+            return NEVER
+        newest_stamp = max(stamp for _, stamp in inputs.values())
+        return min(event_time for event_time, stamp in inputs.values() if stamp >= newest_stamp - window_s * 1000)
+
+    def advance_clock(self, topic: str, event_time: float, stamp_ms: int) -> None:
+        """Count a record processed from ``topic`` (written with the batch, so it commits with the offsets)."""
+        inputs = dict(self.get(*CLOCK_ENTRY) or {})
+        newest, _ = inputs.get(topic, (NEVER, 0))
+        inputs[topic] = [max(newest, event_time), stamp_ms]
+        self._overlay[_store_key(*CLOCK_ENTRY)] = StateWrite(*CLOCK_ENTRY, inputs, None)
+
+    def hide_expired(self, grace_s: float) -> None:
+        """From now on, reads leave out entries whose expiry is more than ``grace_s`` behind the clock (a topic
+        silent for ``grace_s`` of hub time no longer holds it back)."""
+        self._alive_at = self.clock(grace_s) - grace_s
 
     def put(self, namespace: str, key: str, value: Any, expires_at: datetime | float | None = None, *,
             reports: Iterable[str] = ()) -> None:
@@ -244,9 +290,9 @@ class State:
     def scan(self, namespace: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
         """Entries whose key starts with ``prefix`` (pending writes included), in key order."""
         full = f"{namespace}{SEPARATOR}{prefix}"
-        merged = dict(self._store.scan(full))
+        merged = dict(self._store.scan(full, self._alive_at))
         for writes in (self._overlay, self._message):
-            merged.update({k: w.value for k, w in writes.items() if k.startswith(full)})
+            merged.update({k: w.value if self._alive(w) else None for k, w in writes.items() if k.startswith(full)})
         for store_key in sorted(merged):
             if merged[store_key] is not None:
                 yield store_key.partition(SEPARATOR)[2], merged[store_key]

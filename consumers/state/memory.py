@@ -6,7 +6,11 @@ import bisect
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from consumers.state.base import PartitionStore, StateWrite
+from consumers.state.base import NEVER, PartitionStore, StateWrite
+
+
+def _alive(expires_at: float | None, alive_at: float) -> bool:
+    return expires_at is None or expires_at >= alive_at
 
 
 class MemoryPartitionStore(PartitionStore):
@@ -15,15 +19,17 @@ class MemoryPartitionStore(PartitionStore):
         self._sorted: list[str] = []  # the keys in order, so a prefix scan reads a range, as SQLite's index does
         self._changelog_offset = 0
 
-    def get(self, store_key: str) -> Any | None:
+    def get(self, store_key: str, alive_at: float = NEVER) -> Any | None:
         entry = self._entries.get(store_key)
-        return None if entry is None else entry[0]
+        return None if entry is None or not _alive(entry[1], alive_at) else entry[0]
 
-    def scan(self, prefix: str) -> Iterator[tuple[str, Any]]:
+    def scan(self, prefix: str, alive_at: float = NEVER) -> Iterator[tuple[str, Any]]:
         start = bisect.bisect_left(self._sorted, prefix)
         keys = self._sorted[start:bisect.bisect_left(self._sorted, prefix + "\U0010ffff", start)]
         for key in keys:
-            yield key, self._entries[key][0]
+            value, expires_at, _ = self._entries[key]
+            if _alive(expires_at, alive_at):
+                yield key, value
 
     def _delete(self, key: str) -> None:
         if self._entries.pop(key, None) is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.exceptions import StateError
-from consumers.state.base import PartitionStore, StateWrite
+from consumers.state.base import NEVER, PartitionStore, StateWrite
 from hub.credentials import private_sqlite
 
 _SCHEMA = """
@@ -42,14 +42,16 @@ class SqlitePartitionStore(PartitionStore):
             raise StateError(f"cannot open state store {path}: {exc}") from exc
         self.path = path
 
-    def get(self, store_key: str) -> Any | None:
-        row = self._db.execute("SELECT value FROM entries WHERE key=?", (store_key,)).fetchone()
+    def get(self, store_key: str, alive_at: float = NEVER) -> Any | None:
+        row = self._db.execute("SELECT value FROM entries WHERE key=? AND (expires_at IS NULL OR expires_at >= ?)",
+                               (store_key, alive_at)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def scan(self, prefix: str) -> Iterator[tuple[str, Any]]:
+    def scan(self, prefix: str, alive_at: float = NEVER) -> Iterator[tuple[str, Any]]:
         upper = prefix + "\U0010ffff"
-        for key, value in self._db.execute("SELECT key, value FROM entries WHERE key >= ? AND key < ? ORDER BY key",
-                                           (prefix, upper)).fetchall():
+        for key, value in self._db.execute("SELECT key, value FROM entries WHERE key >= ? AND key < ? AND "
+                                           "(expires_at IS NULL OR expires_at >= ?) ORDER BY key",
+                                           (prefix, upper, alive_at)).fetchall():
             yield key, json.loads(value)
 
     def apply(self, writes: list[StateWrite], changelog_offset: int | None) -> None:

@@ -296,14 +296,11 @@ def create_app(settings: HubSettings, checkpoint_key: Path | None = None) -> Fla
             abort(403, "only an auditor may read the audit log")
         record_id, agency = request.args.get("record", "").strip(), request.args.get("agency", "").strip()
         try:
-            check = audit_queries.verify_chains(user.settings, COMPONENT)
+            view = audit_queries.auditor_view(user.settings, COMPONENT, record_id, agency)
             checkpoint = audit_queries.last_checkpoint(user.settings, COMPONENT, checkpoint_key)
-            replays = audit_queries.replay_runs(user.settings, COMPONENT)
-            who = audit_queries.who_saw(user.settings, record_id, COMPONENT, withheld=True) if record_id else None
-            released = audit_queries.releases(user.settings, agency, COMPONENT) if agency else None
         except (KafkaUnavailableError, AuthenticationFailedError) as exc:
             abort(503, f"cannot read the audit log: {exc}")
-        return render_template("audit.html", user=user, check=check, record_id=record_id, who=who, agency=agency,
-                               released=released, checkpoint=checkpoint, replays=replays)
+        return render_template("audit.html", user=user, check=view.check, record_id=record_id, who=view.who_saw,
+                               agency=agency, released=view.releases, checkpoint=checkpoint, replays=view.replays)
 
     return app
