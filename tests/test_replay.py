@@ -27,7 +27,7 @@ from hub.vault import hub_codec
 from producers.directory import load_agencies
 from producers.sample import generate
 from schemas.models import EventType, RoutingDecision, SharedRecordKind, routing_decisions
-from schemas.topics import CANONICAL, INGESTED
+from schemas.topics import AUDIT, CANONICAL, INGESTED
 from tests.conftest import hub_env, publish_events, topic_records, unique
 
 UNITS = sorted(u.unit_id for u in load_registry().task_forces)
@@ -202,4 +202,33 @@ def test_a_registry_change_shows_as_the_expected_named_differences(live_history,
     assert (f"{len(comparison.differences)} differences ({len(deliveries)} in what was delivered"
             in done.stdout.replace(",", ""))
     assert "best-imperial-valley" in done.stdout and "not-subscribed" in done.stdout
+    job.remove()
+
+
+@pytest.mark.kafka
+def test_history_re_sent_by_its_agencies_repeats_nothing_and_replays_with_no_difference(kafka, tmp_path):
+    """Every agency re-sends its year of records (an export replayed): live, dedup knows them all (no new decision);
+    a replay of both sendings, committed at other points, decides exactly as live did."""
+    settings = HubSettings(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=unique("t") + ".",
+                           runtime_dir=tmp_path / "runtime", log_format="json")
+    sample = generate(300, seed=29)
+    ensure_topics(hub_topics(settings.topic_prefix, sorted(load_agencies()), sorted(STAGES), UNITS), settings)
+    apply_registry(settings=settings, applied_by="test")
+    decided = []
+    for _ in range(2):
+        publish_events(settings, sample.events)
+        for name in REPLAYED_STAGES:
+            StageRunner(STAGES[name](), settings, commit_interval_s=0.05).run_until_idle(idle_polls=10)
+        codec = hub_codec(settings)
+        decided.append(sum(len(routing_decisions(codec.decode(r.value)))
+                           for r in topic_records(settings, settings.topic(AUDIT.pattern))))
+    ingested = sum(len(topic_records(settings, INGESTED.name(settings.topic_prefix, ori=ori)))
+                   for ori in {e.agency_ori for e in sample.events})
+    assert ingested == 2 * len(sample.events), "both sendings reached dedup"
+    assert decided[0] > 300 and decided[1] == decided[0], "the second sending decided nothing new"
+    job = Replay(settings, "resent", datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
+    job.run()
+    comparison = job.compare()
+    assert comparison.live_decisions == decided[0]
+    assert comparison.differences == [], [d.describe() for d in comparison.differences[:5]]
     job.remove()
