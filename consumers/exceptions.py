@@ -12,7 +12,7 @@ class ConsumerError(HubError):
 class StageError(ConsumerError):
     """A stage could not process one message; the runner sends it to the dead-letter topic and goes on."""
 
-    hint = "Inspect the message in the stage's dead-letter topic (`kcat -C -t <prefix>deadletter.<stage>`)."
+    hint = "`hub deadletters <stage>` lists it with its reason and source (it is kept on <prefix>deadletter.<stage>)."
 
 
 class UpdateTooLateError(StageError):
@@ -20,7 +20,7 @@ class UpdateTooLateError(StageError):
     event time): it is dead-lettered rather than dropped, so nothing is lost unseen."""
 
     hint = ("Raise HUB_DEDUP_RETENTION_DAYS if agencies' updates often come this late; the record waits in "
-            "deadletter.dedup with this reason.")
+            "deadletter.dedup with this reason (`hub deadletters dedup`).")
 
 
 class StateError(ConsumerError):

@@ -7,6 +7,8 @@ records and bytes finds no input that stops a stage.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -23,14 +25,15 @@ from consumers.stage import Message
 from consumers.stages.dedup import DedupStage
 from consumers.stages.intake import IntakeStage
 from consumers.state import State
+from hub.deadletters import dead_letters
 from hub.kafka import make_producer
 from hub.topics import ensure_topics, hub_topics
 from hub.vault import MemoryKeyVault, hub_codec
 from producers.publisher import EVENT_ID_HEADER
 from schemas.codec import Codec, to_avro_datum
 from schemas.models import AlertAction, AlertActionKind, CanonicalEvent
-from schemas.topics import CANONICAL, INGEST, deadletter_topic, ingest_key
-from tests.conftest import topic_records
+from schemas.topics import CANONICAL, INGEST, ingest_key
+from tests.conftest import hub_env, topic_records
 from tests.factories import make_event
 
 CBP = {"ori": "CACBP0100", "name": "CBP Office of Field Operations, San Diego", "level": "FEDERAL"}
@@ -89,12 +92,9 @@ def _run_stages(settings) -> None:
 
 
 def _dead_letters(settings, stage: str) -> dict[tuple[str, int], str]:
-    """(source topic, source offset) -> reason, for every record the stage dead-lettered."""
-    letters = {}
-    for record in topic_records(settings, settings.topic(deadletter_topic(stage))):
-        headers = {k: v.decode() for k, v in record.headers}
-        letters[(headers["dlq.source_topic"], int(headers["dlq.source_offset"]))] = headers["dlq.reason"]
-    return letters
+    """(source topic, source offset) -> reason, for every record the stage dead-lettered (as `hub deadletters`
+    reads them)."""
+    return {(letter.source_topic, letter.source_offset): letter.reason for letter in dead_letters(settings, [stage])}
 
 
 def _canonical_reports(settings) -> Counter:
@@ -151,6 +151,11 @@ def test_hostile_records_are_dead_lettered_with_their_reason_and_valid_neighbour
         assert (topic, offset) in letters, f"{name} was not dead-lettered"
         assert expected in letters[(topic, offset)], f"{name}: reason {letters[(topic, offset)]!r}"
     assert len(letters) == len(hostile), "only the hostile records are dead-lettered"
+    listed = subprocess.run([sys.executable, "-m", "hub", "deadletters", "intake", "dedup"], env=hub_env(hub_settings),
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{len(hostile)} dead-lettered: intake {len(hostile)}" in listed.stdout, listed.stdout[-2000:]
+    assert f"{topic}/0/{offsets[2 * len(hostile) - 1]}" in listed.stdout and "claims agency CACBP0100" in listed.stdout
     delivered = _canonical_reports(hub_settings)
     for event in [*valid, squatter]:
         assert delivered[("AZDPS0000", event.event_id)] == 1, f"valid report {event.source_record_id} not delivered once"

@@ -46,8 +46,8 @@ def _configure() -> None:
 
 def _register() -> None:
     from hub.cli import (  # noqa: F401  (each module adds its commands to `app`)
-        access, alerts, archive, audit, bench, broker, demo, deploy, publish, replay, retention, run, sample, schemas,
-        subscribe, taskforces, webconsole,
+        access, alerts, archive, audit, bench, broker, deadletters, demo, deploy, publish, replay, retention, run,
+        sample, schemas, subscribe, taskforces, webconsole,
     )
 
 
