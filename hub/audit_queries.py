@@ -163,7 +163,7 @@ def auditor_view(settings: HubSettings, component: str, record_id: str = "", age
              *([f"releases --agency {agency}"] if agency else [])]
     for look in looks:
         record_query(component, look, settings)
-    records = list(read_topic(settings.topic(AUDIT_CHAIN.pattern), settings))
+    records = read_topic(settings.topic(AUDIT_CHAIN.pattern), settings)
     sealed = list(_opened(records))
     decisions = list(_decisions(sealed))
     released = [(s, d) for s, d in decisions if d.form != ShareForm.WITHHELD and agency in d.owner_oris]

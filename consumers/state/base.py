@@ -81,6 +81,11 @@ def _store_key(namespace: str, key: str) -> str:
     return f"{namespace}{SEPARATOR}{key}"
 
 
+def alive(expires_at: float | None, alive_at: float) -> bool:
+    """Whether an entry expiring at ``expires_at`` (None: never) is still there for reads at ``alive_at``."""
+    return expires_at is None or expires_at >= alive_at
+
+
 @dataclass(frozen=True)
 class StateWrite:
     """One change: ``value`` None is a delete. ``expires_at`` is in event time (epoch seconds). ``reports``: the
@@ -242,14 +247,11 @@ class State:
     def _pending(self, store_key: str) -> StateWrite | None:
         return self._message.get(store_key) or self._overlay.get(store_key)
 
-    def _alive(self, write: StateWrite) -> bool:
-        return write.expires_at is None or write.expires_at >= self._alive_at
-
     def get(self, namespace: str, key: str) -> Any | None:
         store_key = f"{namespace}{SEPARATOR}{key}"
         write = self._pending(store_key)
         if write is not None:
-            return write.value if self._alive(write) else None
+            return write.value if alive(write.expires_at, self._alive_at) else None
         return self._store.get(store_key, self._alive_at)
 
     def clock(self, window_s: float) -> float:
@@ -292,7 +294,8 @@ class State:
         full = f"{namespace}{SEPARATOR}{prefix}"
         merged = dict(self._store.scan(full, self._alive_at))
         for writes in (self._overlay, self._message):
-            merged.update({k: w.value if self._alive(w) else None for k, w in writes.items() if k.startswith(full)})
+            merged.update({k: w.value if alive(w.expires_at, self._alive_at) else None
+                           for k, w in writes.items() if k.startswith(full)})
         for store_key in sorted(merged):
             if merged[store_key] is not None:
                 yield store_key.partition(SEPARATOR)[2], merged[store_key]

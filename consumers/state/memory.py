@@ -6,11 +6,7 @@ import bisect
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from consumers.state.base import NEVER, PartitionStore, StateWrite
-
-
-def _alive(expires_at: float | None, alive_at: float) -> bool:
-    return expires_at is None or expires_at >= alive_at
+from consumers.state.base import NEVER, PartitionStore, StateWrite, alive
 
 
 class MemoryPartitionStore(PartitionStore):
@@ -21,14 +17,14 @@ class MemoryPartitionStore(PartitionStore):
 
     def get(self, store_key: str, alive_at: float = NEVER) -> Any | None:
         entry = self._entries.get(store_key)
-        return None if entry is None or not _alive(entry[1], alive_at) else entry[0]
+        return None if entry is None or not alive(entry[1], alive_at) else entry[0]
 
     def scan(self, prefix: str, alive_at: float = NEVER) -> Iterator[tuple[str, Any]]:
         start = bisect.bisect_left(self._sorted, prefix)
         keys = self._sorted[start:bisect.bisect_left(self._sorted, prefix + "\U0010ffff", start)]
         for key in keys:
             value, expires_at, _ = self._entries[key]
-            if _alive(expires_at, alive_at):
+            if alive(expires_at, alive_at):
                 yield key, value
 
     def _delete(self, key: str) -> None:
